@@ -1,0 +1,56 @@
+# clickstream-pipeline tasks. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the tasks
+	@grep -hE '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## install Debian packages, the venv and the JVM jars (idempotent)
+	scripts/setup.sh
+
+jars: ## resolve Spark's jars with Maven into .stack/jars
+	scripts/jars.sh
+
+up: ## start PostgreSQL, Kafka and the object store (idempotent)
+	scripts/stack.sh up
+
+down: ## stop the local stack (data stays in .stack/)
+	scripts/stack.sh down
+
+status: ## say what runs where
+	scripts/stack.sh status
+
+lint: ## ruff lint and format check, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+check: lint ## alias of lint
+
+unit: ## unit tests (local SparkSession, no services)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: ## integration tests against the local stack
+	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+
+test: setup up lint ## set up everything, start the stack, lint, run all tests
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: setup up ## set up everything, start the stack, run the smoke path and print it
+	$(VENV)/bin/clickstream-smoke --env local --messages 2000
+
+wheel: ## build the wheel into dist/
+	$(PY) -m build --wheel --outdir dist .
+
+clean: ## remove build output (keeps .stack and .venv)
+	rm -rf build dist *.egg-info libs/*.egg-info
+
+.PHONY: help setup jars up down status lint format check unit integration test demo wheel clean

@@ -1,0 +1,36 @@
+"""Create or upgrade the database schema (migrations, rollups, schedules) and check secrets.
+
+Run: `clickstream-bootstrap --env local` (installed),
+or `spark-submit jobs/bootstrap.py --env local`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from clickstream_pipeline.cli import EXIT_FAILED, job_parser, run_job
+
+log = logging.getLogger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    return job_parser(
+        "clickstream-bootstrap",
+        "Create or upgrade the database schema (migrations, rollups, schedules) and check secrets.",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    log.error("clickstream-bootstrap is not built yet (issue #4)")
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job(run, parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

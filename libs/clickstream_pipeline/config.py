@@ -1,0 +1,201 @@
+"""Typed configuration: `conf/<env>.toml`, then environment variables, then `--set` overrides.
+
+Precedence (last wins):
+1. the environment's file, shipped in the wheel as `clickstream_pipeline/conf/<env>.toml`
+   (or `--conf-file PATH`);
+2. environment variables `CLICKSTREAM__SECTION__KEY=value` (double underscores nest);
+3. command-line `--set section.key=value`.
+
+Values given as text are read as TOML values when they parse (`8`, `true`, `["a","b"]`) and as
+plain strings otherwise. The result is validated once, at start-up; a bad file or key fails
+with a message naming the key. Secrets are never values here: config names them, and
+`clickstream_pipeline.secrets` resolves them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clickstream_pipeline.errors import ConfigError
+
+ENV_PREFIX = "CLICKSTREAM__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretsConfig(_Section):
+    """Where secrets come from, and the secret name behind each logical key."""
+
+    backend: Literal["env", "file", "keyvault", "databricks"] = "env"
+    file: str | None = None
+    vault_url: str | None = None
+    vault_ca_file: str | None = None
+    scope: str = "key-vault-secrets"
+    # Logical key -> secret name; defaults are the lab's Key Vault names.
+    names: dict[str, str] = Field(
+        default_factory=lambda: {
+            "database": "Database-Connection-String",
+            "kafka_server": "Kafka-Server",
+            "kafka_connection_string": "Kafka-Connection-String",
+            "adls_account_name": "ADLS-Gen2-Account-Name",
+            "adls_account_key": "ADLS-Gen2-Account-Key",
+            "sp_client_id": "WWI-SP-Client-ID",
+            "sp_client_key": "WWI-SP-Client-Key",
+            "tenant_id": "Azure-Tenant-ID",
+            "s3_access_key": "S3-Access-Key",
+            "s3_secret_key": "S3-Secret-Key",
+            "kafka_truststore_password": "KAFKA_TRUSTSTORE_PASSWORD",
+        }
+    )
+
+    def name_of(self, key: str) -> str:
+        try:
+            return self.names[key]
+        except KeyError:
+            raise ConfigError(f"secrets.names has no entry for {key!r}") from None
+
+
+class KafkaConfig(_Section):
+    """The Kafka source. `security = "eventhubs"` is SASL_SSL/PLAIN with `$ConnectionString`."""
+
+    bootstrap_servers: str | None = None  # None: from the Kafka-Server secret
+    topics: list[str] = Field(default_factory=lambda: ["clickstream"])
+    topic_pattern: str | None = None
+    security: Literal["plaintext", "eventhubs"] = "plaintext"
+    ssl_truststore: str | None = None  # PKCS12 for a private CA (local broker); None: JVM's CAs
+    ssl_ca_pem: str | None = None  # the same CA as PEM, for librdkafka clients
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = Field(default=None, gt=0)
+    min_partitions: int | None = Field(default=None, gt=0)
+    fail_on_data_loss: bool = True
+    group_id_prefix: str | None = None
+    request_timeout_ms: int = Field(default=60000, gt=0)
+    session_timeout_ms: int = Field(default=60000, gt=0)
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_not_blank(cls, topics: list[str]) -> list[str]:
+        if any(not t.strip() for t in topics):
+            raise ValueError("topic names must not be blank")
+        return topics
+
+
+class StorageConfig(_Section):
+    """Checkpoints and the lake (dead letters): local paths, s3a:// or abfss://."""
+
+    checkpoint_root: str = ".stack/checkpoints"
+    lake_root: str = ".stack/lake"
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:59000 for a local S3-compatible store
+    s3_path_style: bool = True
+    s3_ssl: bool = False
+    adls_auth: Literal["none", "account_key", "service_principal"] = "none"
+
+
+class SparkConfig(_Section):
+    master: str | None = None  # None: use the cluster's (Databricks, spark-submit --master)
+    app_name: str = "clickstream-pipeline"
+    jars_dir: str | None = None  # a folder of resolved jars added as spark.jars (local runs)
+    shuffle_partitions: int = Field(default=4, gt=0)
+    ui: bool = False
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class DatabaseConfig(_Section):
+    schema_name: str = "public"
+    events_table: str = "events"
+    connect_timeout_s: int = Field(default=10, gt=0)
+    application_name: str = "clickstream-pipeline"
+
+
+class Config(_Section):
+    env: str
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+
+
+def load_config(
+    env: str = "local",
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    conf_file: str | Path | None = None,
+) -> Config:
+    """Build the validated config for `env`; raises ConfigError with a readable message."""
+    environ = os.environ if environ is None else environ
+    data = _read_file(env, conf_file)
+    for key, value in sorted(environ.items()):
+        if key.startswith(ENV_PREFIX):
+            path = key[len(ENV_PREFIX) :].lower().split("__")
+            _assign(data, path, _parse_value(value), origin=f"environment variable {key}")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        dotted, value = item.split("=", 1)
+        _assign(data, dotted.strip().split("."), _parse_value(value), origin=f"--set {dotted}")
+    data["env"] = env
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration for env {env!r}: {problems}") from None
+
+
+def available_envs() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files("clickstream_pipeline.conf").iterdir()
+        if p.name.endswith(".toml")
+    )
+
+
+def _read_file(env: str, conf_file: str | Path | None) -> dict[str, Any]:
+    if conf_file is not None:
+        path = Path(conf_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        where = str(path)
+    else:
+        resource = resources.files("clickstream_pipeline.conf").joinpath(f"{env}.toml")
+        if not resource.is_file():
+            raise ConfigError(
+                f"no config for env {env!r}; known envs: {', '.join(available_envs())}"
+            )
+        text = resource.read_text(encoding="utf-8")
+        where = f"conf/{env}.toml"
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _assign(data: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    if not path or any(not part for part in path):
+        raise ConfigError(f"{origin}: empty key")
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value

@@ -1,0 +1,108 @@
+"""PostgreSQL/Citus connections from the lab's JDBC-URL secret.
+
+`Database-Connection-String` is a JDBC URL (as Azure's portal gives it):
+`jdbc:postgresql://host:5432/citus?user=citus&password=...&sslmode=require`.
+`ConnectionParams` turns it into psycopg2 keyword arguments and into a password-free JDBC URL
+plus properties for Spark; its `repr` never shows the password.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+from pydantic import SecretStr
+
+from clickstream_pipeline.errors import DatabaseConfigError
+
+DEFAULT_PORT = 5432
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    host: str
+    port: int
+    dbname: str
+    user: str | None
+    password: SecretStr | None = field(default=None, repr=False)
+    sslmode: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_jdbc_url(cls, url: SecretStr | str) -> ConnectionParams:
+        text = url.get_secret_value() if isinstance(url, SecretStr) else url
+        prefix = "jdbc:postgresql://"
+        if not text.startswith(prefix):
+            raise DatabaseConfigError("connection string must start with jdbc:postgresql://")
+        parts = urllib.parse.urlsplit("postgresql://" + text[len(prefix) :])
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError:
+            raise DatabaseConfigError("connection string has an invalid port") from None
+        if not parts.hostname:
+            raise DatabaseConfigError("connection string has no host")
+        dbname = parts.path.lstrip("/") or "postgres"
+        user = query.pop("user", None) or (urllib.parse.unquote(parts.username or "") or None)
+        password = query.pop("password", None) or (
+            urllib.parse.unquote(parts.password) if parts.password else None
+        )
+        sslmode = query.pop("sslmode", None)
+        return cls(
+            host=parts.hostname,
+            port=port,
+            dbname=urllib.parse.unquote(dbname),
+            user=user,
+            password=SecretStr(password) if password else None,
+            sslmode=sslmode,
+            options=query,
+        )
+
+    def psycopg_kwargs(self, application_name: str, connect_timeout: int) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "application_name": application_name,
+            "connect_timeout": connect_timeout,
+        }
+        if self.user:
+            kwargs["user"] = self.user
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        if self.sslmode:
+            kwargs["sslmode"] = self.sslmode
+        return kwargs
+
+    def jdbc_url(self) -> str:
+        """The JDBC URL without credentials (they go in `jdbc_properties`)."""
+        query = dict(self.options)
+        if self.sslmode:
+            query["sslmode"] = self.sslmode
+        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}{suffix}"
+
+    def jdbc_properties(self) -> dict[str, str]:
+        props = {"driver": "org.postgresql.Driver"}
+        if self.user:
+            props["user"] = self.user
+        if self.password is not None:
+            props["password"] = self.password.get_secret_value()
+        return props
+
+    def describe(self) -> str:
+        return f"{self.user or '?'}@{self.host}:{self.port}/{self.dbname}"
+
+
+def connect(
+    params: ConnectionParams,
+    application_name: str = "clickstream-pipeline",
+    connect_timeout: int = 10,
+) -> psycopg2.extensions.connection:
+    try:
+        return psycopg2.connect(**params.psycopg_kwargs(application_name, connect_timeout))
+    except psycopg2.OperationalError as exc:
+        # libpq's message names host and reason, never the password.
+        raise ConnectionError(f"cannot connect to {params.describe()}: {exc}".strip()) from None

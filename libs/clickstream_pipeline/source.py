@@ -1,0 +1,115 @@
+"""Kafka / Azure Event Hubs read options for Spark's Kafka source.
+
+Event Hubs' Kafka endpoint is SASL_SSL with mechanism PLAIN, the literal username
+`$ConnectionString` and the namespace connection string as password; its port is 9093 when the
+`Kafka-Server` secret gives only the namespace host.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+
+from clickstream_pipeline.config import KafkaConfig
+from clickstream_pipeline.errors import SourceConfigError
+from clickstream_pipeline.secrets import Secrets
+
+EVENT_HUBS_PORT = 9093
+PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+# librdkafka settings as confluent-kafka takes them
+ClientConf = dict[str, str | int | float | bool]
+
+
+def bootstrap_servers(kafka: KafkaConfig, secrets: Secrets) -> str:
+    if kafka.bootstrap_servers:
+        return kafka.bootstrap_servers
+    server = secrets.get("kafka_server")
+    if server is None:
+        raise SourceConfigError(
+            "kafka.bootstrap_servers is not set and the Kafka-Server secret is missing"
+        )
+    value = server.get_secret_value().strip()
+    if kafka.security == "eventhubs" and ":" not in value:
+        value = f"{value}:{EVENT_HUBS_PORT}"
+    return value
+
+
+def jaas_config(connection_string: str) -> str:
+    escaped = connection_string.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{PLAIN_LOGIN_MODULE} required username="$ConnectionString" password="{escaped}";'
+
+
+def security_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
+    """Kafka client properties (without the `kafka.` prefix) for the configured security."""
+    if kafka.security == "plaintext":
+        return {}
+    connection = secrets.get("kafka_connection_string")
+    if connection is None:
+        raise SourceConfigError(
+            "kafka.security = eventhubs needs the Kafka-Connection-String secret"
+        )
+    options = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.jaas.config": jaas_config(connection.get_secret_value()),
+        "request.timeout.ms": str(kafka.request_timeout_ms),
+        "session.timeout.ms": str(kafka.session_timeout_ms),
+    }
+    if kafka.ssl_truststore:
+        options["ssl.truststore.location"] = kafka.ssl_truststore
+        options["ssl.truststore.type"] = "PKCS12"
+        password = secrets.get("kafka_truststore_password")
+        if password is not None:
+            options["ssl.truststore.password"] = password.get_secret_value()
+    return options
+
+
+def kafka_read_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
+    """Options for `spark.readStream.format("kafka")`."""
+    options = {
+        "kafka.bootstrap.servers": bootstrap_servers(kafka, secrets),
+        "startingOffsets": kafka.starting_offsets,
+        "failOnDataLoss": str(kafka.fail_on_data_loss).lower(),
+        "includeHeaders": "false",
+    }
+    if kafka.topic_pattern:
+        options["subscribePattern"] = kafka.topic_pattern
+    else:
+        options["subscribe"] = ",".join(kafka.topics)
+    if kafka.max_offsets_per_trigger:
+        options["maxOffsetsPerTrigger"] = str(kafka.max_offsets_per_trigger)
+    if kafka.min_partitions:
+        options["minPartitions"] = str(kafka.min_partitions)
+    if kafka.group_id_prefix:
+        options["groupIdPrefix"] = kafka.group_id_prefix
+    options.update({f"kafka.{k}": v for k, v in security_options(kafka, secrets).items()})
+    return options
+
+
+def read_kafka_stream(spark: SparkSession, kafka: KafkaConfig, secrets: Secrets) -> DataFrame:
+    reader = spark.readStream.format("kafka")
+    for key, value in kafka_read_options(kafka, secrets).items():
+        reader = reader.option(key, value)
+    return reader.load()
+
+
+def producer_config(kafka: KafkaConfig, secrets: Secrets) -> ClientConf:
+    """librdkafka (confluent-kafka) settings for the same broker and security."""
+    conf: ClientConf = {"bootstrap.servers": bootstrap_servers(kafka, secrets)}
+    if kafka.security == "eventhubs":
+        connection = secrets.get("kafka_connection_string")
+        if connection is None:
+            raise SourceConfigError(
+                "kafka.security = eventhubs needs the Kafka-Connection-String secret"
+            )
+        conf.update(
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanisms": "PLAIN",
+                "sasl.username": "$ConnectionString",
+                "sasl.password": connection.get_secret_value(),
+            }
+        )
+        if kafka.ssl_ca_pem:
+            conf["ssl.ca.location"] = kafka.ssl_ca_pem
+    return conf

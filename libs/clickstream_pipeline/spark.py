@@ -1,0 +1,149 @@
+"""The SparkSession builder: resolved jars for local runs, the cluster's session elsewhere.
+
+Locally (`spark.master` set in config) the session gets every jar from `spark.jars_dir` (resolved
+by Maven at set-up, so no Ivy download at run time), Delta's extensions, and the object-store
+settings. On Databricks or under `spark-submit --master ...` the running session is reused and
+only the storage settings are applied to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from clickstream_pipeline.config import Config, StorageConfig
+from clickstream_pipeline.errors import SparkSetupError
+from clickstream_pipeline.secrets import Secrets
+
+log = logging.getLogger(__name__)
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def resolved_jars(jars_dir: str | Path) -> list[str]:
+    folder = Path(jars_dir)
+    jars = sorted(str(p.resolve()) for p in folder.glob("*.jar"))
+    if not jars:
+        raise SparkSetupError(f"no jars in {folder}: run `make jars` (or scripts/setup.sh)")
+    return jars
+
+
+def storage_conf(storage: StorageConfig, secrets: Secrets) -> dict[str, str]:
+    """Hadoop settings (without the `spark.hadoop.` prefix) for s3a:// and abfss:// paths."""
+    conf: dict[str, str] = {}
+    if storage.s3_endpoint:
+        conf.update(
+            {
+                "fs.s3a.endpoint": storage.s3_endpoint,
+                "fs.s3a.endpoint.region": "us-east-1",
+                "fs.s3a.path.style.access": str(storage.s3_path_style).lower(),
+                "fs.s3a.connection.ssl.enabled": str(storage.s3_ssl).lower(),
+            }
+        )
+    access, secret = secrets.get("s3_access_key"), secrets.get("s3_secret_key")
+    if access is not None and secret is not None:
+        conf.update(
+            {
+                "fs.s3a.aws.credentials.provider": (
+                    "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+                ),
+                "fs.s3a.access.key": access.get_secret_value(),
+                "fs.s3a.secret.key": secret.get_secret_value(),
+            }
+        )
+    if storage.adls_auth != "none":
+        conf.update(_adls_conf(storage, secrets))
+    return conf
+
+
+def _adls_conf(storage: StorageConfig, secrets: Secrets) -> dict[str, str]:
+    account_secret = secrets.get("adls_account_name")
+    if account_secret is None:
+        raise SparkSetupError(
+            "storage.adls_auth is set but the ADLS account name secret is missing"
+        )
+    host = f"{account_secret.get_secret_value()}.dfs.core.windows.net"
+    if storage.adls_auth == "account_key":
+        key = secrets.get("adls_account_key")
+        if key is None:
+            raise SparkSetupError(
+                "storage.adls_auth = account_key needs the ADLS account key secret"
+            )
+        return {f"fs.azure.account.key.{host}": key.get_secret_value()}
+    client_id, client_key, tenant = (
+        secrets.get("sp_client_id"),
+        secrets.get("sp_client_key"),
+        secrets.get("tenant_id"),
+    )
+    if client_id is None or client_key is None or tenant is None:
+        raise SparkSetupError(
+            "storage.adls_auth = service_principal needs the client id, client key "
+            "and tenant secrets"
+        )
+    return {
+        f"fs.azure.account.auth.type.{host}": "OAuth",
+        f"fs.azure.account.oauth.provider.type.{host}": (
+            "org.apache.hadoop.fs.azurebfs.oauth2.ClientCredsTokenProvider"
+        ),
+        f"fs.azure.account.oauth2.client.id.{host}": client_id.get_secret_value(),
+        f"fs.azure.account.oauth2.client.secret.{host}": client_key.get_secret_value(),
+        f"fs.azure.account.oauth2.client.endpoint.{host}": (
+            f"https://login.microsoftonline.com/{tenant.get_secret_value()}/oauth2/token"
+        ),
+    }
+
+
+def session_conf(cfg: Config, secrets: Secrets) -> dict[str, str]:
+    """Everything a locally built session is given."""
+    conf = {
+        "spark.app.name": cfg.spark.app_name,
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        "spark.ui.enabled": str(cfg.spark.ui).lower(),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        **DELTA_CONF,
+    }
+    if cfg.spark.jars_dir:
+        conf["spark.jars"] = ",".join(resolved_jars(cfg.spark.jars_dir))
+    conf.update({f"spark.hadoop.{k}": v for k, v in storage_conf(cfg.storage, secrets).items()})
+    conf.update(cfg.spark.conf)
+    return conf
+
+
+def build_spark(cfg: Config, secrets: Secrets) -> SparkSession:
+    """The session for a job: the running one on a cluster, else a new one.
+
+    Under `spark-submit` (which starts Python with its own JVM) the master and jars come from
+    its flags; otherwise `spark.master` and `spark.jars_dir` from config are used.
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        for key, value in storage_conf(cfg.storage, secrets).items():
+            active.conf.set(key, value)
+            active.sparkContext._jsc.hadoopConfiguration().set(key, value)
+        return active
+    conf = session_conf(cfg, secrets)
+    builder = SparkSession.builder
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit
+        conf.pop("spark.jars", None)
+        conf.pop("spark.driver.host", None)
+        conf.pop("spark.driver.bindAddress", None)
+    elif cfg.spark.master:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        builder = builder.master(cfg.spark.master)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("spark %s started: master %s", spark.version, spark.sparkContext.master)
+    return spark

@@ -1,0 +1,82 @@
+"""The wheel: one import package with its SQL and conf, entry points that work from a clean venv."""
+
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_DIR
+
+ENTRY_POINTS = (
+    "clickstream-bootstrap",
+    "clickstream-ingest",
+    "clickstream-produce",
+    "clickstream-load",
+    "clickstream-dead-letters",
+    "clickstream-smoke",
+)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(PROJECT_DIR),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("clickstream_pipeline-*.whl")
+    return built
+
+
+def test_wheel_holds_one_import_package_with_sql_and_conf(wheel: Path):
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"clickstream_pipeline"}
+    assert "clickstream_pipeline/conf/local.toml" in names
+    assert "clickstream_pipeline/conf/databricks.toml" in names
+    assert "clickstream_pipeline/jobs/ingest.py" in names
+    assert any(
+        n.startswith("clickstream_pipeline/sql/migrations/") and n.endswith(".sql") for n in names
+    )
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    # Spark and Delta only through the `local` extra: a Databricks runtime brings its own.
+    requires = [line for line in text.splitlines() if line.startswith("Requires-Dist:")]
+    spark_lines = [line for line in requires if "pyspark" in line or "delta-spark" in line]
+    assert spark_lines
+    assert all('extra == "local"' in line for line in spark_lines), spark_lines
+
+
+def test_entry_points_answer_help_from_a_clean_venv(wheel: Path, tmp_path: Path):
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    subprocess.run(
+        [str(env_dir / "bin" / "pip"), "install", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    for name in ENTRY_POINTS:
+        done = subprocess.run(
+            [str(env_dir / "bin" / name), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+        assert f"usage: {name}" in done.stdout

@@ -1,0 +1,46 @@
+import pytest
+
+from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.errors import DatabaseConfigError
+
+AZURE = (
+    "jdbc:postgresql://lab-c.postgres.database.azure.com:5432/citus"
+    "?user=citus&password=Abc!12%26x&sslmode=require"
+)
+
+
+def test_azure_portal_jdbc_url_becomes_psycopg_arguments():
+    params = ConnectionParams.from_jdbc_url(AZURE)
+    kwargs = params.psycopg_kwargs("app", 5)
+    assert kwargs == {
+        "host": "lab-c.postgres.database.azure.com",
+        "port": 5432,
+        "dbname": "citus",
+        "user": "citus",
+        "password": "Abc!12&x",
+        "sslmode": "require",
+        "application_name": "app",
+        "connect_timeout": 5,
+    }
+
+
+def test_password_stays_out_of_repr_and_jdbc_url():
+    params = ConnectionParams.from_jdbc_url(AZURE)
+    assert "Abc!12" not in repr(params)
+    assert "Abc!12" not in params.jdbc_url()
+    assert params.jdbc_url().endswith("/citus?sslmode=require")
+    assert params.jdbc_properties()["password"] == "Abc!12&x"
+
+
+def test_default_port_and_extra_options_are_kept():
+    params = ConnectionParams.from_jdbc_url("jdbc:postgresql://db/x?user=u&ssl=true")
+    assert (params.port, params.options) == (5432, {"ssl": "true"})
+
+
+@pytest.mark.parametrize(
+    "bad", ["postgresql://h/db", "jdbc:postgresql:///db", "jdbc:postgresql://h:x/db"]
+)
+def test_unusable_urls_are_rejected_without_echoing_them(bad):
+    with pytest.raises(DatabaseConfigError) as info:
+        ConnectionParams.from_jdbc_url(bad + "?password=s3cr3t")
+    assert "s3cr3t" not in str(info.value)

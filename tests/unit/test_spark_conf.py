@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from clickstream_pipeline.config import StorageConfig, load_config
+from clickstream_pipeline.errors import SparkSetupError
+from clickstream_pipeline.secrets import Secrets
+from clickstream_pipeline.spark import session_conf, storage_conf
+
+
+def secrets(**values: str) -> Secrets:
+    return Secrets({k: SecretStr(v) for k, v in values.items()}, "test")
+
+
+def test_s3a_settings_for_an_s3_compatible_endpoint():
+    conf = storage_conf(
+        StorageConfig(s3_endpoint="http://127.0.0.1:59000"),
+        secrets(s3_access_key="AK", s3_secret_key="SK"),
+    )
+    assert conf["fs.s3a.endpoint"] == "http://127.0.0.1:59000"
+    assert conf["fs.s3a.path.style.access"] == "true"
+    assert conf["fs.s3a.connection.ssl.enabled"] == "false"
+    assert (conf["fs.s3a.access.key"], conf["fs.s3a.secret.key"]) == ("AK", "SK")
+
+
+def test_adls_service_principal_oauth_as_the_lab_notebook_did():
+    conf = storage_conf(
+        StorageConfig(adls_auth="service_principal"),
+        secrets(adls_account_name="acct", sp_client_id="id", sp_client_key="key", tenant_id="t"),
+    )
+    host = "acct.dfs.core.windows.net"
+    assert conf[f"fs.azure.account.auth.type.{host}"] == "OAuth"
+    assert conf[f"fs.azure.account.oauth2.client.id.{host}"] == "id"
+    assert conf[f"fs.azure.account.oauth2.client.endpoint.{host}"] == (
+        "https://login.microsoftonline.com/t/oauth2/token"
+    )
+
+
+def test_adls_account_key_and_missing_secrets():
+    conf = storage_conf(
+        StorageConfig(adls_auth="account_key"), secrets(adls_account_name="a", adls_account_key="k")
+    )
+    assert conf == {"fs.azure.account.key.a.dfs.core.windows.net": "k"}
+    with pytest.raises(SparkSetupError, match="client id"):
+        storage_conf(StorageConfig(adls_auth="service_principal"), secrets(adls_account_name="a"))
+
+
+def test_local_session_gets_every_resolved_jar(tmp_path: Path):
+    for name in ("b.jar", "a.jar", "notes.txt"):
+        (tmp_path / name).write_text("")
+    cfg = load_config("local", [f"spark.jars_dir={tmp_path}"], environ={})
+    conf = session_conf(cfg, secrets())
+    assert conf["spark.jars"] == f"{tmp_path / 'a.jar'},{tmp_path / 'b.jar'}"
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:59000"
+
+
+def test_missing_jars_folder_says_how_to_fix_it(tmp_path: Path):
+    cfg = load_config("local", [f"spark.jars_dir={tmp_path / 'none'}"], environ={})
+    with pytest.raises(SparkSetupError, match="make jars"):
+        session_conf(cfg, secrets())
