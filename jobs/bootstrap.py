@@ -1,7 +1,11 @@
-"""Create or upgrade the database schema (migrations, rollups, schedules) and check secrets.
+"""Bootstrap job: make a database ready for the pipeline.
+
+Resolves the database secret, connects (TLS as the connection string's `sslmode` says),
+applies the shipped migrations (events, rollups, TopN replacements, pg_cron schedules) and
+prints what it did. `--dry-run` prints the SQL it would run and changes nothing.
 
 Run: `clickstream-bootstrap --env local` (installed),
-or `spark-submit jobs/bootstrap.py --env local`.
+or `spark-submit jobs/bootstrap.py --env local` (no Spark is started).
 """
 
 from __future__ import annotations
@@ -11,21 +15,72 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.cli import EXIT_FAILED, job_parser, run_job
+from psycopg2.extensions import connection
+
+from clickstream_pipeline.cli import config_from_args, job_parser, run_job
 
 log = logging.getLogger(__name__)
 
 
 def parser() -> argparse.ArgumentParser:
-    return job_parser(
+    p = job_parser(
         "clickstream-bootstrap",
-        "Create or upgrade the database schema (migrations, rollups, schedules) and check secrets.",
+        "Create or upgrade the database schema (migrations, rollups, schedules).",
     )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the SQL it would run, change nothing"
+    )
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
-    log.error("clickstream-bootstrap is not built yet (issue #4)")
-    return EXIT_FAILED
+    from clickstream_pipeline.database import ConnectionParams, connect, server_facts
+    from clickstream_pipeline.migrations import load_migrations, migrate, pending
+    from clickstream_pipeline.secrets import resolve_secrets
+
+    cfg = config_from_args(args)
+    secrets = resolve_secrets(cfg.secrets, ["database"])
+    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    migrations = load_migrations()
+    conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
+    try:
+        print(f"database {params.describe()}: {server_facts(conn)}")
+        if args.dry_run:
+            todo = pending(conn, migrations)
+            conn.rollback()
+            print(f"-- dry run: {len(todo)} of {len(migrations)} migrations pending")
+            for migration in todo:
+                print(
+                    f"-- {migration.filename} (sha256 {migration.checksum[:12]})\n{migration.sql}"
+                )
+            return 0
+        report = migrate(conn, migrations)
+        for migration in report.applied:
+            print(f"applied  {migration.filename}")
+        for notice in report.notices:
+            print(f"notice   {notice}")
+        print(
+            f"bootstrap done: {len(report.applied)} applied, "
+            f"{len(report.already_applied)} already applied"
+            + (" (nothing changed)" if not report.applied else "")
+        )
+        print(
+            f"scheduled jobs: {', '.join(scheduled_jobs(conn)) or 'none (pg_cron not installed)'}"
+        )
+    finally:
+        conn.close()
+    return 0
+
+
+def scheduled_jobs(conn: connection) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('cron.job') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return []
+        cur.execute("SELECT jobname || ' (' || schedule || ')' FROM cron.job ORDER BY jobname")
+        names = [row[0] for row in cur.fetchall()]
+    conn.rollback()
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

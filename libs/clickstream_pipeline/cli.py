@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from clickstream_pipeline.config import Config, load_config
-from clickstream_pipeline.errors import SetupError
+from clickstream_pipeline.errors import DatabaseError, SetupError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,7 +61,7 @@ def run_job(
     except SetupError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return EXIT_CONFIG
-    except (PsycopgError, ConnectionError) as exc:
+    except (DatabaseError, PsycopgError, ConnectionError) as exc:
         log.error("database error: %s: %s", type(exc).__name__, str(exc).strip())
         return EXIT_DATABASE
     except Exception:

@@ -38,7 +38,10 @@ class SecretsConfig(_Section):
     backend: Literal["env", "file", "keyvault", "databricks"] = "env"
     file: str | None = None
     vault_url: str | None = None
-    vault_ca_file: str | None = None
+    vault_ca_file: str | None = None  # PEM bundle for a vault with a private CA (local stack)
+    # Azure checks that the auth challenge names a *.vault.azure.net resource; a local vault
+    # answers for localhost, so the local config turns the check off.
+    vault_verify_challenge_resource: bool = True
     scope: str = "key-vault-secrets"
     # Logical key -> secret name; defaults are the lab's Key Vault names.
     names: dict[str, str] = Field(
@@ -53,7 +56,7 @@ class SecretsConfig(_Section):
             "tenant_id": "Azure-Tenant-ID",
             "s3_access_key": "S3-Access-Key",
             "s3_secret_key": "S3-Secret-Key",
-            "kafka_truststore_password": "KAFKA_TRUSTSTORE_PASSWORD",
+            "kafka_truststore_password": "Kafka-Truststore-Password",
         }
     )
 
@@ -116,6 +119,27 @@ class DatabaseConfig(_Section):
     application_name: str = "clickstream-pipeline"
 
 
+class IngestConfig(_Section):
+    """The streaming ingest job: trigger, validation bounds, sink behaviour."""
+
+    query_name: str = "clickstream-ingest"  # also the sink's name in the offset ledger
+    trigger: Literal["processing_time", "available_now"] = "processing_time"
+    trigger_interval: str = "5 seconds"
+    max_text_length: int = Field(default=256, gt=0)
+    max_past_s: int = Field(default=2 * 24 * 3600, ge=0)
+    max_future_s: int = Field(default=15 * 60, ge=0)
+    rollup_after_batch: bool = False
+    sink_max_attempts: int = Field(default=8, gt=0)
+    sink_backoff_s: float = Field(default=0.25, gt=0)
+
+    @field_validator("query_name")
+    @classmethod
+    def _name_is_a_path_segment(cls, name: str) -> str:
+        if not name or "/" in name or name.strip() != name:
+            raise ValueError("query_name must be a non-blank name without '/'")
+        return name
+
+
 class Config(_Section):
     env: str
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
@@ -123,6 +147,15 @@ class Config(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    @property
+    def checkpoint_location(self) -> str:
+        return f"{self.storage.checkpoint_root.rstrip('/')}/{self.ingest.query_name}"
+
+    @property
+    def dead_letter_path(self) -> str:
+        return f"{self.storage.lake_root.rstrip('/')}/dead_letters"
 
 
 def load_config(

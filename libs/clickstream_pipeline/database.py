@@ -106,3 +106,19 @@ def connect(
     except psycopg2.OperationalError as exc:
         # libpq's message names host and reason, never the password.
         raise ConnectionError(f"cannot connect to {params.describe()}: {exc}".strip()) from None
+
+
+def server_facts(conn: psycopg2.extensions.connection) -> str:
+    """Server version and the pipeline's extensions (installed or merely available)."""
+    with conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        (version,) = cur.fetchone()
+        cur.execute(
+            """SELECT a.name, coalesce(e.extversion, '-')
+               FROM pg_available_extensions a LEFT JOIN pg_extension e ON e.extname = a.name
+               WHERE a.name IN ('citus', 'topn', 'hll', 'pg_partman', 'pg_cron')
+               ORDER BY a.name"""
+        )
+        extensions = ", ".join(f"{name} {installed}" for name, installed in cur.fetchall())
+    conn.rollback()
+    return f"PostgreSQL {version}; extensions (installed version or -): {extensions}"

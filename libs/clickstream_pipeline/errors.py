@@ -23,3 +23,7 @@ class SourceConfigError(SetupError):
 
 class SparkSetupError(SetupError):
     """The Spark session cannot be built as configured."""
+
+
+class DatabaseError(Exception):
+    """The database refused, failed or disagrees with what the package expects."""

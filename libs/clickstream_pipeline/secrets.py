@@ -130,13 +130,15 @@ def keyvault_fetcher(cfg: SecretsConfig) -> Fetch:
 
     if not cfg.vault_url:
         raise SecretError("secrets.backend is 'keyvault' but secrets.vault_url is not set")
-    transport: dict[str, object] = {}
+    options: dict[str, object] = {
+        "verify_challenge_resource": cfg.vault_verify_challenge_resource,
+    }
     if cfg.vault_ca_file:
-        transport["connection_verify"] = cfg.vault_ca_file
+        options["connection_verify"] = cfg.vault_ca_file
     client = SecretClient(
         vault_url=cfg.vault_url,
         credential=DefaultAzureCredential(exclude_interactive_browser_credential=True),
-        **transport,
+        **options,
     )
 
     def fetch(name: str) -> str | None:

@@ -91,7 +91,7 @@ XML
 ensure_tls() {
   local ks="$KAFKA_TLS/keystore.p12" ts="$KAFKA_TLS/truststore.p12" pem="$KAFKA_TLS/ca.pem"
   if [ -f "$ks" ] && [ -f "$ts" ] && [ -f "$pem" ] \
-     && [ -n "$(secret_get KAFKA_KEYSTORE_PASSWORD)" ] && [ -n "$(secret_get KAFKA_TRUSTSTORE_PASSWORD)" ]; then
+     && [ -n "$(secret_get KAFKA_KEYSTORE_PASSWORD)" ] && [ -n "$(secret_get Kafka-Truststore-Password)" ]; then
     return 0
   fi
   command -v keytool >/dev/null || die "kafka: keytool (Java) is needed to create the TLS certificate"
@@ -112,7 +112,7 @@ ensure_tls() {
     -storepass:env TS_PASS >/dev/null 2>&1 || die "kafka: keytool -importcert failed"
   chmod 600 "$ks"; chmod 644 "$pem" "$ts"
   secret_set KAFKA_KEYSTORE_PASSWORD "$KS_PASS"
-  secret_set KAFKA_TRUSTSTORE_PASSWORD "$TS_PASS"
+  secret_set Kafka-Truststore-Password "$TS_PASS"
   unset KS_PASS TS_PASS
 }
 

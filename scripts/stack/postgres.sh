@@ -35,6 +35,9 @@ port = $PG_PORT
 unix_socket_directories = '$PG_SOCKET_DIR'
 shared_preload_libraries = 'pg_cron'
 cron.database_name = '$PG_DB'
+# pg_cron runs jobs in background workers (no libpq login, so no password needed)
+cron.use_background_workers = on
+max_worker_processes = 32
 max_connections = 200
 shared_buffers = 512MB
 wal_level = minimal

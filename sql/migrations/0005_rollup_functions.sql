@@ -7,7 +7,10 @@
 -- five_minutely_aggregation() and hourly_aggregation() upsert the window into
 -- the rollup tables, merging with existing rows (counts added, hll_union,
 -- topn_union), so late events and repeated runs are handled.
--- Function bodies are the lab's, unchanged.
+-- Function bodies are the lab's, with one change: the HLLs use 2^14 registers
+-- (hll_add_agg(..., 14)) instead of the default 2^11. The default's standard error is 2.3%,
+-- too coarse for a 3% bound on distinct counts; 2^14 gives 0.8%. Small sets stay in HLL's
+-- compact sparse form, so rollup rows grow only where a bucket holds many distinct ids.
 --
 -- Citus: rollups stays a local table on the coordinator, as in the lab. It is
 -- read and updated only by incremental_rollup_window(), which runs on the
@@ -98,8 +101,8 @@ BEGIN
                 browser,
                 date_trunc('seconds', (event_time - TIMESTAMP 'epoch') / 300) * 300 + TIMESTAMP 'epoch' AS minute,
                 count(*) as event_count,
-                hll_add_agg(hll_hash_bigint(device_id)) as device_distinct_count,
-                hll_add_agg(hll_hash_bigint(session_id)) as session_distinct_count,
+                hll_add_agg(hll_hash_bigint(device_id), 14) as device_distinct_count,
+                hll_add_agg(hll_hash_bigint(session_id), 14) as session_distinct_count,
                 topn_add_agg(device_id::text) top_devices_1000
         FROM events WHERE event_id BETWEEN start_id AND end_id
         GROUP BY customer_id,event_type,country,browser,minute
@@ -133,8 +136,8 @@ BEGIN
                browser,
                date_trunc('hour', event_time) as hour,
                count(*) as event_count,
-               hll_add_agg(hll_hash_bigint(device_id)) as device_distinct_count,
-               hll_add_agg(hll_hash_bigint(session_id)) as session_distinct_count,
+               hll_add_agg(hll_hash_bigint(device_id), 14) as device_distinct_count,
+               hll_add_agg(hll_hash_bigint(session_id), 14) as session_distinct_count,
                topn_add_agg(device_id::text) top_devices_1000
        FROM events WHERE event_id BETWEEN start_id AND end_id
        GROUP BY customer_id,event_type,country,browser,hour

@@ -6,7 +6,13 @@ import socket
 
 import pytest
 
-SERVICES = {"postgres": 55432, "kafka": 59092, "kafka SASL_SSL": 59093, "object store": 59000}
+SERVICES = {
+    "postgres": 55432,
+    "kafka": 59092,
+    "kafka SASL_SSL": 59093,
+    "object store": 59000,
+    "key vault": 58443,
+}
 
 
 def _open(port: int) -> bool:

@@ -1,0 +1,78 @@
+"""The dead-letter store: a Delta table of records that could not become events rows.
+
+Each row keeps the raw Kafka key and value (bytes), the record's topic, partition, offset and
+timestamp, the micro-batch id, the query name and the reason (the rule it broke, or the
+database's error). Each micro-batch appends with Delta's idempotent-write options (`txnAppId`
+= the streaming query's id, stable across restarts from one checkpoint; `txnVersion` = the
+batch id), so a replayed micro-batch adds nothing twice.
+"""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BinaryType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+DEAD_LETTER_SCHEMA = StructType(
+    [
+        StructField("raw_key", BinaryType()),
+        StructField("raw_value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("kafka_timestamp", TimestampType()),
+        StructField("batch_id", LongType()),
+        StructField("query_name", StringType()),
+        StructField("reason", StringType()),
+        StructField("dead_lettered_at", TimestampType()),
+        StructField("replayed_at", TimestampType()),
+    ]
+)
+KEY = ("query_name", "topic", "partition", "offset")
+
+
+def ensure_table(spark: SparkSession, path: str) -> None:
+    DeltaTable.createIfNotExists(spark).location(path).addColumns(DEAD_LETTER_SCHEMA).execute()
+
+
+def append(path: str, dead: DataFrame, app_id: str, batch_id: int) -> None:
+    """Append a micro-batch's dead letters once: Delta skips a (app_id, batch_id) seen before."""
+    (
+        dead.withColumn("replayed_at", F.lit(None).cast("timestamp"))
+        .write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .save(path)
+    )
+
+
+def read(spark: SparkSession, path: str, include_replayed: bool = False) -> DataFrame:
+    table = spark.read.format("delta").load(path)
+    return table if include_replayed else table.filter(F.col("replayed_at").isNull())
+
+
+def summary(spark: SparkSession, path: str) -> list[tuple[str, int]]:
+    """(reason, count) of the dead letters not yet replayed, most frequent first."""
+    rows = read(spark, path).groupBy("reason").count().orderBy(F.desc("count"), "reason")
+    return [(r["reason"], r["count"]) for r in rows.collect()]
+
+
+def mark_replayed(spark: SparkSession, path: str, replayed: DataFrame) -> None:
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in KEY)
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(replayed.select(*KEY).alias("s"), condition)
+        .whenMatchedUpdate(set={"replayed_at": "current_timestamp()"})
+        .execute()
+    )

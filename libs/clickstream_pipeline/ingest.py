@@ -1,0 +1,271 @@
+"""The streaming ingest: Kafka -> validate -> events (exactly once) + dead letters.
+
+`write_batch` is the `foreachBatch` function: named, typed, and given everything it needs as
+one picklable `IngestSettings` (bound with functools.partial; no globals, no captured session).
+Per micro-batch it validates the records once (cached), COPYs the valid ones from the executors
+(`sink.copy_partition`, one transaction per Kafka offset range with its ledger row), stores
+the invalid ones and any the database rejected in the Delta dead-letter table, records the
+batch in `clickstream_ingest_batches`, and logs one line. read = written + duplicates + dead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyspark.sql.functions as F
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from clickstream_pipeline import dead_letters
+from clickstream_pipeline.config import Config
+from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.secrets import Secrets
+from clickstream_pipeline.sink import RESULT_SCHEMA, SinkSettings, copy_partition, quote_ident
+from clickstream_pipeline.source import read_kafka_stream
+from clickstream_pipeline.transforms import Rules, to_dead_letters, to_events, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    query_name: str
+    rules: Rules
+    dead_letter_path: str
+    connect_kwargs: dict[str, Any] = field(repr=False)
+    table: str
+    rollup_after_batch: bool = False
+    max_attempts: int = 8
+    backoff_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    batch_id: int
+    rows_read: int
+    rows_written: int
+    rows_duplicate: int
+    rows_dead: int
+    offsets: dict[str, list[int]]
+    seconds: float
+    max_delay_s: float | None
+    min_delay_s: float | None
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_read == self.rows_written + self.rows_duplicate + self.rows_dead
+
+
+def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
+    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    return IngestSettings(
+        query_name=cfg.ingest.query_name,
+        rules=Rules(cfg.ingest.max_text_length, cfg.ingest.max_past_s, cfg.ingest.max_future_s),
+        dead_letter_path=cfg.dead_letter_path,
+        connect_kwargs=params.psycopg_kwargs(
+            cfg.database.application_name, cfg.database.connect_timeout_s
+        ),
+        table=f"{quote_ident(cfg.database.schema_name)}.{quote_ident(cfg.database.events_table)}",
+        rollup_after_batch=cfg.ingest.rollup_after_batch,
+        max_attempts=cfg.ingest.sink_max_attempts,
+        backoff_s=cfg.ingest.sink_backoff_s,
+    )
+
+
+def write_batch(batch_df: DataFrame, batch_id: int, *, settings: IngestSettings) -> None:
+    """The foreachBatch function (bind `settings` with functools.partial)."""
+    process_batch(batch_df, batch_id, settings)
+
+
+def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) -> BatchReport:
+    """One micro-batch into events and the dead-letter store, exactly once; returns its counts."""
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    spark = batch_df.sparkSession
+    validated = validate(batch_df, settings.rules).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        per_partition = (
+            validated.groupBy("topic", "partition")
+            .agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.min("offset").alias("first"),
+                F.max("offset").alias("last"),
+                F.min("timestamp").alias("oldest"),
+                F.max("timestamp").alias("newest"),
+            )
+            .collect()
+        )
+        rows_read = sum(r["rows"] for r in per_partition)
+        sink = SinkSettings(
+            connect_kwargs=settings.connect_kwargs,
+            table=settings.table,
+            sink=settings.query_name,
+            batch_id=batch_id,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+        )
+        results = (
+            to_events(validated).mapInArrow(copy_partition(sink), RESULT_SCHEMA).collect()
+            if rows_read
+            else []
+        )
+        written = sum(r["written"] for r in results)
+        duplicates = sum(r["duplicates"] for r in results)
+        dead = to_dead_letters(validated, batch_id, settings.query_name)
+        rejected = [
+            (r["kafka_topic"], r["kafka_partition"], offset, error)
+            for r in results
+            for offset, error in zip(r["rejected_offsets"], r["rejected_errors"], strict=True)
+        ]
+        if rejected:
+            dead = dead.unionByName(_db_rejected(spark, validated, rejected, batch_id, settings))
+        rows_dead = dead.count() if rows_read else 0
+        if rows_dead:
+            # the streaming query's id is stable across restarts from the same checkpoint
+            query_id = spark.sparkContext.getLocalProperty("sql.streaming.queryId")
+            app_id = f"dead-letters:{query_id or settings.query_name}"
+            dead_letters.append(settings.dead_letter_path, dead, app_id, batch_id)
+    finally:
+        validated.unpersist()
+    committed_at = datetime.now(UTC)
+    delays = [
+        (committed_at - r[key].replace(tzinfo=UTC)).total_seconds()
+        for r in per_partition
+        for key in ("oldest", "newest")
+        if r[key] is not None
+    ]
+    report = BatchReport(
+        batch_id=batch_id,
+        rows_read=rows_read,
+        rows_written=written,
+        rows_duplicate=duplicates,
+        rows_dead=rows_dead,
+        offsets={f"{r['topic']}/{r['partition']}": [r["first"], r["last"]] for r in per_partition},
+        seconds=time.monotonic() - started,
+        max_delay_s=max(delays) if delays else None,
+        min_delay_s=min(delays) if delays else None,
+    )
+    _record(settings, report, started_at, committed_at)
+    if settings.rollup_after_batch and written:
+        _run_rollups(settings)
+    log.info(
+        "batch %d: read %d, written %d, duplicates skipped %d, dead-lettered %d in %.2fs "
+        "(%.0f rows/s); delay %s; offsets %s%s",
+        batch_id,
+        rows_read,
+        written,
+        duplicates,
+        rows_dead,
+        report.seconds,
+        rows_read / report.seconds if report.seconds else 0.0,
+        f"{report.min_delay_s:.1f}-{report.max_delay_s:.1f}s" if delays else "-",
+        json.dumps(report.offsets),
+        "" if report.balanced else " UNBALANCED",
+    )
+    if not report.balanced:
+        raise RuntimeError(f"batch {batch_id} does not balance: {report}")
+    return report
+
+
+def _db_rejected(
+    spark: SparkSession,
+    validated: DataFrame,
+    rejected: list[tuple[str, int, int, str]],
+    batch_id: int,
+    settings: IngestSettings,
+) -> DataFrame:
+    keys = spark.createDataFrame(rejected, "topic string, partition int, offset long, error string")
+    return to_dead_letters(
+        validated.drop("reject_reason")
+        .join(keys, ["topic", "partition", "offset"])
+        .withColumnRenamed("error", "reject_reason"),
+        batch_id,
+        settings.query_name,
+    )
+
+
+def _record(
+    settings: IngestSettings, report: BatchReport, started_at: datetime, committed_at: datetime
+) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(**settings.connect_kwargs)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                """INSERT INTO clickstream_ingest_batches (query_name, batch_id, rows_read,
+                       rows_written, rows_duplicate, rows_dead_lettered, offsets, started_at,
+                       committed_at, seconds, rows_per_second, max_delay_seconds,
+                       min_delay_seconds)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (query_name, batch_id) DO UPDATE SET
+                       rows_read = excluded.rows_read, rows_written = excluded.rows_written,
+                       rows_duplicate = excluded.rows_duplicate,
+                       rows_dead_lettered = excluded.rows_dead_lettered,
+                       offsets = excluded.offsets, started_at = excluded.started_at,
+                       committed_at = excluded.committed_at, seconds = excluded.seconds,
+                       rows_per_second = excluded.rows_per_second,
+                       max_delay_seconds = excluded.max_delay_seconds,
+                       min_delay_seconds = excluded.min_delay_seconds""",
+                (
+                    settings.query_name,
+                    report.batch_id,
+                    report.rows_read,
+                    report.rows_written,
+                    report.rows_duplicate,
+                    report.rows_dead,
+                    json.dumps(report.offsets),
+                    started_at,
+                    committed_at,
+                    report.seconds,
+                    report.rows_read / report.seconds if report.seconds else 0.0,
+                    report.max_delay_s,
+                    report.min_delay_s,
+                ),
+            )
+    finally:
+        conn.close()
+
+
+def _run_rollups(settings: IngestSettings) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(**settings.connect_kwargs)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT five_minutely_aggregation()")
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT hourly_aggregation()")
+    finally:
+        conn.close()
+
+
+def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
+    """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
+    settings = ingest_settings(cfg, secrets)
+    dead_letters.ensure_table(spark, settings.dead_letter_path)
+    writer = (
+        read_kafka_stream(spark, cfg.kafka, secrets)
+        .writeStream.foreachBatch(functools.partial(write_batch, settings=settings))
+        .option("checkpointLocation", cfg.checkpoint_location)
+        .queryName(cfg.ingest.query_name)
+    )
+    if cfg.ingest.trigger == "available_now":
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=cfg.ingest.trigger_interval)
+    query = writer.start()
+    log.info(
+        "ingest query %s started: checkpoint %s, dead letters %s",
+        cfg.ingest.query_name,
+        cfg.checkpoint_location,
+        settings.dead_letter_path,
+    )
+    return query

@@ -1,0 +1,68 @@
+"""Helpers for tests that need a database of their own on the local PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+from psycopg2 import sql
+
+from clickstream_pipeline.database import ConnectionParams, connect
+
+LAB_COLUMNS = (
+    "event_time",
+    "customer_id",
+    "event_type",
+    "country",
+    "browser",
+    "device_id",
+    "session_id",
+)
+
+
+@contextlib.contextmanager
+def scratch_database(params: ConnectionParams) -> Iterator[ConnectionParams]:
+    """A new empty database on the same server, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    admin = connect(replace(params, dbname="postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield replace(params, dbname=name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def copy_events(params: ConnectionParams, rows: Iterable[tuple[object, ...]]) -> int:
+    """COPY rows (in LAB_COLUMNS order) into events, as the lab's \\COPY does."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    buffer.seek(0)
+    conn = connect(params)
+    with conn, conn.cursor() as cur:
+        cur.copy_expert(
+            f"COPY events ({', '.join(LAB_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer
+        )
+    conn.close()
+    return count
+
+
+def query(params: ConnectionParams, text: str, args: tuple[object, ...] = ()) -> list[tuple]:
+    conn = connect(params)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(text, args)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()

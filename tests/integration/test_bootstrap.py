@@ -1,0 +1,117 @@
+"""The bootstrap job and its migrations against the real PostgreSQL (hll, pg_partman, pg_cron)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.jobs import bootstrap
+from clickstream_pipeline.migrations import (
+    LEDGER,
+    Migration,
+    MigrationError,
+    load_migrations,
+    migrate,
+    pending,
+)
+from tests.integration.db import query, scratch_database
+
+
+@pytest.fixture(scope="module")
+def main_db(local_secrets) -> ConnectionParams:
+    return ConnectionParams.from_jdbc_url(local_secrets["database"])
+
+
+def test_bootstrap_twice_on_the_pipeline_database_second_run_changes_nothing(main_db, capsys):
+    assert bootstrap.main(["--env", "local"]) == 0
+    capsys.readouterr()
+    assert bootstrap.main(["--env", "local"]) == 0
+    out = capsys.readouterr().out
+    assert "bootstrap done: 0 applied" in out
+    assert "(nothing changed)" in out
+    versions = [v for (v,) in query(main_db, f"SELECT version FROM {LEDGER} ORDER BY 1")]
+    assert versions == [m.version for m in load_migrations()]
+    jobs = dict(query(main_db, "SELECT jobname, schedule FROM cron.job"))
+    assert jobs == {
+        "five_minutely_aggregation": "*/5 * * * *",
+        "hourly_aggregation": "*/5 * * * *",
+        "partman_run_maintenance": "* * * * *",
+    }
+    assert "scheduled jobs: five_minutely_aggregation (*/5 * * * *)" in out
+
+
+def test_without_pg_cron_schedules_are_skipped_with_a_notice(main_db):
+    with scratch_database(main_db) as db:  # pg_cron lives only in cron.database_name
+        conn = connect(db)
+        report = migrate(conn, load_migrations())
+        conn.close()
+        assert len(report.applied) == len(load_migrations())
+        assert any("0006_cron_jobs.sql" in n and "no jobs scheduled" in n for n in report.notices)
+        assert query(db, "SELECT to_regclass('cron.job')") == [(None,)]
+
+
+def test_a_changed_applied_migration_is_refused(main_db):
+    migrations = load_migrations()
+    changed = [
+        dataclasses.replace(m, sql=m.sql + "\n-- edited") if m.version == 4 else m
+        for m in migrations
+    ]
+    conn = connect(main_db)
+    with pytest.raises(MigrationError, match=r"0004_rollup_tables\.sql .* must never change"):
+        pending(conn, changed)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("CREATE TABLE half_done (x int); SELECT 1/0;", "division by zero"),
+        # the body succeeds but its ledger row cannot be written: the body must go too
+        (
+            f"CREATE TABLE half_done (x int); INSERT INTO {LEDGER} VALUES (99, 'x', 'y');",
+            "duplicate key",
+        ),
+    ],
+)
+def test_a_failing_migration_leaves_nothing_behind(main_db, body, error):
+    broken = Migration(99, "broken", body)
+    with scratch_database(main_db) as db:
+        conn = connect(db)
+        with pytest.raises(MigrationError, match=rf"0099_broken\.sql failed .*{error}"):
+            migrate(conn, [*load_migrations(), broken])
+        conn.close()
+        assert query(db, "SELECT to_regclass('half_done')") == [(None,)]
+        applied = [v for (v,) in query(db, f"SELECT version FROM {LEDGER} ORDER BY 1")]
+        assert applied == [m.version for m in load_migrations()]
+
+
+def test_dry_run_prints_pending_sql_and_changes_nothing(main_db, monkeypatch, capsys):
+    with scratch_database(main_db) as db:
+        url = (
+            f"jdbc:postgresql://{db.host}:{db.port}/{db.dbname}?user={db.user}"
+            f"&password={db.password.get_secret_value()}"
+        )
+        monkeypatch.setenv("DATABASE_CONNECTION_STRING", url)
+        code = bootstrap.main(["--env", "local", "--set", "secrets.backend=env", "--dry-run"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert f"{len(load_migrations())} of {len(load_migrations())} migrations pending" in out
+        assert "CREATE TABLE IF NOT EXISTS public.events" in out
+        assert query(db, "SELECT to_regclass('events'), to_regclass(%s)", (LEDGER,)) == [
+            (None, None)
+        ]
+
+
+def test_exit_codes_tell_bad_config_from_database_errors(main_db, monkeypatch, caplog):
+    monkeypatch.setenv("DATABASE_CONNECTION_STRING", "postgresql://not-jdbc")
+    assert bootstrap.main(["--env", "local", "--set", "secrets.backend=env"]) == 2
+    wrong = (
+        f"jdbc:postgresql://{main_db.host}:{main_db.port}/{main_db.dbname}"
+        "?user=citus&password=wrong-password-123"
+    )
+    monkeypatch.setenv("DATABASE_CONNECTION_STRING", wrong)
+    assert bootstrap.main(["--env", "local", "--set", "secrets.backend=env"]) == 3
+    assert "password authentication failed" in caplog.text
+    assert "wrong-password-123" not in caplog.text
