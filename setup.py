@@ -56,6 +56,7 @@ setup(
         "azure-identity>=1.15",
         "azure-keyvault-secrets>=4.7",
         "confluent-kafka>=2.3",
+        "tqdm>=4.66",
     ],
     extras_require={
         "local": [

@@ -1,7 +1,11 @@
 """Bulk-load lab-format CSV files into the events table with parallel COPY.
 
-Run: `clickstream-load --env local` (installed),
-or `spark-submit jobs/load.py --env local`.
+The lab's `\\COPY events(customer_id,...) FROM data/N.csv WITH (FORMAT CSV, HEADER TRUE)`,
+one file per transaction, `--streams` connections at a time. Write test files with
+`clickstream-produce --to-csv DIR`.
+
+Run: `clickstream-load --env local data/` (installed),
+or `spark-submit jobs/load.py --env local data/` (no Spark is started).
 """
 
 from __future__ import annotations
@@ -11,21 +15,61 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.cli import EXIT_FAILED, job_parser, run_job
+from clickstream_pipeline.cli import EXIT_OK, config_from_args, job_parser, run_job
+from clickstream_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def parser() -> argparse.ArgumentParser:
-    return job_parser(
+    p = job_parser(
         "clickstream-load",
         "Bulk-load lab-format CSV files into the events table with parallel COPY.",
     )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="CSV files, or folders of *.csv")
+    p.add_argument(
+        "--streams", type=int, default=2, help="parallel COPY streams, one connection each (2)"
+    )
+    p.add_argument("--table", help="target table (default: database.events_table)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: on a terminal)",
+    )
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
-    log.error("clickstream-load is not built yet (issue #6)")
-    return EXIT_FAILED
+    from clickstream_pipeline.database import ConnectionParams
+    from clickstream_pipeline.generator import csv_paths
+    from clickstream_pipeline.loader import CsvHeaderError, load_files
+    from clickstream_pipeline.secrets import resolve_secrets
+
+    cfg = config_from_args(args)
+    if args.streams < 1:
+        raise ConfigError("--streams must be >= 1")
+    try:
+        paths = csv_paths(args.paths)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    secrets = resolve_secrets(cfg.secrets, ["database"])
+    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    table = args.table or cfg.database.events_table
+    try:
+        result = load_files(
+            params,
+            paths,
+            streams=args.streams,
+            schema=cfg.database.schema_name,
+            table=table,
+            progress=args.progress,
+            application_name=cfg.database.application_name,
+        )
+    except CsvHeaderError as exc:
+        raise ConfigError(str(exc)) from None
+    print(result.summary(f"{cfg.database.schema_name}.{table}"))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

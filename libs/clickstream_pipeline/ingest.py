@@ -27,9 +27,15 @@ from clickstream_pipeline import dead_letters
 from clickstream_pipeline.config import Config
 from clickstream_pipeline.database import ConnectionParams
 from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.sink import RESULT_SCHEMA, SinkSettings, copy_partition, quote_ident
+from clickstream_pipeline.sink import (
+    OUTPUT_SCHEMA,
+    SinkSettings,
+    quote_ident,
+    retrying,
+    write_and_route,
+)
 from clickstream_pipeline.source import read_kafka_stream
-from clickstream_pipeline.transforms import Rules, to_dead_letters, to_events, validate
+from clickstream_pipeline.transforms import Rules, validate
 
 log = logging.getLogger(__name__)
 
@@ -85,86 +91,88 @@ def write_batch(batch_df: DataFrame, batch_id: int, *, settings: IngestSettings)
 
 
 def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) -> BatchReport:
-    """One micro-batch into events and the dead-letter store, exactly once; returns its counts."""
+    """One micro-batch into events and the dead-letter store, exactly once; returns its counts.
+
+    The batch is read and parsed once: a single `mapInArrow` pass COPYs the valid rows and
+    returns the dead letters and per-partition counts, which alone are cached.
+    """
     started = time.monotonic()
     started_at = datetime.now(UTC)
     spark = batch_df.sparkSession
-    validated = validate(batch_df, settings.rules).persist(StorageLevel.MEMORY_AND_DISK)
+    sink = SinkSettings(
+        connect_kwargs=settings.connect_kwargs,
+        table=settings.table,
+        sink=settings.query_name,
+        batch_id=batch_id,
+        max_attempts=settings.max_attempts,
+        backoff_s=settings.backoff_s,
+    )
+    routed = (
+        validate(batch_df, settings.rules)
+        .mapInArrow(write_and_route(sink), OUTPUT_SCHEMA)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
     try:
-        per_partition = (
-            validated.groupBy("topic", "partition")
-            .agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.min("offset").alias("first"),
-                F.max("offset").alias("last"),
-                F.min("timestamp").alias("oldest"),
-                F.max("timestamp").alias("newest"),
-            )
-            .collect()
-        )
-        rows_read = sum(r["rows"] for r in per_partition)
-        sink = SinkSettings(
-            connect_kwargs=settings.connect_kwargs,
-            table=settings.table,
-            sink=settings.query_name,
-            batch_id=batch_id,
-            max_attempts=settings.max_attempts,
-            backoff_s=settings.backoff_s,
-        )
-        results = (
-            to_events(validated).mapInArrow(copy_partition(sink), RESULT_SCHEMA).collect()
-            if rows_read
-            else []
-        )
-        written = sum(r["written"] for r in results)
-        duplicates = sum(r["duplicates"] for r in results)
-        dead = to_dead_letters(validated, batch_id, settings.query_name)
-        rejected = [
-            (r["kafka_topic"], r["kafka_partition"], offset, error)
-            for r in results
-            for offset, error in zip(r["rejected_offsets"], r["rejected_errors"], strict=True)
-        ]
-        if rejected:
-            dead = dead.unionByName(_db_rejected(spark, validated, rejected, batch_id, settings))
-        rows_dead = dead.count() if rows_read else 0
+        stats = routed.filter(F.col("kind") == "stats").collect()
+        rows_dead = sum(r["dead"] for r in stats)
         if rows_dead:
+            dead = routed.filter(F.col("kind") == "dead")
+            if any(r["db_rejected"] for r in stats):
+                dead = _with_raw_records(dead, batch_df)
             # the streaming query's id is stable across restarts from the same checkpoint
             query_id = spark.sparkContext.getLocalProperty("sql.streaming.queryId")
-            app_id = f"dead-letters:{query_id or settings.query_name}"
-            dead_letters.append(settings.dead_letter_path, dead, app_id, batch_id)
+            dead_letters.append(
+                settings.dead_letter_path,
+                dead.select(
+                    "raw_key",
+                    "raw_value",
+                    "topic",
+                    "partition",
+                    "offset",
+                    "kafka_timestamp",
+                    F.lit(batch_id).cast("bigint").alias("batch_id"),
+                    F.lit(settings.query_name).alias("query_name"),
+                    "reason",
+                    F.current_timestamp().alias("dead_lettered_at"),
+                ),
+                f"dead-letters:{query_id or settings.query_name}",
+                batch_id,
+            )
     finally:
-        validated.unpersist()
+        routed.unpersist()
     committed_at = datetime.now(UTC)
     delays = [
         (committed_at - r[key].replace(tzinfo=UTC)).total_seconds()
-        for r in per_partition
+        for r in stats
         for key in ("oldest", "newest")
         if r[key] is not None
     ]
     report = BatchReport(
         batch_id=batch_id,
-        rows_read=rows_read,
-        rows_written=written,
-        rows_duplicate=duplicates,
+        rows_read=sum(r["rows_in"] for r in stats),
+        rows_written=sum(r["written"] for r in stats),
+        rows_duplicate=sum(r["duplicates"] for r in stats),
         rows_dead=rows_dead,
-        offsets={f"{r['topic']}/{r['partition']}": [r["first"], r["last"]] for r in per_partition},
+        offsets={
+            f"{r['topic']}/{r['partition']}": [r["first_offset"], r["last_offset"]] for r in stats
+        },
         seconds=time.monotonic() - started,
         max_delay_s=max(delays) if delays else None,
         min_delay_s=min(delays) if delays else None,
     )
     _record(settings, report, started_at, committed_at)
-    if settings.rollup_after_batch and written:
+    if settings.rollup_after_batch and report.rows_written:
         _run_rollups(settings)
     log.info(
         "batch %d: read %d, written %d, duplicates skipped %d, dead-lettered %d in %.2fs "
         "(%.0f rows/s); delay %s; offsets %s%s",
         batch_id,
-        rows_read,
-        written,
-        duplicates,
+        report.rows_read,
+        report.rows_written,
+        report.rows_duplicate,
         rows_dead,
         report.seconds,
-        rows_read / report.seconds if report.seconds else 0.0,
+        report.rows_read / report.seconds if report.seconds else 0.0,
         f"{report.min_delay_s:.1f}-{report.max_delay_s:.1f}s" if delays else "-",
         json.dumps(report.offsets),
         "" if report.balanced else " UNBALANCED",
@@ -174,20 +182,20 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     return report
 
 
-def _db_rejected(
-    spark: SparkSession,
-    validated: DataFrame,
-    rejected: list[tuple[str, int, int, str]],
-    batch_id: int,
-    settings: IngestSettings,
-) -> DataFrame:
-    keys = spark.createDataFrame(rejected, "topic string, partition int, offset long, error string")
-    return to_dead_letters(
-        validated.drop("reject_reason")
-        .join(keys, ["topic", "partition", "offset"])
-        .withColumnRenamed("error", "reject_reason"),
-        batch_id,
-        settings.query_name,
+def _with_raw_records(dead: DataFrame, batch_df: DataFrame) -> DataFrame:
+    """Fill raw key and value of rows the database refused from the micro-batch itself."""
+    raw = batch_df.select(
+        "topic",
+        "partition",
+        "offset",
+        F.col("key").alias("batch_key"),
+        F.col("value").alias("batch_value"),
+    )
+    return (
+        dead.join(raw, ["topic", "partition", "offset"], "left")
+        .withColumn("raw_key", F.coalesce("raw_key", "batch_key"))
+        .withColumn("raw_value", F.coalesce("raw_value", "batch_value"))
+        .drop("batch_key", "batch_value")
     )
 
 
@@ -235,6 +243,10 @@ def _record(
 
 
 def _run_rollups(settings: IngestSettings) -> None:
+    retrying(lambda: _run_rollups_once(settings), settings.max_attempts, settings.backoff_s)
+
+
+def _run_rollups_once(settings: IngestSettings) -> None:
     import psycopg2
 
     conn = psycopg2.connect(**settings.connect_kwargs)

@@ -42,16 +42,3 @@ EVENT_COLUMNS = (
     "kafka_offset",
     "source_event_id",
 )
-
-DEAD_LETTER_COLUMNS = (
-    "raw_key",
-    "raw_value",
-    "topic",
-    "partition",
-    "offset",
-    "kafka_timestamp",
-    "batch_id",
-    "query_name",
-    "reason",
-    "dead_lettered_at",
-)

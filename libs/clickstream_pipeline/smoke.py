@@ -9,21 +9,20 @@ local config). The demo prints the result; the integration test checks it.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
 
 import pyspark.sql.functions as F
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
 
 from clickstream_pipeline.config import Config
 from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.generator import lab_uniform_events
+from clickstream_pipeline.producer import SendOptions, send_events, target_defaults
 from clickstream_pipeline.schema import MESSAGE_SCHEMA
 from clickstream_pipeline.secrets import Secrets
 from clickstream_pipeline.source import ClientConf, producer_config, read_kafka_stream
@@ -31,9 +30,6 @@ from clickstream_pipeline.source import ClientConf, producer_config, read_kafka_
 log = logging.getLogger(__name__)
 
 SMOKE_TABLE = "smoke_events"
-LAB_EVENT_TYPES = ("click", "buy", "scroll", "download")
-LAB_COUNTRIES = ("United States", "United Kingdom", "India", "France", "Germany", "China", "China")
-LAB_BROWSERS = ("chrome", "firefox", "safari", "opera")
 
 
 @dataclass(frozen=True)
@@ -47,18 +43,6 @@ class SmokeResult:
     seconds: float
 
 
-def lab_message(rng: random.Random) -> dict[str, object]:
-    """One message in the lab producer's shape and field order (its uniform draws)."""
-    return {
-        "customer_id": rng.randint(1, 1000),
-        "event_type": rng.choice(LAB_EVENT_TYPES),
-        "country": rng.choice(LAB_COUNTRIES),
-        "browser": rng.choice(LAB_BROWSERS),
-        "device_id": rng.randint(1, 10000),
-        "session_id": rng.randint(1, 100000),
-    }
-
-
 def create_topic(conf: ClientConf, topic: str, partitions: int) -> None:
     admin = AdminClient(conf)
     futures = admin.create_topics(
@@ -67,31 +51,23 @@ def create_topic(conf: ClientConf, topic: str, partitions: int) -> None:
     futures[topic].result(timeout=30)
 
 
-def produce(conf: ClientConf, topic: str, messages: list[dict[str, object]]) -> int:
-    """Send every message; returns how many the broker acknowledged (raises if any failed)."""
-    failures: list[str] = []
-    acked = 0
-
-    def on_delivery(err: object, _msg: object) -> None:
-        nonlocal acked
-        if err is None:
-            acked += 1
-        else:
-            failures.append(str(err))
-
-    producer = Producer({**conf, "linger.ms": 20, "enable.idempotence": True})
-    for message in messages:
-        key = str(message["customer_id"]).encode()
-        producer.produce(
-            topic, json.dumps(message, separators=(",", ":")).encode(), key, on_delivery=on_delivery
-        )
-        producer.poll(0)
-    remaining = producer.flush(60)
-    if failures or remaining:
-        raise RuntimeError(
-            f"{len(failures)} messages failed, {remaining} unacknowledged: {failures[:3]}"
-        )
-    return acked
+def produce(conf: ClientConf, topic: str, messages: int, seed: int, eventhubs: bool) -> int:
+    """Send `messages` lab-format messages; returns how many were acknowledged (raises if any
+    failed)."""
+    stats = send_events(
+        conf,
+        lab_uniform_events(seed),
+        SendOptions(
+            topic=topic,
+            count=messages,
+            lab_fields_only=True,
+            progress=False,
+            **target_defaults(eventhubs),
+        ),
+    )
+    if not stats.ok:
+        raise RuntimeError(f"smoke produce failed: {stats.summary(topic)}")
+    return stats.acked
 
 
 def ensure_smoke_table(params: ConnectionParams) -> None:
@@ -147,8 +123,7 @@ def run_smoke(
 
     conf = producer_config(cfg.kafka, secrets)
     create_topic(conf, topic, partitions=2)
-    rng = random.Random(seed)
-    sent = produce(conf, topic, [lab_message(rng) for _ in range(messages)])
+    sent = produce(conf, topic, messages, seed, cfg.kafka.security == "eventhubs")
     log.info("smoke %s: produced %d messages to %s", run_id, sent, topic)
     ensure_smoke_table(params)
 

@@ -13,7 +13,6 @@ import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
 from clickstream_pipeline.schema import (
-    DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
     ID_FIELDS,
     PAYLOAD_SCHEMA,
@@ -107,50 +106,53 @@ def with_reject_reason(df: DataFrame, rules: Rules) -> DataFrame:
 
 
 def validate(raw: DataFrame, rules: Rules) -> DataFrame:
-    """Kafka rows -> the same rows with `p`, `event_time` and `reject_reason`."""
-    return (
+    """Kafka rows -> flat validated rows (`VALIDATED_COLUMNS`), in one projection.
+
+    Valid rows carry the typed, normalised events columns and a null `reject_reason`; invalid
+    rows carry their reason and their raw key and value (null for valid rows, to keep the
+    batch small). The JSON is parsed once per record.
+    """
+    checked = (
         raw.transform(with_payload)
         .transform(with_event_time)
         .transform(lambda df: with_reject_reason(df, rules))
     )
+    rejected = F.col("reject_reason").isNotNull()
+    return checked.select(
+        F.col("event_time"),
+        F.col("p.customer_id").try_cast("bigint").alias("customer_id"),
+        F.lower(F.trim(F.col("p.event_type"))).alias("event_type"),
+        F.col("p.country").alias("country"),
+        F.lower(F.trim(F.col("p.browser"))).alias("browser"),
+        F.col("p.device_id").try_cast("bigint").alias("device_id"),
+        F.col("p.session_id").try_cast("bigint").alias("session_id"),
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("p.event_id").try_cast("bigint").alias("source_event_id"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("reject_reason"),
+        F.when(rejected, F.col("key")).alias("raw_key"),
+        F.when(rejected, F.col("value")).alias("raw_value"),
+    )
 
 
 def to_events(validated: DataFrame) -> DataFrame:
-    """Valid records as `events` rows: lab columns typed and normalised, plus their source."""
-    return (
-        validated.filter(F.col("reject_reason").isNull())
-        .select(
-            F.col("event_time"),
-            F.col("p.customer_id").cast("bigint").alias("customer_id"),
-            F.lower(F.trim(F.col("p.event_type"))).alias("event_type"),
-            F.col("p.country").alias("country"),
-            F.lower(F.trim(F.col("p.browser"))).alias("browser"),
-            F.col("p.device_id").cast("bigint").alias("device_id"),
-            F.col("p.session_id").cast("bigint").alias("session_id"),
-            F.col("topic").alias("kafka_topic"),
-            F.col("partition").alias("kafka_partition"),
-            F.col("offset").alias("kafka_offset"),
-            F.col("p.event_id").cast("bigint").alias("source_event_id"),
-        )
-        .select(*EVENT_COLUMNS)
-    )
+    """Valid records as `events` rows: the lab's columns typed and normalised, plus source."""
+    return validated.filter(F.col("reject_reason").isNull()).select(*EVENT_COLUMNS)
 
 
 def to_dead_letters(validated: DataFrame, batch_id: int, query_name: str) -> DataFrame:
     """Invalid records with everything needed to inspect and replay them."""
-    return (
-        validated.filter(F.col("reject_reason").isNotNull())
-        .select(
-            F.col("key").alias("raw_key"),
-            F.col("value").alias("raw_value"),
-            F.col("topic"),
-            F.col("partition"),
-            F.col("offset"),
-            F.col("timestamp").alias("kafka_timestamp"),
-            F.lit(batch_id).cast("bigint").alias("batch_id"),
-            F.lit(query_name).alias("query_name"),
-            F.col("reject_reason").alias("reason"),
-            F.current_timestamp().alias("dead_lettered_at"),
-        )
-        .select(*DEAD_LETTER_COLUMNS)
+    return validated.filter(F.col("reject_reason").isNotNull()).select(
+        F.col("raw_key"),
+        F.col("raw_value"),
+        F.col("kafka_topic").alias("topic"),
+        F.col("kafka_partition").alias("partition"),
+        F.col("kafka_offset").alias("offset"),
+        F.col("kafka_timestamp"),
+        F.lit(batch_id).cast("bigint").alias("batch_id"),
+        F.lit(query_name).alias("query_name"),
+        F.col("reject_reason").alias("reason"),
+        F.current_timestamp().alias("dead_lettered_at"),
     )

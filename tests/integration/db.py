@@ -62,7 +62,7 @@ def query(params: ConnectionParams, text: str, args: tuple[object, ...] = ()) ->
     conn = connect(params)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(text, args)
+            cur.execute(text, args or None)
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()

@@ -35,7 +35,7 @@ def message(**changes) -> bytes:
 
 def reasons(spark, values: list[bytes | None], rules: Rules | None = None) -> list[str | None]:
     validated = validate(kafka_rows(spark, values), rules or Rules())
-    return [r.reject_reason for r in validated.orderBy("offset").collect()]
+    return [r.reject_reason for r in validated.orderBy("kafka_offset").collect()]
 
 
 def test_the_labs_message_becomes_an_events_row(spark):
@@ -54,7 +54,6 @@ def test_the_labs_message_becomes_an_events_row(spark):
                 0,
                 0,
                 None,
-                NOW,
             )
         ],
         "event_time timestamp, customer_id long, event_type string, country string, "

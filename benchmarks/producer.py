@@ -1,0 +1,90 @@
+"""Producer throughput on this machine: `clickstream-produce`'s engine next to a raw client.
+
+Both send to a fresh topic on the local Kafka (`make up`) with the same librdkafka settings
+(lz4, linger.ms 20, acks all, idempotence): first the raw confluent-kafka client in a tight loop
+over pre-serialised messages (no generation, no per-message bookkeeping), then `send_events`
+generating storefront and lab-uniform traffic with event times, ids, delivery accounting.
+Figures are acknowledged messages/s, flush included.
+
+Run: `.venv/bin/python -m benchmarks.producer [--messages 400000]` (about 30-60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+import uuid
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from clickstream_pipeline.config import load_config
+from clickstream_pipeline.generator import encode_event, lab_uniform_events, storefront_events
+from clickstream_pipeline.producer import SendOptions, kafka_settings, send_events
+from clickstream_pipeline.secrets import resolve_secrets
+from clickstream_pipeline.source import producer_config
+
+
+def raw_baseline(conf: dict, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    producer = Producer(kafka_settings(conf, SendOptions(topic=topic)))
+    producer.list_topics(topic, timeout=20)
+    produce, poll = producer.produce, producer.poll
+    started = time.perf_counter()
+    for i, (key, value) in enumerate(messages):
+        while True:
+            try:
+                produce(topic, value, key)
+                break
+            except BufferError:
+                poll(0.05)
+        if i & 1023 == 0:
+            poll(0)
+    left = producer.flush(120)
+    seconds = time.perf_counter() - started
+    if left:
+        raise RuntimeError(f"raw baseline: {left} messages not acknowledged")
+    return len(messages) / seconds
+
+
+def ours(conf: dict, topic: str, n: int, lab_uniform: bool) -> float:
+    events = lab_uniform_events(1) if lab_uniform else storefront_events(seed=1)
+    stats = send_events(conf, events, SendOptions(topic=topic, count=n, progress=False))
+    if not stats.ok:
+        raise RuntimeError(stats.summary(topic))
+    return stats.acked / stats.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=400_000)
+    args = parser.parse_args()
+    os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = load_config("local")
+    secrets = resolve_secrets(cfg.secrets, optional=("kafka_server", "kafka_connection_string"))
+    conf = producer_config(cfg.kafka, secrets)
+    admin = AdminClient(conf)
+    topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
+    n = args.messages
+    try:
+        now_ms = int(time.time() * 1000)
+        pre = [
+            (str(e[0]).encode(), encode_event(e, now_ms, i))
+            for i, e in enumerate(itertools.islice(storefront_events(seed=1), n))
+        ]
+        print(f"{n:,} messages each, topic {topic} (4 partitions), {os.cpu_count()} cores")
+        raw = raw_baseline(conf, topic, pre)
+        del pre
+        print(f"raw confluent-kafka (baseline):   {raw:>10,.0f} msg/s")
+        store = ours(conf, topic, n, lab_uniform=False)
+        print(f"clickstream-produce, storefront:  {store:>10,.0f} msg/s  ratio {store / raw:.2f}")
+        lab = ours(conf, topic, n, lab_uniform=True)
+        print(f"clickstream-produce, lab-uniform: {lab:>10,.0f} msg/s  ratio {lab / raw:.2f}")
+    finally:
+        admin.delete_topics([topic])[topic].result(30)
+
+
+if __name__ == "__main__":
+    main()

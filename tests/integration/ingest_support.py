@@ -1,0 +1,186 @@
+"""Test data and checks for the ingest job: lab messages, some malformed, some awkward."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from clickstream_pipeline.config import Config
+from clickstream_pipeline.database import ConnectionParams
+from tests.integration.db import query
+
+AWKWARD = [
+    'O\'Brien "quoted", with, commas',
+    "back\\slash \\N and \\. and tab-less",
+    "'); DROP TABLE events; --",
+    "Côte d\u2019Ivoire",
+    "Україна",
+    "日本",
+    "emoji 😀🚀",
+    "line\u2028separator",
+    "  leading and trailing spaces  ",
+]
+COUNTRIES = ["United States", "United Kingdom", "India", "France", "Germany", "China"]
+MALFORMED: list[bytes] = [
+    b"{broken json",
+    b"",
+    b"[1, 2, 3]",
+    b"\xff\xfe not utf-8",
+    json.dumps(
+        {
+            "customer_id": "abc",
+            "event_type": "click",
+            "country": "India",
+            "browser": "chrome",
+            "device_id": 1,
+            "session_id": 1,
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "event_type": "click",
+            "country": "India",
+            "browser": "chrome",
+            "device_id": 1,
+            "session_id": 1,
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "customer_id": 1,
+            "event_type": "click",
+            "country": "x" * 5000,
+            "browser": "chrome",
+            "device_id": 1,
+            "session_id": 1,
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "customer_id": 1,
+            "event_type": "cl\u0000ick",
+            "country": "India",
+            "browser": "chrome",
+            "device_id": 1,
+            "session_id": 1,
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "customer_id": 1,
+            "event_type": "",
+            "country": "India",
+            "browser": "chrome",
+            "device_id": 1,
+            "session_id": 1,
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "customer_id": 1.5,
+            "event_type": "click",
+            "country": "India",
+            "browser": "chrome",
+            "device_id": 1,
+            "session_id": 1,
+        }
+    ).encode(),
+]
+
+
+@dataclass
+class Sent:
+    topic: str
+    valid: dict[
+        int, tuple
+    ]  # source_event_id -> (customer, type, country, browser, device, session)
+    invalid: list[bytes]
+
+    @property
+    def total(self) -> int:
+        return len(self.valid) + len(self.invalid)
+
+
+def new_topic(kafka_conf: dict, partitions: int = 4) -> str:
+    topic = f"test-ingest-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient(kafka_conf)  # kept alive until the future resolves
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+    )
+    futures[topic].result(timeout=30)
+    return topic
+
+
+def produce_mix(
+    kafka_conf: dict, topic: str, n: int, seed: int = 1, malformed_share: float = 0.01
+) -> Sent:
+    """n messages: ~1% malformed in assorted ways, some valid ones with awkward strings."""
+    rng = random.Random(seed)
+    producer = Producer(
+        {
+            **kafka_conf,
+            "linger.ms": 50,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    sent = Sent(topic, {}, [])
+    for i in range(n):
+        if rng.random() < malformed_share:
+            value = rng.choice(MALFORMED)
+            sent.invalid.append(value)
+        else:
+            event_id = i + 1
+            country = rng.choice(AWKWARD) if rng.random() < 0.05 else rng.choice(COUNTRIES)
+            fields = (
+                rng.randint(1, 1000),
+                rng.choice(["click", "buy", "scroll", "download"]),
+                country,
+                rng.choice(["chrome", "firefox", "safari", "opera"]),
+                rng.randint(1, 10000),
+                rng.randint(1, 100000),
+            )
+            message = dict(
+                zip(
+                    ("customer_id", "event_type", "country", "browser", "device_id", "session_id"),
+                    fields,
+                    strict=True,
+                )
+            )
+            value = json.dumps({**message, "event_id": event_id}, ensure_ascii=rng.random() < 0.5)
+            value = value.encode()
+            sent.valid[event_id] = fields
+        producer.produce(topic, value, str(i % 97).encode())
+        if i % 10000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    return sent
+
+
+def stored_events(db: ConnectionParams, topic: str) -> list[tuple]:
+    return query(
+        db,
+        """SELECT source_event_id, customer_id, event_type, country, browser, device_id,
+                  session_id FROM events WHERE kafka_topic = %s""",
+        (topic,),
+    )
+
+
+def assert_exactly_once(db: ConnectionParams, sent: Sent) -> None:
+    rows = stored_events(db, sent.topic)
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids)), "a valid message was written twice"
+    assert {r[0]: tuple(r[1:]) for r in rows} == sent.valid
+
+
+def dead_letter_values(spark, cfg: Config, query_name: str) -> list[tuple[bytes, str]]:
+    df = spark.read.format("delta").load(cfg.dead_letter_path)
+    return [
+        (bytes(r.raw_value) if r.raw_value is not None else None, r.reason)
+        for r in df.filter(df.query_name == query_name).collect()
+    ]

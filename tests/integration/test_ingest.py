@@ -1,0 +1,144 @@
+"""The ingest job end to end: Kafka -> Spark -> events + dead letters, exactly once."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from pydantic import SecretStr
+
+from clickstream_pipeline.config import Config
+from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.ingest import ingest_settings, process_batch, start_ingest
+from clickstream_pipeline.secrets import Secrets
+from clickstream_pipeline.source import kafka_read_options, producer_config
+from tests.integration.db import query
+from tests.integration.ingest_support import (
+    assert_exactly_once,
+    dead_letter_values,
+    new_topic,
+    produce_mix,
+)
+
+
+@pytest.fixture(scope="module")
+def db(local_secrets) -> ConnectionParams:
+    return ConnectionParams.from_jdbc_url(local_secrets["database"])
+
+
+def ingest_config(local_config: Config, topic: str, **kafka: object) -> Config:
+    name = f"q-{topic}"
+    return local_config.model_copy(
+        update={
+            "kafka": local_config.kafka.model_copy(update={"topics": [topic], **kafka}),
+            "ingest": local_config.ingest.model_copy(
+                update={"query_name": name, "trigger": "available_now"}
+            ),
+        }
+    )
+
+
+def run_available_now(spark, cfg: Config, secrets: Secrets) -> None:
+    query = start_ingest(spark, cfg, secrets)
+    query.awaitTermination(600)
+    assert query.exception() is None
+
+
+def batch_totals(db: ConnectionParams, query_name: str) -> tuple[int, ...]:
+    (row,) = query(
+        db,
+        """SELECT count(*), sum(rows_read), sum(rows_written), sum(rows_duplicate),
+                  sum(rows_dead_lettered) FROM clickstream_ingest_batches WHERE query_name = %s""",
+        (query_name,),
+    )
+    return tuple(int(v or 0) for v in row)
+
+
+def test_200k_messages_with_malformed_ones_land_exactly_once(
+    spark, local_config, local_secrets, db
+):
+    conf = producer_config(local_config.kafka, local_secrets)
+    topic = new_topic(conf)
+    sent = produce_mix(conf, topic, 200_000)
+    assert 1500 < len(sent.invalid) < 2500
+    cfg = ingest_config(local_config, topic, max_offsets_per_trigger=60_000)
+
+    run_available_now(spark, cfg, local_secrets)
+
+    assert_exactly_once(db, sent)
+    dead = dead_letter_values(spark, cfg, cfg.ingest.query_name)
+    assert collections.Counter(v for v, _ in dead) == collections.Counter(sent.invalid)
+    assert all(reason for _, reason in dead)
+    batches, read, written, duplicates, dead_count = batch_totals(db, cfg.ingest.query_name)
+    assert batches >= 4  # 200k at 60k per trigger
+    assert read == sent.total == written + duplicates + dead_count
+    assert (written, dead_count) == (len(sent.valid), len(sent.invalid))
+
+
+def test_a_replayed_batch_writes_nothing_twice(spark, local_config, local_secrets, db):
+    conf = producer_config(local_config.kafka, local_secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 5_000, seed=2, malformed_share=0.05)
+    cfg = ingest_config(local_config, topic)
+    settings = ingest_settings(cfg, local_secrets)
+    from clickstream_pipeline import dead_letters
+
+    dead_letters.ensure_table(spark, settings.dead_letter_path)
+    options = kafka_read_options(cfg.kafka, local_secrets)
+    batch = spark.read.format("kafka").options(**options).load()
+
+    first = process_batch(batch, 0, settings)
+    again = process_batch(batch, 0, settings)  # what Spark does after a crash before its commit
+
+    assert (first.rows_written, first.rows_duplicate) == (len(sent.valid), 0)
+    assert (again.rows_written, again.rows_duplicate) == (0, len(sent.valid))
+    assert again.rows_dead == first.rows_dead == len(sent.invalid)
+    assert again.balanced and first.balanced
+    assert_exactly_once(db, sent)
+    assert len(dead_letter_values(spark, cfg, cfg.ingest.query_name)) == len(sent.invalid)
+
+
+def test_the_event_hubs_form_through_sasl_ssl(spark, local_config, local_secrets, db):
+    kafka = local_config.kafka.model_copy(
+        update={"security": "eventhubs", "bootstrap_servers": None}
+    )
+    conf = producer_config(kafka, local_secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 3_000, seed=3)
+    cfg = ingest_config(local_config, topic, security="eventhubs", bootstrap_servers=None)
+    run_available_now(spark, cfg, local_secrets)
+    assert_exactly_once(db, sent)
+
+
+def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_commit(
+    spark, local_config, local_secrets, db
+):
+    conf = producer_config(local_config.kafka, local_secrets)
+    topic = new_topic(conf, partitions=1)
+    sent = produce_mix(conf, topic, 2_000, seed=4, malformed_share=0)
+    cfg = ingest_config(local_config, topic)
+    # A rule of the database's own (as a user's constraint might be) rejects some rows.
+    constraint = f"no_tenant_x50_{topic[-10:]}"
+    query(
+        db,
+        f"ALTER TABLE events ADD CONSTRAINT {constraint} "
+        f"CHECK (kafka_topic IS DISTINCT FROM '{topic}' OR customer_id % 50 <> 0) NOT VALID",
+    )
+    try:
+        run_available_now(spark, cfg, local_secrets)
+    finally:
+        query(db, f"ALTER TABLE events DROP CONSTRAINT {constraint}")
+    banned = {k for k, v in sent.valid.items() if v[0] % 50 == 0}
+    expected = {k: v for k, v in sent.valid.items() if k not in banned}
+    sent.valid = expected
+    assert_exactly_once(db, sent)
+    dead = dead_letter_values(spark, cfg, cfg.ingest.query_name)
+    assert len(dead) == len(banned) > 0
+    assert all(reason.startswith("db_rejected: ") and constraint in reason for _, reason in dead)
+
+
+def test_a_secret_free_settings_repr(local_config, local_secrets):
+    settings = ingest_settings(local_config, local_secrets)
+    password = ConnectionParams.from_jdbc_url(local_secrets["database"]).password
+    assert isinstance(password, SecretStr)
+    assert password.get_secret_value() not in repr(settings)
