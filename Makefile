@@ -44,8 +44,8 @@ integration: ## integration tests against the local stack
 test: setup up lint ## set up everything, start the stack, lint, run all tests
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-demo: setup up ## set up everything, start the stack, run the smoke path and print it
-	$(VENV)/bin/clickstream-smoke --env local --messages 2000
+demo: setup up ## set up everything, start the stack, run the demo (scripts/demo.sh)
+	scripts/demo.sh
 
 wheel: ## build the wheel into dist/
 	$(PY) -m build --wheel --outdir dist .

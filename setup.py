@@ -20,6 +20,7 @@ JOBS = {
     "clickstream-load": "load",
     "clickstream-dead-letters": "dead_letters",
     "clickstream-smoke": "smoke",
+    "clickstream-query": "query",
 }
 
 setup(

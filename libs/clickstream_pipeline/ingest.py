@@ -281,3 +281,80 @@ def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> Streamin
         settings.dead_letter_path,
     )
     return query
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    considered: int
+    written: int
+    duplicates: int
+    still_dead: dict[str, int]
+
+
+def replay_dead_letters(
+    spark: SparkSession, cfg: Config, secrets: Secrets, reason: str | None = None
+) -> ReplayReport:
+    """Re-validate stored dead letters with today's rules and config; write those now valid.
+
+    Written rows go through the same sink under the name `<query>:replay`, so replaying twice
+    writes nothing twice; they are marked `replayed_at`. The others stay, with their new reason.
+    """
+    settings = ingest_settings(cfg, secrets)
+    letters = dead_letters.read(spark, settings.dead_letter_path).filter(
+        F.col("query_name") == settings.query_name
+    )
+    if reason is not None:
+        letters = letters.filter(F.col("reason") == reason)
+    records = letters.select(
+        F.col("raw_key").alias("key"),
+        F.col("raw_value").alias("value"),
+        "topic",
+        "partition",
+        "offset",
+        F.col("kafka_timestamp").alias("timestamp"),
+    )
+    # one task per Kafka partition, each recording its exact runs of offsets in the ledger
+    records = records.repartition("topic", "partition").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        sink = SinkSettings(
+            connect_kwargs=settings.connect_kwargs,
+            table=settings.table,
+            sink=f"{settings.query_name}:replay",
+            ledger="runs",
+            batch_id=-1,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+        )
+        routed = (
+            validate(records, settings.rules)
+            .mapInArrow(write_and_route(sink), OUTPUT_SCHEMA)
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        stats = routed.filter(F.col("kind") == "stats").collect()
+        still = routed.filter(F.col("kind") == "dead").select(
+            "topic", "partition", "offset", "reason"
+        )
+        still_dead = {r["reason"]: r["count"] for r in still.groupBy("reason").count().collect()}
+        done = (
+            records.select("topic", "partition", "offset")
+            .join(still, ["topic", "partition", "offset"], "left_anti")
+            .withColumn("query_name", F.lit(settings.query_name))
+        )
+        dead_letters.mark_replayed(spark, settings.dead_letter_path, done)
+        routed.unpersist()
+    finally:
+        records.unpersist()
+    report = ReplayReport(
+        considered=sum(r["rows_in"] for r in stats),
+        written=sum(r["written"] for r in stats),
+        duplicates=sum(r["duplicates"] for r in stats),
+        still_dead=still_dead,
+    )
+    log.info(
+        "replayed %d dead letters: %d written, %d already written, still dead: %s",
+        report.considered,
+        report.written,
+        report.duplicates,
+        still_dead or "none",
+    )
+    return report

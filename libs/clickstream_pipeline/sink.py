@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg2
 import psycopg2.errors
@@ -55,6 +55,7 @@ TRANSIENT_SQLSTATES = {
     "40001",
     "40P01",
     "53300",
+    "23505",
 }
 
 
@@ -66,6 +67,10 @@ class SinkSettings:
     table: str  # already quoted, e.g. "public"."events"
     sink: str
     batch_id: int
+    # "span": a task's rows are one contiguous Kafka offset range (the streaming case), so its
+    # ledger entry is [first, last]; "runs": rows may interleave with other tasks' (replays of
+    # dead letters), so each run of consecutive offsets gets its own entry.
+    ledger: Literal["span", "runs"] = "span"
     max_attempts: int = 8
     backoff_s: float = 0.25
     max_backoff_s: float = 10.0
@@ -119,6 +124,24 @@ def to_csv(table: pa.Table) -> io.BytesIO:
     pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False, batch_size=65536))
     buffer.seek(0)
     return buffer
+
+
+def ledger_ranges(
+    offsets: pa.Array | pa.ChunkedArray, mode: Literal["span", "runs"]
+) -> list[tuple[int, int, int]]:
+    """(start, end, rows) entries for the ledger: one span, or each run of consecutive offsets."""
+    values = sorted(offsets.to_pylist())
+    if mode == "span":
+        return [(values[0], values[-1], len(values))]
+    runs: list[tuple[int, int, int]] = []
+    start = previous = values[0]
+    for value in values[1:]:
+        if value != previous + 1:
+            runs.append((start, previous, previous - start + 1))
+            start = value
+        previous = value
+    runs.append((start, previous, previous - start + 1))
+    return runs
 
 
 def committed_mask(
@@ -183,22 +206,18 @@ def write_range(
                 rejected: list[tuple[int, str]] = []
                 if todo.num_rows:
                     rejected = copy_isolating_rejects(cur, copy_sql(settings.table), todo)
-                    offsets = todo.column("kafka_offset")
                     # a concurrent attempt that committed this range first makes this insert
                     # fail on the primary key (a 23505, retried below): nothing is written twice
-                    cur.execute(
+                    cur.executemany(
                         """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic,
                                kafka_partition, start_offset, end_offset, batch_id, row_count)
                            VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-                        (
-                            settings.sink,
-                            topic,
-                            partition,
-                            pc.min(offsets).as_py(),
-                            pc.max(offsets).as_py(),
-                            settings.batch_id,
-                            todo.num_rows - len(rejected),
-                        ),
+                        [
+                            (settings.sink, topic, partition, start, end, settings.batch_id, count)
+                            for start, end, count in ledger_ranges(
+                                todo.column("kafka_offset"), settings.ledger
+                            )
+                        ],
                     )
             conn.commit()
         finally:
@@ -227,7 +246,10 @@ def write_and_route(
     """The `mapInArrow` function of one micro-batch over its validated rows."""
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        table = pa.Table.from_batches(list(batches))
+        received = list(batches)
+        if not received:
+            return
+        table = pa.Table.from_batches(received)
         if table.num_rows == 0:
             return
         keys = (

@@ -117,7 +117,12 @@ def new_topic(kafka_conf: dict, partitions: int = 4) -> str:
 
 
 def produce_mix(
-    kafka_conf: dict, topic: str, n: int, seed: int = 1, malformed_share: float = 0.01
+    kafka_conf: dict,
+    topic: str,
+    n: int,
+    seed: int = 1,
+    malformed_share: float = 0.01,
+    first_id: int = 1,
 ) -> Sent:
     """n messages: ~1% malformed in assorted ways, some valid ones with awkward strings."""
     rng = random.Random(seed)
@@ -135,7 +140,7 @@ def produce_mix(
             value = rng.choice(MALFORMED)
             sent.invalid.append(value)
         else:
-            event_id = i + 1
+            event_id = first_id + i
             country = rng.choice(AWKWARD) if rng.random() < 0.05 else rng.choice(COUNTRIES)
             fields = (
                 rng.randint(1, 1000),

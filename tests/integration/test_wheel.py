@@ -14,6 +14,7 @@ ENTRY_POINTS = (
     "clickstream-bootstrap",
     "clickstream-ingest",
     "clickstream-produce",
+    "clickstream-query",
     "clickstream-load",
     "clickstream-dead-letters",
     "clickstream-smoke",

@@ -1,0 +1,65 @@
+"""Dashboard queries: list the lab's named queries, or run them and print the results.
+
+Run: `clickstream-query list`, `clickstream-query run events_last_15_minutes`,
+`clickstream-query run --all` (installed), or `spark-submit jobs/query.py run --all` (no Spark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from clickstream_pipeline.cli import config_from_args, job_parser, run_job
+
+
+def parser() -> argparse.ArgumentParser:
+    p = job_parser("clickstream-query", "List or run the lab's dashboard queries.")
+    p.add_argument("action", choices=["list", "show", "run"])
+    p.add_argument("names", nargs="*", help="query names (see `list`)")
+    p.add_argument("--all", action="store_true", help="every query")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from clickstream_pipeline.database import ConnectionParams, connect
+    from clickstream_pipeline.queries import format_table, get_query, load_queries, run_query
+    from clickstream_pipeline.secrets import resolve_secrets
+
+    queries = load_queries()
+    if args.action == "list":
+        for query in queries.values():
+            print(f"{query.name:40} {query.description}")
+        return 0
+    chosen = list(queries.values()) if args.all else [get_query(n) for n in args.names]
+    if not chosen:
+        print("name one or more queries, or --all", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        for query in chosen:
+            print(query.sql)
+        return 0
+    cfg = config_from_args(args)
+    secrets = resolve_secrets(cfg.secrets, ["database"])
+    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
+    try:
+        for query in chosen:
+            started = time.perf_counter()
+            columns, rows = run_query(conn, query)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            conn.rollback()
+            print(f"-- {query.name} ({elapsed_ms:.1f} ms): {query.description}")
+            print(format_table(columns, rows) + "\n")
+    finally:
+        conn.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job(run, parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

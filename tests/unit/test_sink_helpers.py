@@ -1,0 +1,69 @@
+"""Pure parts of the sink: ledger entries, error classes, CSV for COPY."""
+
+import datetime
+
+import psycopg2
+import pyarrow as pa
+import pytest
+
+from clickstream_pipeline.sink import is_transient, ledger_ranges, row_specific, to_csv
+
+
+def test_a_span_covers_a_tasks_contiguous_range():
+    assert ledger_ranges(pa.array([7, 3, 5, 4]), "span") == [(3, 7, 4)]
+
+
+def test_runs_record_each_stretch_of_consecutive_offsets():
+    assert ledger_ranges(pa.array([10, 2, 3, 4, 12, 11, 20]), "runs") == [
+        (2, 4, 3),
+        (10, 12, 3),
+        (20, 20, 1),
+    ]
+
+
+class FakePgError(psycopg2.DatabaseError):
+    """psycopg2's errors carry `pgcode`; this one lets a test choose it."""
+
+    def __init__(self, code):
+        super().__init__("x")
+        self._code = code
+
+    @property
+    def pgcode(self):
+        return self._code
+
+
+@pytest.mark.parametrize(
+    ("code", "transient", "per_row"),
+    [
+        ("57P01", True, False),  # admin shutdown
+        ("40001", True, False),  # serialization failure
+        ("40P01", True, False),  # deadlock
+        ("23505", True, True),  # the ledger's key: another attempt committed first
+        ("23514", False, True),  # check / no partition for the row
+        ("22P02", False, True),  # invalid text representation
+        ("22P04", False, False),  # bad COPY format: the whole statement, not a row
+        ("42P01", False, False),  # undefined table
+    ],
+)
+def test_error_classes(code, transient, per_row):
+    error = FakePgError(code)
+    assert (is_transient(error), row_specific(error)) == (transient, per_row)
+
+
+def test_a_lost_connection_is_transient():
+    assert is_transient(psycopg2.OperationalError("server closed the connection unexpectedly"))
+    assert is_transient(psycopg2.InterfaceError("connection already closed"))
+
+
+def test_csv_for_copy_keeps_nulls_empty_and_quotes_apart():
+    table = pa.table(
+        {
+            "t": pa.array(
+                [datetime.datetime(2026, 1, 2, 3, 4, 5, 600000)], pa.timestamp("us", "UTC")
+            ),
+            "s": ['a "b", \\N\n'],
+            "n": pa.array([None], pa.string()),
+        }
+    )
+    assert to_csv(table).getvalue() == b'2026-01-02 03:04:05.600000Z,"a ""b"", \\N\n",\n'
