@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pyspark.sql.functions as F
 from pyspark import StorageLevel
@@ -50,6 +50,28 @@ class IngestSettings:
     rollup_after_batch: bool = False
     max_attempts: int = 8
     backoff_s: float = 0.25
+
+    def sink(
+        self, name: str, batch_id: int, ledger: Literal["span", "runs"] = "span"
+    ) -> SinkSettings:
+        return SinkSettings(
+            connect_kwargs=self.connect_kwargs,
+            table=self.table,
+            sink=name,
+            batch_id=batch_id,
+            ledger=ledger,
+            max_attempts=self.max_attempts,
+            backoff_s=self.backoff_s,
+        )
+
+
+def route(records: DataFrame, sink: SinkSettings, rules: Rules) -> DataFrame:
+    """Kafka-shaped rows through validation and the sink; the dead letters and counts, cached."""
+    return (
+        validate(records, rules)
+        .mapInArrow(write_and_route(sink), OUTPUT_SCHEMA)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
 
 
 @dataclass(frozen=True)
@@ -99,19 +121,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     started = time.monotonic()
     started_at = datetime.now(UTC)
     spark = batch_df.sparkSession
-    sink = SinkSettings(
-        connect_kwargs=settings.connect_kwargs,
-        table=settings.table,
-        sink=settings.query_name,
-        batch_id=batch_id,
-        max_attempts=settings.max_attempts,
-        backoff_s=settings.backoff_s,
-    )
-    routed = (
-        validate(batch_df, settings.rules)
-        .mapInArrow(write_and_route(sink), OUTPUT_SCHEMA)
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    routed = route(batch_df, settings.sink(settings.query_name, batch_id), settings.rules)
     try:
         stats = routed.filter(F.col("kind") == "stats").collect()
         rows_dead = sum(r["dead"] for r in stats)
@@ -316,20 +326,8 @@ def replay_dead_letters(
     # one task per Kafka partition, each recording its exact runs of offsets in the ledger
     records = records.repartition("topic", "partition").persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        sink = SinkSettings(
-            connect_kwargs=settings.connect_kwargs,
-            table=settings.table,
-            sink=f"{settings.query_name}:replay",
-            ledger="runs",
-            batch_id=-1,
-            max_attempts=settings.max_attempts,
-            backoff_s=settings.backoff_s,
-        )
-        routed = (
-            validate(records, settings.rules)
-            .mapInArrow(write_and_route(sink), OUTPUT_SCHEMA)
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
+        sink = settings.sink(f"{settings.query_name}:replay", batch_id=-1, ledger="runs")
+        routed = route(records, sink, settings.rules)
         stats = routed.filter(F.col("kind") == "stats").collect()
         still = routed.filter(F.col("kind") == "dead").select(
             "topic", "partition", "offset", "reason"

@@ -106,6 +106,7 @@ def session_conf(cfg: Config, secrets: Secrets) -> dict[str, str]:
         "spark.app.name": cfg.spark.app_name,
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.ui.enabled": str(cfg.spark.ui).lower(),
+        "spark.ui.showConsoleProgress": "false",  # per-batch log lines instead of a bar
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",

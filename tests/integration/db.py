@@ -12,6 +12,7 @@ from dataclasses import replace
 from psycopg2 import sql
 
 from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.migrations import load_migrations, migrate
 
 LAB_COLUMNS = (
     "event_time",
@@ -38,6 +39,18 @@ def scratch_database(params: ConnectionParams) -> Iterator[ConnectionParams]:
         with admin.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.close()
+
+
+@contextlib.contextmanager
+def bootstrapped_database(params: ConnectionParams) -> Iterator[ConnectionParams]:
+    """A scratch database with every migration applied."""
+    with scratch_database(params) as db:
+        conn = connect(db)
+        try:
+            migrate(conn, load_migrations())
+        finally:
+            conn.close()
+        yield db
 
 
 def copy_events(params: ConnectionParams, rows: Iterable[tuple[object, ...]]) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.database import ConnectionParams
 from clickstream_pipeline.errors import DatabaseError
 from clickstream_pipeline.generator import (
     LAB_HEADER,
@@ -18,18 +18,14 @@ from clickstream_pipeline.generator import (
 )
 from clickstream_pipeline.jobs import load as load_job
 from clickstream_pipeline.loader import load_files
-from clickstream_pipeline.migrations import load_migrations, migrate
-from tests.integration.db import query, scratch_database
+from tests.integration.db import bootstrapped_database, query
 
 
 @pytest.fixture(scope="module")
 def bootstrapped(local_secrets):
     """A bootstrapped scratch database (events partitioned as in production)."""
     main = ConnectionParams.from_jdbc_url(local_secrets["database"])
-    with scratch_database(main) as scratch:
-        conn = connect(scratch)
-        migrate(conn, load_migrations())
-        conn.close()
+    with bootstrapped_database(main) as scratch:
         yield scratch
 
 

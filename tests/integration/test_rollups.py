@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.migrations import load_migrations, migrate
 from clickstream_pipeline.queries import load_queries
-from tests.integration.db import copy_events, query, scratch_database
+from tests.integration.db import bootstrapped_database, copy_events, query
 
 EVENT_TYPES = ("click", "buy", "scroll", "download")
 COUNTRIES = ("United States", "United Kingdom", "India", "France", "Germany", "China")
@@ -67,10 +66,7 @@ def aggregate(db: ConnectionParams) -> None:
 def loaded(local_secrets):
     """A bootstrapped scratch database with 60,000+ events of the last 14 minutes, rolled up."""
     main = ConnectionParams.from_jdbc_url(local_secrets["database"])
-    with scratch_database(main) as db:
-        conn = connect(db)
-        migrate(conn, load_migrations())
-        conn.close()
+    with bootstrapped_database(main) as db:
         now = datetime.now(UTC)
         start = now - timedelta(minutes=14)
         copy_events(db, synthetic_events(random.Random(11), 60_000, start, 830))
@@ -175,10 +171,7 @@ def test_distinct_estimates_hold_at_ten_thousand_values(loaded):
 
 def test_late_events_merge_into_their_bucket_once(local_secrets):
     main = ConnectionParams.from_jdbc_url(local_secrets["database"])
-    with scratch_database(main) as db:
-        conn = connect(db)
-        migrate(conn, load_migrations())
-        conn.close()
+    with bootstrapped_database(main) as db:
         now = datetime.now(UTC)
         rng = random.Random(5)
         copy_events(db, synthetic_events(rng, 5_000, now - timedelta(minutes=40), 600))
@@ -198,10 +191,7 @@ def test_late_events_merge_into_their_bucket_once(local_secrets):
 
 def test_concurrent_aggregations_while_loading_do_not_double_count(local_secrets):
     main = ConnectionParams.from_jdbc_url(local_secrets["database"])
-    with scratch_database(main) as db:
-        conn = connect(db)
-        migrate(conn, load_migrations())
-        conn.close()
+    with bootstrapped_database(main) as db:
         now = datetime.now(UTC)
         rng = random.Random(9)
         errors: list[BaseException] = []
@@ -234,10 +224,7 @@ def test_concurrent_aggregations_while_loading_do_not_double_count(local_secrets
 
 def test_after_a_pause_past_the_premade_window_rows_still_land_in_real_partitions(local_secrets):
     main = ConnectionParams.from_jdbc_url(local_secrets["database"])
-    with scratch_database(main) as db:
-        conn = connect(db)
-        migrate(conn, load_migrations())
-        conn.close()
+    with bootstrapped_database(main) as db:
         # The pause: every partition from 10 minutes ago on is gone, as if the premade window
         # had run out while nothing was ingested. Maintenance (scheduled every minute) runs.
         query(
