@@ -130,9 +130,9 @@ def ledger_ranges(
     offsets: pa.Array | pa.ChunkedArray, mode: Literal["span", "runs"]
 ) -> list[tuple[int, int, int]]:
     """(start, end, rows) entries for the ledger: one span, or each run of consecutive offsets."""
-    values = sorted(offsets.to_pylist())
     if mode == "span":
-        return [(values[0], values[-1], len(values))]
+        return [(pc.min(offsets).as_py(), pc.max(offsets).as_py(), len(offsets))]
+    values = sorted(offsets.to_pylist())
     runs: list[tuple[int, int, int]] = []
     start = previous = values[0]
     for value in values[1:]:
@@ -155,7 +155,7 @@ def committed_mask(
              AND start_offset <= %s AND end_offset >= %s""",
         (settings.sink, topic, partition, high, low),
     )
-    mask = pa.array([False] * len(offsets))
+    mask = pc.less(offsets, low)  # all false: no offset is below the minimum
     for start, end in cur.fetchall():
         inside = pc.and_(pc.greater_equal(offsets, start), pc.less_equal(offsets, end))
         mask = pc.or_(mask, inside)
