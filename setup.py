@@ -75,6 +75,8 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "build>=1.2",
+            "matplotlib>=3.7",
+            "pyyaml>=6",
         ],
     },
     entry_points={

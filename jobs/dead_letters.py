@@ -31,12 +31,14 @@ def run(args: argparse.Namespace) -> int:
     import pyspark.sql.functions as F
 
     from clickstream_pipeline import dead_letters
+    from clickstream_pipeline.config import resolve_storage_paths
     from clickstream_pipeline.ingest import replay_dead_letters
     from clickstream_pipeline.secrets import resolve_secrets
     from clickstream_pipeline.spark import build_spark
 
     cfg = config_from_args(args)
     secrets = resolve_secrets(cfg.secrets, REQUIRED_SECRETS, OPTIONAL_SECRETS)
+    cfg = resolve_storage_paths(cfg, secrets)
     spark = build_spark(cfg, secrets)
     if args.action == "replay":
         report = replay_dead_letters(spark, cfg, secrets, args.reason)

@@ -43,7 +43,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clickstream_pipeline.config import resolve_storage_paths
     from clickstream_pipeline.ingest import start_ingest
+    from clickstream_pipeline.metrics import flush_progress, register_progress_logger
     from clickstream_pipeline.secrets import resolve_secrets
     from clickstream_pipeline.spark import build_spark
 
@@ -52,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("ingest.trigger=available_now")
     cfg = config_from_args(argparse.Namespace(**{**vars(args), "overrides": overrides}))
     secrets = resolve_secrets(cfg.secrets, REQUIRED_SECRETS, OPTIONAL_SECRETS)
+    cfg = resolve_storage_paths(cfg, secrets)
     spark = build_spark(cfg, secrets)
+    register_progress_logger(spark)
     query = start_ingest(spark, cfg, secrets)
     try:
         query.awaitTermination()
     except KeyboardInterrupt:
         log.info("stopping %s", cfg.ingest.query_name)
         query.stop()
+    flush_progress(spark)
     if query.exception() is not None:
         log.error("query %s failed: %s", cfg.ingest.query_name, query.exception())
         return EXIT_FAILED

@@ -19,6 +19,7 @@ OPTIONAL_SECRETS = (
     "s3_access_key",
     "s3_secret_key",
     "kafka_truststore_password",
+    "adls_account_name",  # fills {adls_account} in storage paths
 )
 
 
@@ -31,12 +32,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clickstream_pipeline.config import resolve_storage_paths
     from clickstream_pipeline.secrets import resolve_secrets
     from clickstream_pipeline.smoke import run_smoke
     from clickstream_pipeline.spark import build_spark
 
     cfg = config_from_args(args)
     secrets = resolve_secrets(cfg.secrets, REQUIRED_SECRETS, OPTIONAL_SECRETS)
+    cfg = resolve_storage_paths(cfg, secrets)
     spark = build_spark(cfg, secrets)
     result = run_smoke(spark, cfg, secrets, messages=args.messages)
     print(

@@ -15,13 +15,14 @@ with a message naming the key. Secrets are never values here: config names them,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from clickstream_pipeline.errors import ConfigError
 
@@ -76,6 +77,8 @@ class KafkaConfig(_Section):
     security: Literal["plaintext", "eventhubs"] = "plaintext"
     ssl_truststore: str | None = None  # PKCS12 for a private CA (local broker); None: JVM's CAs
     ssl_ca_pem: str | None = None  # the same CA as PEM, for librdkafka clients
+    # Databricks Runtime shades its Kafka client: there the class is kafkashaded.org.apache...
+    sasl_login_module: str = "org.apache.kafka.common.security.plain.PlainLoginModule"
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = Field(default=None, gt=0)
     min_partitions: int | None = Field(default=None, gt=0)
@@ -184,6 +187,39 @@ def load_config(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration for env {env!r}: {problems}") from None
+
+
+ADLS_ACCOUNT_PLACEHOLDER = "{adls_account}"
+_ADLS_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")  # Azure storage account naming rule
+
+
+class SecretLookup(Protocol):
+    """What `resolve_storage_paths` needs of resolved secrets (`secrets.Secrets` has it)."""
+
+    def get(self, key: str) -> SecretStr | None: ...
+
+
+def resolve_storage_paths(cfg: Config, secrets: SecretLookup) -> Config:
+    """Fill `{adls_account}` in `storage.checkpoint_root` / `lake_root` from the account secret.
+
+    The account name becomes part of an abfss:// path (as on any Spark UI); keys never do.
+    """
+    roots = {"checkpoint_root": cfg.storage.checkpoint_root, "lake_root": cfg.storage.lake_root}
+    if not any(ADLS_ACCOUNT_PLACEHOLDER in root for root in roots.values()):
+        return cfg
+    secret = secrets.get("adls_account_name")
+    name = cfg.secrets.names.get("adls_account_name", "adls_account_name")
+    if secret is None:
+        raise ConfigError(
+            f"storage paths use {ADLS_ACCOUNT_PLACEHOLDER} but secret {name!r} is not resolved"
+        )
+    account = secret.get_secret_value().strip()
+    if not _ADLS_ACCOUNT_NAME.fullmatch(account):
+        raise ConfigError(
+            f"secret {name!r} is not a storage account name (3-24 lower-case letters or digits)"
+        )
+    filled = {k: v.replace(ADLS_ACCOUNT_PLACEHOLDER, account) for k, v in roots.items()}
+    return cfg.model_copy(update={"storage": cfg.storage.model_copy(update=filled)})
 
 
 def available_envs() -> list[str]:

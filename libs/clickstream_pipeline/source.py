@@ -14,7 +14,6 @@ from clickstream_pipeline.errors import SourceConfigError
 from clickstream_pipeline.secrets import Secrets
 
 EVENT_HUBS_PORT = 9093
-PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 # librdkafka settings as confluent-kafka takes them
 ClientConf = dict[str, str | int | float | bool]
@@ -34,9 +33,9 @@ def bootstrap_servers(kafka: KafkaConfig, secrets: Secrets) -> str:
     return value
 
 
-def jaas_config(connection_string: str) -> str:
+def jaas_config(connection_string: str, login_module: str) -> str:
     escaped = connection_string.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{PLAIN_LOGIN_MODULE} required username="$ConnectionString" password="{escaped}";'
+    return f'{login_module} required username="$ConnectionString" password="{escaped}";'
 
 
 def security_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
@@ -51,7 +50,7 @@ def security_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
     options = {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "PLAIN",
-        "sasl.jaas.config": jaas_config(connection.get_secret_value()),
+        "sasl.jaas.config": jaas_config(connection.get_secret_value(), kafka.sasl_login_module),
         "request.timeout.ms": str(kafka.request_timeout_ms),
         "session.timeout.ms": str(kafka.session_timeout_ms),
     }

@@ -15,6 +15,7 @@ def test_local_and_databricks_envs_ship_with_the_package():
     assert databricks.spark.master is None
     assert databricks.secrets.backend == "databricks"
     assert databricks.kafka.security == "eventhubs"
+    assert databricks.kafka.sasl_login_module.startswith("kafkashaded.org.apache.kafka.")
 
 
 def test_environment_then_command_line_override_the_file():

@@ -1,0 +1,54 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 1 · Bootstrap the database
+# MAGIC
+# MAGIC Creates or upgrades the PostgreSQL/Citus schema with the wheel's migrations (events,
+# MAGIC rollups, TopN functions, pg_cron schedules), exactly what the `clickstream-bootstrap`
+# MAGIC job does. Run it once per database; a second run changes nothing.
+# MAGIC
+# MAGIC **On Databricks** attach the `clickstream_pipeline` wheel to the cluster (the bundle's
+# MAGIC jobs do; `databricks bundle deploy` uploads it) and keep the widget `env = databricks`:
+# MAGIC secrets come from the Key Vault-backed scope `key-vault-secrets`.
+# MAGIC **Locally** run `.venv/bin/python notebooks/1-Bootstrap.py` from the project root:
+# MAGIC `dbutils` is absent, so config is `conf/local.toml` and secrets come from
+# MAGIC `.stack/secrets.env`.
+
+# COMMAND ----------
+
+from clickstream_pipeline.cli import setup_logging
+from clickstream_pipeline.config import load_config
+from clickstream_pipeline.database import ConnectionParams, connect, server_facts
+from clickstream_pipeline.jobs.bootstrap import scheduled_jobs
+from clickstream_pipeline.migrations import load_migrations, migrate
+from clickstream_pipeline.secrets import resolve_secrets
+
+dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
+if dbutils is not None:
+    dbutils.widgets.text("env", "databricks")
+ENV = dbutils.widgets.get("env") if dbutils is not None else "local"
+setup_logging("INFO")
+
+# COMMAND ----------
+
+cfg = load_config(ENV)
+secrets = resolve_secrets(cfg.secrets, ["database"])
+params = ConnectionParams.from_jdbc_url(secrets["database"])
+print(f"env {ENV}: database {params.describe()}, secrets from {secrets.backend}")
+
+# COMMAND ----------
+
+conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
+try:
+    print(f"server: {server_facts(conn)}")
+    report = migrate(conn, load_migrations())
+    for migration in report.applied:
+        print(f"applied  {migration.filename}")
+    for notice in report.notices:
+        print(f"notice   {notice}")
+    print(
+        f"bootstrap done: {len(report.applied)} applied, "
+        f"{len(report.already_applied)} already applied"
+    )
+    print(f"scheduled jobs: {', '.join(scheduled_jobs(conn)) or 'none (no pg_cron here)'}")
+finally:
+    conn.close()

@@ -1,0 +1,105 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 2 · Consume Kafka
+# MAGIC
+# MAGIC The lab's `1-Consume-Kafka`, rebuilt on the `clickstream_pipeline` wheel: read the
+# MAGIC clickstream from Kafka (Event Hubs' Kafka endpoint on Azure), validate and enrich each
+# MAGIC record, write every micro-batch into `events` exactly once (dead letters to Delta), and
+# MAGIC report each batch's progress.
+# MAGIC
+# MAGIC **On Databricks** (wheel attached, widget `env = databricks`) the query keeps running with
+# MAGIC a processing-time trigger until you stop it (last cell); set the widget
+# MAGIC `trigger = available_now` for a catch-up run. **Locally**
+# MAGIC (`.venv/bin/python notebooks/2-Consume-Kafka.py` from the project root) it reads what is on
+# MAGIC the topics now and stops. Override any setting with `CLICKSTREAM__SECTION__KEY`
+# MAGIC environment variables, e.g. `CLICKSTREAM__KAFKA__TOPICS='["my-topic"]'`.
+
+# COMMAND ----------
+
+import json
+
+from clickstream_pipeline.cli import setup_logging
+from clickstream_pipeline.config import load_config, resolve_storage_paths
+from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.ingest import start_ingest
+from clickstream_pipeline.jobs.ingest import OPTIONAL_SECRETS, REQUIRED_SECRETS
+from clickstream_pipeline.metrics import flush_progress, format_progress, register_progress_logger
+from clickstream_pipeline.secrets import resolve_secrets
+from clickstream_pipeline.spark import build_spark
+
+dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
+if dbutils is not None:
+    dbutils.widgets.text("env", "databricks")
+    dbutils.widgets.dropdown("trigger", "processing_time", ["processing_time", "available_now"])
+ENV = dbutils.widgets.get("env") if dbutils is not None else "local"
+TRIGGER = dbutils.widgets.get("trigger") if dbutils is not None else "available_now"
+setup_logging("INFO")
+
+# COMMAND ----------
+
+# MAGIC %md Config, secrets (resolved once) and the Spark session (the cluster's on Databricks).
+
+# COMMAND ----------
+
+cfg = load_config(ENV, [f"ingest.trigger={TRIGGER}"])
+secrets = resolve_secrets(cfg.secrets, REQUIRED_SECRETS, OPTIONAL_SECRETS)
+cfg = resolve_storage_paths(cfg, secrets)
+spark = build_spark(cfg, secrets)
+print(
+    f"env {ENV}: topics {cfg.kafka.topics} ({cfg.kafka.security}), query {cfg.ingest.query_name}, "
+    f"trigger {cfg.ingest.trigger}, checkpoint {cfg.checkpoint_location}"
+)
+
+# COMMAND ----------
+
+# MAGIC %md Start the ingest; the listener logs one line per micro-batch.
+
+# COMMAND ----------
+
+listener = register_progress_logger(spark)
+query = start_ingest(spark, cfg, secrets)
+if cfg.ingest.trigger == "available_now":
+    query.awaitTermination()
+    flush_progress(spark)
+    if query.exception() is not None:
+        raise RuntimeError(f"query {cfg.ingest.query_name} failed: {query.exception()}")
+
+# COMMAND ----------
+
+# MAGIC %md Progress: Spark's view of the recent batches, and the sink's ledger in PostgreSQL.
+
+# COMMAND ----------
+
+for progress in query.recentProgress:
+    print(format_progress(json.loads(progress.json)))
+
+params = ConnectionParams.from_jdbc_url(secrets["database"])
+conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
+try:
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_written), 0),
+                      coalesce(sum(rows_duplicate), 0), coalesce(sum(rows_dead_lettered), 0)
+               FROM clickstream_ingest_batches WHERE query_name = %s""",
+            (cfg.ingest.query_name,),
+        )
+        batches, read, written, duplicates, dead = cur.fetchone()
+    conn.rollback()
+finally:
+    conn.close()
+print(
+    f"query {cfg.ingest.query_name}: {batches} batches, read {read}, written {written}, "
+    f"duplicates skipped {duplicates}, dead-lettered {dead}"
+)
+
+# COMMAND ----------
+
+# MAGIC %md Stop the query (on Databricks; a local run has stopped already).
+
+# COMMAND ----------
+
+if query.isActive:
+    query.stop()
+spark.streams.removeListener(listener)
+if dbutils is None:
+    spark.stop()

@@ -1,0 +1,68 @@
+"""The README's spark-submit commands, run as written, ingest events end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.source import producer_config
+from tests.conftest import PROJECT_DIR
+from tests.integration.ingest_support import assert_exactly_once, new_topic, produce_mix
+
+MARKED_BLOCK = re.compile(r"<!-- spark-submit -->\n```bash\n(.*?)```", re.DOTALL)
+
+
+def readme_blocks() -> list[str]:
+    return MARKED_BLOCK.findall((PROJECT_DIR / "README.md").read_text(encoding="utf-8"))
+
+
+def test_the_readme_marks_its_spark_submit_blocks():
+    blocks = readme_blocks()
+    assert len(blocks) == 2
+    commands = "\n".join(blocks)
+    for job in ("ingest", "bootstrap", "dead_letters", "query"):
+        assert re.search(rf"spark-submit .*(\\\n.*)*jobs/{job}\.py", commands), job
+
+
+def test_the_readme_spark_submit_commands_ingest_end_to_end(
+    local_config, local_secrets, tmp_path: Path
+):
+    conf = producer_config(local_config.kafka, local_secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 3_000, seed=21, malformed_share=0.02)
+    query_name = f"submit-{uuid.uuid4().hex[:10]}"
+    environ = {
+        **os.environ,
+        "CLICKSTREAM__KAFKA__TOPICS": f'["{topic}"]',
+        "CLICKSTREAM__INGEST__QUERY_NAME": query_name,
+        # a fresh dead-letter table: the shared one's Delta log grows with every test run
+        "CLICKSTREAM__STORAGE__LAKE_ROOT": str(tmp_path / "lake"),
+    }
+    output = ""
+    for block in readme_blocks():
+        started = time.monotonic()
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", block],
+            cwd=PROJECT_DIR,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
+        output += done.stdout + done.stderr
+        print(f"block {block.splitlines()[-1][:60]!r}: {time.monotonic() - started:.0f}s")
+        assert done.returncode == 0, f"{block}\nfailed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+
+    assert_exactly_once(ConnectionParams.from_jdbc_url(local_secrets["database"]), sent)
+    assert re.search(rf"query {query_name} batch 0: {sent.total} rows in ", output)
+    assert "bootstrap done: 0 applied" in output
+    listed = output.split(f"dead letters of {query_name} in ")[1]
+    counts = [int(n) for n in re.findall(r"^ *(\d+)  \S", listed, re.MULTILINE)]
+    assert sum(counts) == len(sent.invalid)
+    assert "-- events_last_week (" in output
