@@ -47,6 +47,8 @@ test: setup up lint ## set up everything, start the stack, lint, run all tests
 demo: setup up ## set up everything, start the stack, run the demo (scripts/demo.sh)
 	scripts/demo.sh
 
+bench: ; $(PY) -m benchmarks.run_all $(BENCH_ARGS) ## run every benchmark (BENCH_ARGS=--quick: smoke run); results in benchmarks/results/
+
 wheel: ## build the wheel into dist/
 	$(PY) -m build --wheel --outdir dist .
 

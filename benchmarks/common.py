@@ -1,0 +1,365 @@
+"""Shared helpers for the benchmarks: config, scratch databases, DB CPU accounting, output.
+
+Every benchmark runs from the project root against the local stack (`make up`), in databases
+and topics of its own (dropped afterwards), and writes `benchmarks/results/<name>.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+from pydantic import SecretStr
+
+from clickstream_pipeline.config import Config, load_config
+from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.migrations import load_migrations, migrate
+from clickstream_pipeline.secrets import Secrets, resolve_secrets
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+LOCAL_SECRETS = ("database", "kafka_server", "kafka_connection_string", "s3_access_key")
+SECRET_KEYS = (*LOCAL_SECRETS, "s3_secret_key")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def say(text: str) -> None:
+    """A progress line with a timestamp (flushed: the runner streams it)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def setup_env() -> tuple[Config, Secrets]:
+    os.chdir(ROOT)  # conf/local.toml paths are relative to the project root
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Python workers import benchmark functions by module name
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    cfg = load_config("local", ["spark.master=local[2]", "spark.shuffle_partitions=2"])
+    return cfg, resolve_secrets(cfg.secrets, optional=SECRET_KEYS)
+
+
+def db_params(secrets: Secrets) -> ConnectionParams:
+    return ConnectionParams.from_jdbc_url(secrets["database"])
+
+
+def secrets_for(secrets: Secrets, params: ConnectionParams) -> Secrets:
+    """The same secrets with the database URL pointing at `params` (a scratch database)."""
+    query = {"user": params.user or "", **params.options}
+    if params.password is not None:
+        query["password"] = params.password.get_secret_value()
+    if params.sslmode:
+        query["sslmode"] = params.sslmode
+    from urllib.parse import urlencode
+
+    url = f"jdbc:postgresql://{params.host}:{params.port}/{params.dbname}?{urlencode(query)}"
+    values = {k: v for k in SECRET_KEYS if (v := secrets.get(k)) is not None}
+    values["database"] = SecretStr(url)
+    return Secrets(values, secrets.backend)
+
+
+def database_exists(params: ConnectionParams, name: str) -> bool:
+    admin = connect(replace(params, dbname="postgres"))
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        admin.close()
+
+
+def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
+    """Create and bootstrap (every migration) a database on the same server."""
+    admin = connect(replace(params, dbname="postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
+    target = replace(params, dbname=name)
+    conn = connect(target)
+    try:
+        migrate(conn, load_migrations())
+    finally:
+        conn.close()
+    return target
+
+
+def drop_database(params: ConnectionParams, name: str) -> None:
+    admin = connect(replace(params, dbname="postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    admin.close()
+
+
+@contextlib.contextmanager
+def scratch_database(params: ConnectionParams, prefix: str) -> Iterator[ConnectionParams]:
+    """A bootstrapped database of its own, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    say(f"scratch database {name}: bootstrapping")
+    try:
+        yield create_database(params, name)
+    finally:
+        drop_database(params, name)
+
+
+def execute(params: ConnectionParams, *statements: str, autocommit: bool = True) -> None:
+    conn = connect(params)
+    conn.autocommit = autocommit
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+        if not autocommit:
+            conn.commit()
+    finally:
+        conn.close()
+
+
+def fetch(params: ConnectionParams, text: str, args: tuple[Any, ...] = ()) -> list[tuple]:
+    conn = connect(params)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(text, args or None)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def psql_env(params: ConnectionParams) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PGHOST": params.host, "PGPORT": str(params.port), "PGDATABASE": params.dbname})
+    if params.user:
+        env["PGUSER"] = params.user
+    if params.password is not None:
+        env["PGPASSWORD"] = params.password.get_secret_value()
+    if params.sslmode:
+        env["PGSSLMODE"] = params.sslmode
+    return env
+
+
+def psql_copy_command(columns: tuple[str, ...], path: Path, direction: str = "from") -> list[str]:
+    cols = ", ".join(columns)
+    return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+            f"\\copy events ({cols}) {direction} '{path}' with (format csv)"]  # fmt: skip
+
+
+def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Path]) -> float:
+    """`psql \\copy` of each file, one psql per file, all at once; returns wall seconds."""
+    env = psql_env(params)
+    started = time.perf_counter()
+    procs = [subprocess.Popen(psql_copy_command(columns, f), env=env) for f in files]
+    codes = [p.wait() for p in procs]
+    seconds = time.perf_counter() - started
+    if any(codes):
+        raise RuntimeError(f"psql \\copy failed: exit codes {codes}")
+    return seconds
+
+
+# --- the database server's CPU, from its own process accounting ---------------------------
+
+
+def postmaster_pid() -> int:
+    for candidate in (ROOT / ".stack/postgres/postmaster.pid",):
+        if candidate.is_file():
+            return int(candidate.read_text().split()[0])
+    out = subprocess.run(
+        ["pgrep", "-o", "-u", "postgres", "-x", "postgres"], capture_output=True, text=True
+    )
+    return int(out.stdout.split()[0])
+
+
+def _stat(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def _cpu_ticks(fields: list[str]) -> int:
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class CpuReading:
+    total_s: float  # every child of the postmaster, live and reaped (the server's own count)
+    own_s: float  # backends of the benchmark's database plus the shared writers
+    foreign_s: float  # backends of other databases (other people's work on the same server)
+
+
+@dataclass
+class DbCpuMeter:
+    """Server CPU over a run: postmaster children's utime+stime, plus cutime+cstime.
+
+    A sampler (every 50 ms) also attributes CPU per backend by its process title, so work of
+    other databases on the same server can be told apart (`own_s`, `foreign_s`).
+    """
+
+    dbname: str
+    interval_s: float = 0.05
+    _pm: int = 0
+    _start_total: int = 0
+    _first: dict[int, int] = field(default_factory=dict)
+    _last: dict[int, int] = field(default_factory=dict)
+    _title: dict[int, str] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _total(self) -> int:
+        pm = _stat(self._pm)
+        live = 0
+        for child in _children(self._pm):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                live += _cpu_ticks(_stat(child))
+        return live + int(pm[13]) + int(pm[14])  # cutime + cstime (fields 16, 17)
+
+    def _sample(self, first: bool = False) -> None:
+        for child in _children(self._pm):
+            try:
+                ticks = _cpu_ticks(_stat(child))
+            except (OSError, ValueError, IndexError):
+                continue
+            if child not in self._title:
+                self._title[child] = _cmdline(child)
+                self._first[child] = ticks if first else 0
+            self._last[child] = ticks
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> DbCpuMeter:
+        self._pm = postmaster_pid()
+        self._sample(first=True)
+        self._start_total = self._total()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        self.reading = self._read()
+
+    def _read(self) -> CpuReading:
+        own = foreign = 0
+        marker = f" {self.dbname} "
+        for pid, title in self._title.items():
+            delta = self._last.get(pid, 0) - self._first.get(pid, 0)
+            parts = title.split()
+            is_backend = len(parts) >= 4 and parts[0] == "postgres:" and "(" in title
+            if marker in f" {title} " or not is_backend:
+                own += delta  # this database's backends, checkpointer, walwriter, bgwriter...
+            else:
+                foreign += delta
+        total = self._total() - self._start_total
+        return CpuReading(total / TICK, own / TICK, foreign / TICK)
+
+
+# --- memory of processes -------------------------------------------------------------------
+
+
+def vm_kib(pid: int, key: str) -> int:
+    """VmHWM / VmRSS of a process in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            kids = _children(current)
+            out += kids
+            todo += kids
+    return out
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def machine_facts() -> dict[str, Any]:
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    facts: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # a shared machine?
+    }
+    with contextlib.suppress(Exception):
+        import pyspark
+
+        facts["pyspark"] = pyspark.__version__
+    with contextlib.suppress(Exception):
+        import pyarrow
+
+        facts["pyarrow"] = pyarrow.__version__
+    with contextlib.suppress(Exception):
+        import confluent_kafka
+
+        facts["confluent_kafka"] = confluent_kafka.__version__
+        facts["librdkafka"] = confluent_kafka.libversion()[0]
+    return facts
+
+
+def write_result(name: str, data: dict[str, Any], out: Path | None = None) -> Path:
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    payload.update(data)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    say(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return path

@@ -1,0 +1,213 @@
+"""End to end: N lab-format messages on a fresh topic, the ingest job (available-now) from an
+empty checkpoint into a bootstrapped scratch database, next to one-stream `psql \\copy`.
+
+Figures: wall time and rows/s from job start to the last batch's commit, per-batch rows/s (from
+`clickstream_ingest_batches`), the database's CPU per row, peak memory of the driver JVM and the
+Python workers; then the same rows exported as CSV and `\\copy`-ed back (one stream) into the
+truncated `events`, rows/s and CPU per row, in the same run.
+
+Run: `.venv/bin/python -m benchmarks.end_to_end [--messages 2000000] [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from benchmarks.common import (
+    DbCpuMeter,
+    db_params,
+    execute,
+    fetch,
+    machine_facts,
+    psql_copy,
+    psql_env,
+    say,
+    scratch_database,
+    secrets_for,
+    setup_env,
+    write_result,
+)
+from benchmarks.ingest_support import (
+    MemorySampler,
+    delete_checkpoint,
+    fresh_topic,
+    ingest_config,
+    jvm_pid,
+)
+from clickstream_pipeline.config import Config
+from clickstream_pipeline.generator import encode_event, lab_uniform_events
+from clickstream_pipeline.ingest import start_ingest
+from clickstream_pipeline.producer import SendOptions, kafka_settings
+from clickstream_pipeline.schema import EVENT_COLUMNS
+from clickstream_pipeline.secrets import Secrets
+from clickstream_pipeline.source import producer_config
+from clickstream_pipeline.spark import build_spark
+
+
+def load_topic(cfg: Config, secrets: Secrets, topic: str, n: int) -> float:
+    """N lab-format messages (the lab's six fields, no key), pre-serialised; returns msg/s."""
+    started = time.perf_counter()
+    values = [encode_event(e) for e in itertools.islice(lab_uniform_events(1), n)]
+    say(f"serialised {n:,} messages in {time.perf_counter() - started:.1f}s")
+    producer = Producer(kafka_settings(producer_config(cfg.kafka, secrets), SendOptions(topic)))
+    produce, poll = producer.produce, producer.poll
+    started = time.perf_counter()
+    step = max(n // 8, 1)
+    for i, value in enumerate(values):
+        while True:
+            try:
+                produce(topic, value)
+                break
+            except BufferError:
+                poll(0.05)
+        if i & 1023 == 0:
+            poll(0)
+        if i and i % step == 0:
+            rate = i / (time.perf_counter() - started)
+            say(f"produced {i:,}/{n:,} ({rate:,.0f} msg/s)")
+    left = producer.flush(300)
+    seconds = time.perf_counter() - started
+    if left:
+        raise RuntimeError(f"{left} messages not acknowledged")
+    say(f"topic loaded: {n:,} messages in {seconds:.1f}s ({n / seconds:,.0f} msg/s)")
+    return n / seconds
+
+
+def copy_baseline(db: Any, folder: Path, n: int) -> dict[str, Any]:
+    """Export the ingested rows as CSV, truncate, `\\copy` them back with one stream."""
+    path = folder / "events.csv"
+    cols = ", ".join(EVENT_COLUMNS)
+    export = f"\\copy (SELECT {cols} FROM events) to '{path}' with (format csv)"  # noqa: S608
+    subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", export], env=psql_env(db), check=True
+    )
+    execute(db, "TRUNCATE events", "CHECKPOINT")
+    say(f"psql \\copy, 1 stream: {n:,} rows")
+    with DbCpuMeter(db.dbname) as meter:
+        seconds = psql_copy(db, EVENT_COLUMNS, [path])
+    written = int(fetch(db, "SELECT count(*) FROM events")[0][0])
+    if written != n:
+        raise RuntimeError(f"\\copy wrote {written} rows, expected {n}")
+    result = {
+        "rows": n,
+        "seconds": round(seconds, 3),
+        "rows_per_s": n / seconds,
+        "db_cpu_us_per_row_own": meter.reading.own_s / n * 1e6,
+        "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
+    }
+    say(f"psql \\copy, 1 stream: {n / seconds:,.0f} rows/s")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2_000_000)
+    parser.add_argument("--max-offsets-per-trigger", type=int, default=250_000)
+    parser.add_argument("--quick", action="store_true", help="200,000 messages, 50,000 a batch")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.max_offsets_per_trigger = 200_000, 50_000
+    base_cfg, base_secrets = setup_env()
+    n = args.messages
+    results: dict[str, Any] = {
+        "machine": machine_facts(),
+        "messages": n,
+        "max_offsets_per_trigger": args.max_offsets_per_trigger,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    try:
+        with (
+            fresh_topic(base_cfg, base_secrets, "bench-e2e") as topic,
+            scratch_database(db_params(base_secrets), "bench_e2e") as db,
+        ):
+            results["producer_load_msg_per_s"] = load_topic(base_cfg, base_secrets, topic, n)
+            secrets = secrets_for(base_secrets, db)
+            cfg = ingest_config(
+                base_cfg,
+                topic,
+                f"bench-e2e-{uuid.uuid4().hex[:8]}",
+                trigger="available_now",
+                max_offsets_per_trigger=args.max_offsets_per_trigger,
+            )
+            spark = build_spark(cfg, secrets)
+            try:
+                say(f"ingest job: available-now, {args.max_offsets_per_trigger:,} per batch")
+                with MemorySampler(jvm_pid(spark)) as memory, DbCpuMeter(db.dbname) as meter:
+                    started_at = datetime.now(UTC)
+                    query = start_ingest(spark, cfg, secrets)
+                    while query.isActive:
+                        query.awaitTermination(10)
+                        done = fetch(
+                            db,
+                            "SELECT coalesce(sum(rows_read), 0) FROM clickstream_ingest_batches",
+                        )[0][0]
+                        rate = int(done) / (datetime.now(UTC) - started_at).total_seconds()
+                        say(f"ingest: {int(done):,}/{n:,} rows committed ({rate:,.0f} rows/s)")
+                    if query.exception() is not None:
+                        raise RuntimeError(f"ingest failed: {query.exception()}")
+                delete_checkpoint(spark, cfg.checkpoint_location)
+            finally:
+                spark.stop()
+            batches = fetch(
+                db,
+                """SELECT batch_id, rows_read, rows_written, seconds, rows_per_second,
+                          extract(epoch FROM committed_at - %s)
+                   FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id""",
+                (started_at, cfg.ingest.query_name),
+            )
+            written = int(fetch(db, "SELECT count(*) FROM events")[0][0])
+            if written != n:
+                raise RuntimeError(f"ingest wrote {written} rows, expected {n}")
+            wall = float(batches[-1][5])
+            rates = [float(b[4]) for b in batches if b[1]]
+            results["ingest"] = {
+                "rows": written,
+                "wall_seconds": round(wall, 3),
+                "rows_per_s": n / wall,
+                "batches": len(batches),
+                "batch_rows_per_s": [round(r) for r in rates],
+                "batch_seconds": [round(float(b[3]), 3) for b in batches],
+                "batch_rows_per_s_median": sorted(rates)[len(rates) // 2] if rates else 0.0,
+                "db_cpu_s": round(meter.reading.total_s, 3),
+                "db_cpu_us_per_row_own": meter.reading.own_s / n * 1e6,
+                "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
+                **memory.figures(),
+            }
+            ing = results["ingest"]
+            say(
+                f"ingest: {n:,} rows in {wall:.1f}s from job start to last commit = "
+                f"{ing['rows_per_s']:,.0f} rows/s over {len(batches)} batches (median batch "
+                f"{ing['batch_rows_per_s_median']:,.0f} rows/s); driver JVM peak "
+                f"{ing['driver_jvm_peak_mib']:,.0f} MiB, Python worker peak "
+                f"{ing['python_worker_peak_mib']:,.0f} MiB (all workers "
+                f"{ing['python_workers_peak_total_mib']:,.0f} MiB)"
+            )
+            results["copy_1"] = copy_baseline(db, tmp, n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratio = results["ingest"]["rows_per_s"] / results["copy_1"]["rows_per_s"]
+    results["ratio_ingest_over_copy_1"] = ratio
+    results["targets"] = {"e2e_ge_40pct_of_copy_1": ratio >= 0.4}
+    print(
+        f"\nend to end {results['ingest']['rows_per_s']:,.0f} rows/s vs psql \\copy x1 "
+        f"{results['copy_1']['rows_per_s']:,.0f} rows/s: ratio {ratio:.2f} "
+        f"(target >= 0.40: {'met' if ratio >= 0.4 else 'MISSED'})"
+    )
+    write_result("end_to_end", results, args.out)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Combine the benchmarks' JSON files into `results.json`, `results.md` and `results.png`.
+
+Run: `.venv/bin/python -m benchmarks.report` (run_all calls it at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS, machine_facts, say
+
+PARTS = ("producer", "sink", "end_to_end", "freshness", "dashboard")
+
+
+def load_parts(folder: Path = RESULTS) -> dict[str, Any]:
+    parts = {}
+    for name in PARTS:
+        path = folder / f"{name}.json"
+        if path.is_file():
+            parts[name] = json.loads(path.read_text())
+    return parts
+
+
+def _n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float) -> str:
+    """Milliseconds; a run cut by the statement timeout (120 s by default) says so."""
+    if value >= 119_000:
+        return "timeout (> 120 s)"
+    return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
+
+
+def markdown(parts: dict[str, Any], machine: dict[str, Any]) -> str:
+    lines = [
+        f"Machine: {machine['cores']} cores ({machine.get('cpu_model', '?')}), "
+        f"{machine['memory_gib']} GiB, {machine['os']}; Python {machine['python']}, "
+        f"PySpark {machine.get('pyspark', '?')} (`local[2]`), PostgreSQL 15 (local, no Citus), "
+        f"librdkafka {machine.get('librdkafka', '?')}.",
+        "",
+        "| benchmark | figure | baseline (same run) | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    sink = parts.get("sink")
+    if sink:
+        r, q, c = sink["runs"], sink["ratios"], sink["cpu_ratios"]
+        t = sink["targets"]
+        o = r["ours"]
+        lines += [
+            f"| sink, {sink['rows']:,} rows | ours {_n(o['rows_per_s'])} rows/s | "
+            f"Spark JDBC {_n(r['jdbc']['rows_per_s'])} rows/s | {q['ours_over_jdbc']:.2f}x | "
+            f">= 1x (1.5x): {'met' if t['rows_per_s_ge_jdbc'] else 'missed'} |",
+            f"| | | lab INSERT per row {_n(r['lab']['rows_per_s'])} rows/s | "
+            f"{q['ours_over_lab']:.0f}x | |",
+            f"| | | `\\copy` 1 stream {_n(r['copy_1']['rows_per_s'])} rows/s | "
+            f"{q['ours_over_copy_1']:.2f}x | |",
+            f"| | | `\\copy` 2 streams {_n(r['copy_2']['rows_per_s'])} rows/s | "
+            f"{q['ours_over_copy_2']:.2f}x | |",
+            f"| sink, DB CPU per row | ours {o['db_cpu_us_per_row_own']:.2f} us | "
+            f"`\\copy` {r['copy_1']['db_cpu_us_per_row_own']:.2f} us | "
+            f"{c['ours_cpu_per_row_over_copy_1']:.2f}x | <= 1.2x: "
+            f"{'met' if t['db_cpu_per_row_le_1.2x_copy'] else 'missed'} |",
+            f"| | | Spark JDBC {r['jdbc']['db_cpu_us_per_row_own']:.2f} us | "
+            f"{c['ours_cpu_per_row_over_jdbc']:.2f}x | <= 0.6x: "
+            f"{'met' if t['db_cpu_per_row_le_0.6x_jdbc'] else 'missed'} |",
+            f"| | | lab INSERT per row {r['lab']['db_cpu_us_per_row_own']:.1f} us | "
+            f"{c['ours_cpu_per_row_over_lab']:.2f}x | |",
+        ]
+    e2e = parts.get("end_to_end")
+    if e2e:
+        i = e2e["ingest"]
+        lines += [
+            f"| end to end, {e2e['messages']:,} messages | {_n(i['rows_per_s'])} rows/s "
+            f"({i['wall_seconds']:.0f} s, {i['batches']} batches, median batch "
+            f"{_n(i['batch_rows_per_s_median'])} rows/s) | `\\copy` 1 stream "
+            f"{_n(e2e['copy_1']['rows_per_s'])} rows/s | "
+            f"{e2e['ratio_ingest_over_copy_1']:.2f}x | >= 0.4x: "
+            f"{'met' if e2e['targets']['e2e_ge_40pct_of_copy_1'] else 'missed'} |",
+            f"| end to end, peak memory | driver JVM {_n(i['driver_jvm_peak_mib'])} MiB, "
+            f"Python worker {_n(i['python_worker_peak_mib'])} MiB "
+            f"(all workers {_n(i['python_workers_peak_total_mib'])} MiB) | | | |",
+        ]
+    fresh = parts.get("freshness")
+    if fresh:
+        v, ro = fresh["visible_in_events_batch_commit"], fresh["counted_in_rollup_5min"]
+        lines += [
+            f"| freshness, {_n(fresh['rate_msg_per_s'])} msg/s for {fresh['duration_s']:.0f} s, "
+            f"trigger {fresh['trigger_interval']} | Kafka -> `events`: p50 {v['p50_s']:.1f} s, "
+            f"p95 {v['p95_s']:.1f} s, max {v['max_s']:.1f} s | | | |",
+            f"| | Kafka -> `rollup_events_5min`: p50 {ro['p50_s']:.1f} s, p95 {ro['p95_s']:.1f} s,"
+            f" max {ro['max_s']:.1f} s | | | p95 <= 5 s: "
+            f"{'met' if fresh['targets']['rollup_p95_le_5s'] else 'missed'} |",
+        ]
+    dash = parts.get("dashboard")
+    if dash:
+        for name, f in dash["queries"].items():
+            lines.append(
+                f"| dashboard `{name}` ({dash['events']:,} events) | rollup p50 "
+                f"{_ms(f['rollup_p50_ms'])}, p99 {_ms(f['rollup_p99_ms'])} "
+                f"({f.get('rollup_runs', '?')} runs) | raw `events` p50 "
+                f"{_ms(f['raw_p50_ms'])} ({f.get('raw_runs', '?')} runs) | "
+                f"{f['speedup_p50']:,.1f}x | p99 <= 20 ms: "
+                f"{'met' if f['rollup_p99_ms'] <= 20 else 'missed'}; >= 50x: "
+                f"{'met' if f['speedup_p50'] >= 50 else 'missed'} |"
+            )
+    prod = parts.get("producer")
+    if prod:
+        lines.append(
+            f"| producer, {prod['messages']:,} messages | storefront "
+            f"{_n(prod['storefront_msg_per_s'])} msg/s, lab-uniform "
+            f"{_n(prod['lab_uniform_msg_per_s'])} msg/s | raw confluent-kafka "
+            f"{_n(prod['raw_msg_per_s'])} msg/s | "
+            f"{prod['storefront_msg_per_s'] / prod['raw_msg_per_s']:.2f}x | |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(parts: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    bars: list[tuple[str, float, str]] = []
+    sink = parts.get("sink")
+    if sink:
+        r = sink["runs"]
+        bars += [
+            ("ours (sink)", r["ours"]["rows_per_s"], "tab:blue"),
+            ("Spark JDBC", r["jdbc"]["rows_per_s"], "tab:gray"),
+            ("lab INSERT/row", r["lab"]["rows_per_s"], "tab:gray"),
+            ("\\copy x1", r["copy_1"]["rows_per_s"], "tab:olive"),
+            ("\\copy x2", r["copy_2"]["rows_per_s"], "tab:olive"),
+        ]
+    e2e = parts.get("end_to_end")
+    if e2e:
+        bars.append(("ours end to end\n(Kafka->events)", e2e["ingest"]["rows_per_s"], "tab:cyan"))
+    ax = axes[0]
+    if bars:
+        ax.bar([b[0] for b in bars], [b[1] / 1000 for b in bars], color=[b[2] for b in bars])
+        for i, b in enumerate(bars):
+            ax.text(i, b[1] / 1000, f"{b[1] / 1000:,.0f}k", ha="center", va="bottom", fontsize=8)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.set_ylabel("thousand rows/s")
+    ax.set_title("Throughput into the partitioned events table")
+    ax = axes[1]
+    fresh = parts.get("freshness")
+    if fresh:
+        for key, label in (
+            ("visible_delay_sample_s", "Kafka -> events"),
+            ("rollup_delay_sample_s", "Kafka -> rollup_events_5min"),
+        ):
+            values = sorted(fresh.get(key, []))
+            if values:
+                ys = [(i + 1) / len(values) for i in range(len(values))]
+                ax.plot(values, ys, label=label)
+        ax.axvline(5.0, color="red", linestyle="--", linewidth=1, label="target p95 5 s")
+        ax.axhline(0.95, color="gray", linestyle=":", linewidth=1)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("delay from Kafka timestamp (s)")
+    ax.set_ylabel("share of events (CDF)")
+    ax.set_title("Freshness")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(folder: Path = RESULTS) -> dict[str, Any]:
+    parts = load_parts(folder)
+    machine = machine_facts()
+    combined = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "benchmarks": {
+            # the freshness samples (for the chart) stay in freshness.json
+            name: {k: v for k, v in part.items() if k != "machine" and not k.endswith("_sample_s")}
+            for name, part in parts.items()
+        },
+    }
+    (folder / "results.json").write_text(json.dumps(combined, indent=2, default=str) + "\n")
+    table = markdown(parts, machine)
+    (folder / "results.md").write_text(table)
+    chart(parts, folder / "results.png")
+    print(table)
+    say(f"wrote results.json, results.md, results.png in {folder}")
+    return combined
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The sink benchmark's quick mode: it runs, and its JSON holds every figure, consistent."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELS = {
+    "ours": "(a) ours",
+    "jdbc": "(b) Spark JDBC",
+    "lab": "(c) lab INSERT/row",
+    "copy_1": "(d) psql \\copy x1",
+    "copy_2": "(d) psql \\copy x2",
+}
+FIGURES = (
+    "rows",
+    "seconds",
+    "rows_per_s",
+    "db_cpu_s",
+    "db_cpu_us_per_row",
+    "db_cpu_us_per_row_own",
+)
+
+
+@pytest.mark.timeout(600)
+def test_sink_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "sink.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sink", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["cores"] >= 1
+    runs = result["runs"]
+    printed = {}
+    for key, label in LABELS.items():
+        for figure in FIGURES:
+            assert runs[key][figure] > 0, (key, figure)
+        line = next(li for li in proc.stdout.splitlines() if li.startswith(label))
+        printed[key] = float(re.split(r"\s{2,}", line[len(label) :].strip())[0].replace(",", ""))
+        assert printed[key] == pytest.approx(runs[key]["rows_per_s"], rel=0.01, abs=1)
+    for key in ("jdbc", "lab", "copy_1", "copy_2"):
+        ratio = result["ratios"][f"ours_over_{key}"]
+        assert ratio == pytest.approx(printed["ours"] / printed[key], rel=0.02)
+        assert f"rows/s ratio ours_over_{key}: {ratio:.2f}" in proc.stdout
+        cpu = result["cpu_ratios"][f"ours_cpu_per_row_over_{key}"]
+        own = runs["ours"]["db_cpu_us_per_row_own"] / runs[key]["db_cpu_us_per_row_own"]
+        assert cpu == pytest.approx(own) and cpu > 0
+    assert set(result["targets"]) == {
+        "db_cpu_per_row_le_1.2x_copy",
+        "db_cpu_per_row_le_0.6x_jdbc",
+        "rows_per_s_ge_jdbc",
+        "rows_per_s_ge_1.5x_jdbc_stretch",
+    }
