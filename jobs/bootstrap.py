@@ -15,8 +15,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from psycopg2.extensions import connection
-
 from clickstream_pipeline.cli import config_from_args, job_parser, run_job
 
 log = logging.getLogger(__name__)
@@ -34,8 +32,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.database import ConnectionParams, connect, server_facts
-    from clickstream_pipeline.migrations import load_migrations, migrate, pending
+    from clickstream_pipeline.database import (
+        ConnectionParams,
+        connect,
+        scheduled_jobs,
+        server_facts,
+    )
+    from clickstream_pipeline.migrations import load_migrations, migrate, pending, report_lines
     from clickstream_pipeline.secrets import resolve_secrets
 
     cfg = config_from_args(args)
@@ -55,32 +58,10 @@ def run(args: argparse.Namespace) -> int:
                 )
             return 0
         report = migrate(conn, migrations)
-        for migration in report.applied:
-            print(f"applied  {migration.filename}")
-        for notice in report.notices:
-            print(f"notice   {notice}")
-        print(
-            f"bootstrap done: {len(report.applied)} applied, "
-            f"{len(report.already_applied)} already applied"
-            + (" (nothing changed)" if not report.applied else "")
-        )
-        print(
-            f"scheduled jobs: {', '.join(scheduled_jobs(conn)) or 'none (pg_cron not installed)'}"
-        )
+        print("\n".join(report_lines(report, scheduled_jobs(conn))))
     finally:
         conn.close()
     return 0
-
-
-def scheduled_jobs(conn: connection) -> list[str]:
-    with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('cron.job') IS NOT NULL")
-        if not cur.fetchone()[0]:
-            return []
-        cur.execute("SELECT jobname || ' (' || schedule || ')' FROM cron.job ORDER BY jobname")
-        names = [row[0] for row in cur.fetchall()]
-    conn.rollback()
-    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from clickstream_pipeline.cli import config_from_args, job_parser, run_job
@@ -24,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.database import ConnectionParams, connect
-    from clickstream_pipeline.queries import format_table, get_query, load_queries, run_query
+    from clickstream_pipeline.queries import get_query, load_queries, print_queries
     from clickstream_pipeline.secrets import resolve_secrets
 
     queries = load_queries()
@@ -45,13 +44,7 @@ def run(args: argparse.Namespace) -> int:
     params = ConnectionParams.from_jdbc_url(secrets["database"])
     conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
     try:
-        for query in chosen:
-            started = time.perf_counter()
-            columns, rows = run_query(conn, query)
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            conn.rollback()
-            print(f"-- {query.name} ({elapsed_ms:.1f} ms): {query.description}")
-            print(format_table(columns, rows) + "\n")
+        print_queries(conn, chosen)
     finally:
         conn.close()
     return 0

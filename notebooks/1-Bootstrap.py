@@ -17,9 +17,8 @@
 
 from clickstream_pipeline.cli import setup_logging
 from clickstream_pipeline.config import load_config
-from clickstream_pipeline.database import ConnectionParams, connect, server_facts
-from clickstream_pipeline.jobs.bootstrap import scheduled_jobs
-from clickstream_pipeline.migrations import load_migrations, migrate
+from clickstream_pipeline.database import ConnectionParams, connect, scheduled_jobs, server_facts
+from clickstream_pipeline.migrations import load_migrations, migrate, report_lines
 from clickstream_pipeline.secrets import resolve_secrets
 
 dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
@@ -41,14 +40,6 @@ conn = connect(params, cfg.database.application_name, cfg.database.connect_timeo
 try:
     print(f"server: {server_facts(conn)}")
     report = migrate(conn, load_migrations())
-    for migration in report.applied:
-        print(f"applied  {migration.filename}")
-    for notice in report.notices:
-        print(f"notice   {notice}")
-    print(
-        f"bootstrap done: {len(report.applied)} applied, "
-        f"{len(report.already_applied)} already applied"
-    )
-    print(f"scheduled jobs: {', '.join(scheduled_jobs(conn)) or 'none (no pg_cron here)'}")
+    print("\n".join(report_lines(report, scheduled_jobs(conn))))
 finally:
     conn.close()

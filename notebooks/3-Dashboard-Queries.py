@@ -10,12 +10,10 @@
 
 # COMMAND ----------
 
-import time
-
 from clickstream_pipeline.cli import setup_logging
 from clickstream_pipeline.config import load_config
 from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.queries import format_table, load_queries, run_query
+from clickstream_pipeline.queries import load_queries, print_queries
 from clickstream_pipeline.secrets import resolve_secrets
 
 dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
@@ -36,12 +34,6 @@ print(f"env {ENV}: {len(queries)} queries against {params.describe()}")
 
 conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
 try:
-    for named in queries.values():
-        started = time.perf_counter()
-        columns, rows = run_query(conn, named)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        conn.rollback()
-        print(f"-- {named.name} ({elapsed_ms:.1f} ms): {named.description}")
-        print(format_table(columns, rows) + "\n")
+    print_queries(conn, queries.values())
 finally:
     conn.close()

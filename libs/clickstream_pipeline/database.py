@@ -122,3 +122,17 @@ def server_facts(conn: psycopg2.extensions.connection) -> str:
         extensions = ", ".join(f"{name} {installed}" for name, installed in cur.fetchall())
     conn.rollback()
     return f"PostgreSQL {version}; extensions (installed version or -): {extensions}"
+
+
+def scheduled_jobs(conn: psycopg2.extensions.connection) -> list[str]:
+    """pg_cron's jobs in this database as `name (schedule)`; empty without pg_cron."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('cron.job') IS NOT NULL")
+        row = cur.fetchone()
+        if row is None or not row[0]:
+            conn.rollback()
+            return []
+        cur.execute("SELECT jobname || ' (' || schedule || ')' FROM cron.job ORDER BY jobname")
+        names = [r[0] for r in cur.fetchall()]
+    conn.rollback()
+    return names

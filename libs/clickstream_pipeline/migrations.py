@@ -168,3 +168,16 @@ def _apply(conn: connection, migration: Migration, report: MigrationReport) -> N
         log.info("%s: %s", migration.filename, text)
     report.applied.append(migration)
     log.info("applied %s", migration.filename)
+
+
+def report_lines(report: MigrationReport, scheduled: list[str]) -> list[str]:
+    """What the bootstrap prints: applied files, notices, a summary, the pg_cron jobs."""
+    lines = [f"applied  {m.filename}" for m in report.applied]
+    lines += [f"notice   {n}" for n in report.notices]
+    lines.append(
+        f"bootstrap done: {len(report.applied)} applied, "
+        f"{len(report.already_applied)} already applied"
+        + (" (nothing changed)" if not report.applied else "")
+    )
+    lines.append(f"scheduled jobs: {', '.join(scheduled) or 'none (pg_cron not installed)'}")
+    return lines

@@ -6,6 +6,8 @@ unchanged, so it runs on Citus (with TopN) and on plain PostgreSQL (with 0002_to
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -69,3 +71,14 @@ def format_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
     lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(lines)
+
+
+def print_queries(conn: connection, queries: Iterable[NamedQuery]) -> None:
+    """Run each query in its own read-only moment and print it as a timed table."""
+    for query in queries:
+        started = time.perf_counter()
+        columns, rows = run_query(conn, query)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        conn.rollback()
+        print(f"-- {query.name} ({elapsed_ms:.1f} ms): {query.description}")
+        print(format_table(columns, rows) + "\n")
