@@ -132,6 +132,8 @@ class IngestConfig(_Section):
     max_past_s: int = Field(default=2 * 24 * 3600, ge=0)
     max_future_s: int = Field(default=15 * 60, ge=0)
     rollup_after_batch: bool = False
+    # binary: streamed binary COPY through ADBC (CSV only for a task it fails on); csv: always
+    sink_copy_format: Literal["binary", "csv"] = "binary"
     sink_max_attempts: int = Field(default=8, gt=0)
     sink_backoff_s: float = Field(default=0.25, gt=0)
 

@@ -2,8 +2,8 @@
 
 `write_batch` is the `foreachBatch` function: named, typed, and given everything it needs as
 one picklable `IngestSettings` (bound with functools.partial; no globals, no captured session).
-Per micro-batch it validates the records once (cached), COPYs the valid ones from the executors
-(`sink.copy_partition`, one transaction per Kafka offset range with its ledger row), stores
+Per micro-batch it validates the records once, COPYs the valid ones from the executors
+(`sink.write_and_route`, one transaction per task with its offset ranges in the ledger), stores
 the invalid ones and any the database rejected in the Delta dead-letter table, records the
 batch in `clickstream_ingest_batches`, and logs one line. read = written + duplicates + dead.
 """
@@ -30,7 +30,6 @@ from clickstream_pipeline.secrets import Secrets
 from clickstream_pipeline.sink import (
     OUTPUT_SCHEMA,
     SinkSettings,
-    quote_ident,
     retrying,
     write_and_route,
 )
@@ -46,7 +45,9 @@ class IngestSettings:
     rules: Rules
     dead_letter_path: str
     connect_kwargs: dict[str, Any] = field(repr=False)
-    table: str
+    schema_name: str
+    table_name: str
+    copy_format: Literal["binary", "csv"] = "binary"
     rollup_after_batch: bool = False
     max_attempts: int = 8
     backoff_s: float = 0.25
@@ -56,10 +57,12 @@ class IngestSettings:
     ) -> SinkSettings:
         return SinkSettings(
             connect_kwargs=self.connect_kwargs,
-            table=self.table,
+            schema_name=self.schema_name,
+            table_name=self.table_name,
             sink=name,
             batch_id=batch_id,
             ledger=ledger,
+            copy_format=self.copy_format,
             max_attempts=self.max_attempts,
             backoff_s=self.backoff_s,
         )
@@ -100,7 +103,9 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         connect_kwargs=params.psycopg_kwargs(
             cfg.database.application_name, cfg.database.connect_timeout_s
         ),
-        table=f"{quote_ident(cfg.database.schema_name)}.{quote_ident(cfg.database.events_table)}",
+        schema_name=cfg.database.schema_name,
+        table_name=cfg.database.events_table,
+        copy_format=cfg.ingest.sink_copy_format,
         rollup_after_batch=cfg.ingest.rollup_after_batch,
         max_attempts=cfg.ingest.sink_max_attempts,
         backoff_s=cfg.ingest.sink_backoff_s,

@@ -1,20 +1,25 @@
-"""The events sink: Arrow batches from each Spark task into one PostgreSQL COPY, exactly once.
+"""The events sink: Arrow batches from each Spark task into PostgreSQL COPY, exactly once.
 
 Each task (one Kafka offset range: narrow transforms keep Spark's Kafka partitioning) receives
-its validated rows as Arrow record batches (`mapInArrow`), writes the valid ones as CSV with
-pyarrow's C++ writer into `COPY events (...) FROM STDIN`, and records the offset range it wrote
-in `clickstream_ingest_ledger` in the same transaction. It returns the invalid rows (dead
-letters) and one statistics row per Kafka partition, so the batch is read and parsed once.
+its validated rows as Arrow record batches (`mapInArrow`). On the fast path every batch goes
+into ONE binary COPY (ADBC's PostgreSQL driver) as soon as it arrives, so Spark, Python and the
+database work at the same time, and the server decodes binary values instead of parsing text.
+The offset ranges written are recorded in `clickstream_ingest_ledger` in the same transaction.
+The task returns the invalid rows (dead letters) and one statistics row per Kafka partition,
+so the batch is read and parsed once.
+
 A replayed batch (Spark re-runs the last uncommitted one after a crash) finds its ranges
 already committed and skips those rows, so no row is written twice; a concurrent duplicate
-attempt fails on the ledger's primary key and rolls back. Transient errors are retried with
-jittered backoff; rows the database rejects are isolated by bisection (savepoints) and
-returned for the dead-letter store, the rest commit.
+attempt fails on the ledger's primary key and rolls back. When the fast path fails (a row the
+database rejects, a lost connection) the task's rows go through the careful path: CSV COPY per
+Kafka partition, transient errors retried with jittered backoff, rows the database rejects
+isolated by bisection (savepoints) and returned for the dead-letter store, the rest committed.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import random
 import time
@@ -22,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import adbc_driver_postgresql.dbapi as adbc
 import psycopg2
 import psycopg2.errors
 import pyarrow as pa
@@ -64,16 +70,23 @@ class SinkSettings:
     """Everything a task needs; plain values only, so it pickles to the executors."""
 
     connect_kwargs: dict[str, Any] = field(repr=False)  # psycopg2 arguments, password included
-    table: str  # already quoted, e.g. "public"."events"
+    schema_name: str
+    table_name: str
     sink: str
     batch_id: int
     # "span": a task's rows are one contiguous Kafka offset range (the streaming case), so its
     # ledger entry is [first, last]; "runs": rows may interleave with other tasks' (replays of
     # dead letters), so each run of consecutive offsets gets its own entry.
     ledger: Literal["span", "runs"] = "span"
+    # "binary": the fast path (streamed binary COPY, CSV only when it fails); "csv": always CSV
+    copy_format: Literal["binary", "csv"] = "binary"
     max_attempts: int = 8
     backoff_s: float = 0.25
     max_backoff_s: float = 10.0
+
+    @property
+    def table(self) -> str:
+        return f"{quote_ident(self.schema_name)}.{quote_ident(self.table_name)}"
 
 
 def quote_ident(name: str) -> str:
@@ -144,22 +157,61 @@ def ledger_ranges(
     return runs
 
 
-def committed_mask(
-    cur: Any, settings: SinkSettings, topic: str, partition: int, offsets: pa.Array
-) -> pa.Array:
-    """True for rows whose offset lies in a range this sink already committed."""
-    low, high = pc.min(offsets).as_py(), pc.max(offsets).as_py()
-    cur.execute(
-        """SELECT start_offset, end_offset FROM clickstream_ingest_ledger
-           WHERE sink = %s AND kafka_topic = %s AND kafka_partition = %s
-             AND start_offset <= %s AND end_offset >= %s""",
-        (settings.sink, topic, partition, high, low),
-    )
-    mask = pc.less(offsets, low)  # all false: no offset is below the minimum
-    for start, end in cur.fetchall():
+LEDGER_LOOKUP = """SELECT start_offset, end_offset FROM clickstream_ingest_ledger
+    WHERE sink = %s AND kafka_topic = %s AND kafka_partition = %s
+      AND start_offset <= %s AND end_offset >= %s"""
+LEDGER_INSERT = """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic, kafka_partition,
+    start_offset, end_offset, batch_id, row_count) VALUES ({})"""
+NO_OFFSET_ABOVE = 2**63 - 1
+
+
+def committed_ranges(
+    cur: Any, settings: SinkSettings, topic: str, partition: int, low: int, high: int
+) -> list[tuple[int, int]]:
+    """The ranges this sink committed that overlap [low, high]."""
+    cur.execute(LEDGER_LOOKUP, (settings.sink, topic, partition, high, low))
+    return [(int(start), int(end)) for start, end in cur.fetchall()]
+
+
+def in_ranges(offsets: pa.Array | pa.ChunkedArray, ranges: list[tuple[int, int]]) -> pa.Array:
+    """True for offsets inside any of `ranges`."""
+    mask = pc.is_null(offsets)  # all false: offsets are never null
+    for start, end in ranges:
         inside = pc.and_(pc.greater_equal(offsets, start), pc.less_equal(offsets, end))
         mask = pc.or_(mask, inside)
     return mask
+
+
+class LedgerLookup:
+    """Committed ranges per Kafka partition, read once per task on a connection of its own.
+
+    The fast path cannot query while its COPY streams; reading committed ranges elsewhere is
+    as safe as in the transaction (each statement sees what was committed when it started), and
+    an attempt that commits the same range meanwhile still collides on the ledger's key.
+    """
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.settings = settings
+        self.conn: Any = None
+        self.known: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
+
+    def ranges(self, topic: str, partition: int, low: int) -> list[tuple[int, int]]:
+        """Committed ranges ending at or after `low` (offsets above it, in a task, ascend)."""
+        cached = self.known.get((topic, partition))
+        if cached is None or low < cached[0]:
+            if self.conn is None:
+                self.conn = psycopg2.connect(**self.settings.connect_kwargs)
+                self.conn.autocommit = True
+            with self.conn.cursor() as cur:
+                found = committed_ranges(
+                    cur, self.settings, topic, partition, low, NO_OFFSET_ABOVE
+                )
+            cached = self.known[(topic, partition)] = (low, found)
+        return cached[1]
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 def row_specific(exc: psycopg2.Error) -> bool:
@@ -201,7 +253,11 @@ def write_range(
         conn = psycopg2.connect(**settings.connect_kwargs)
         try:
             with conn.cursor() as cur:
-                done = committed_mask(cur, settings, topic, partition, rows.column("kafka_offset"))
+                offsets = rows.column("kafka_offset")
+                low, high = pc.min(offsets).as_py(), pc.max(offsets).as_py()
+                done = in_ranges(
+                    offsets, committed_ranges(cur, settings, topic, partition, low, high)
+                )
                 todo = rows.filter(pc.invert(done))
                 rejected: list[tuple[int, str]] = []
                 if todo.num_rows:
@@ -209,9 +265,7 @@ def write_range(
                     # a concurrent attempt that committed this range first makes this insert
                     # fail on the primary key (a 23505, retried below): nothing is written twice
                     cur.executemany(
-                        """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic,
-                               kafka_partition, start_offset, end_offset, batch_id, row_count)
-                           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+                        LEDGER_INSERT.format(", ".join(["%s"] * 7)),
                         [
                             (settings.sink, topic, partition, start, end, settings.batch_id, count)
                             for start, end, count in ledger_ranges(
@@ -240,79 +294,214 @@ def write_range(
     return result
 
 
+def conninfo(connect_kwargs: dict[str, Any]) -> str:
+    """libpq's `key='value'` form of psycopg2's connect arguments (ADBC takes this form)."""
+
+    def quoted(value: Any) -> str:
+        return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{k}={quoted(v)}" for k, v in connect_kwargs.items() if v is not None)
+
+
+def partitions_of(table: pa.Table) -> Iterator[tuple[str, int, pa.Table]]:
+    """(topic, partition, rows) for each Kafka partition in `table`."""
+    keys = (
+        table.select(["kafka_topic", "kafka_partition"])
+        .group_by(["kafka_topic", "kafka_partition"])
+        .aggregate([])
+    )
+    if keys.num_rows == 1:
+        yield keys.column(0)[0].as_py(), keys.column(1)[0].as_py(), table
+        return
+    for topic, partition in zip(
+        keys.column(0).to_pylist(), keys.column(1).to_pylist(), strict=True
+    ):
+        mask = pc.and_(
+            pc.equal(table.column("kafka_topic"), topic),
+            pc.equal(table.column("kafka_partition"), partition),
+        )
+        yield topic, partition, table.filter(mask)
+
+
+def valid_rows_of(rows: pa.Table) -> pa.Table:
+    reasons = rows.column("reject_reason")
+    if reasons.null_count == len(reasons):
+        return rows  # no copy when every row is valid, the common case
+    return rows.filter(pc.is_null(reasons))
+
+
+@dataclass
+class Streamed:
+    """What the fast path wrote of a task: rows per Kafka partition, first and last offset."""
+
+    written: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def note(self, topic: str, partition: int, offsets: pa.Array | pa.ChunkedArray) -> None:
+        low, high = pc.min(offsets).as_py(), pc.max(offsets).as_py()
+        entry = self.written.setdefault((topic, partition), [0, low, high])
+        entry[0] += len(offsets)
+        entry[1], entry[2] = min(entry[1], low), max(entry[2], high)
+
+
+def stream_copy(
+    settings: SinkSettings, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]
+) -> tuple[list[pa.RecordBatch], Streamed | None]:
+    """The fast path: each batch's new valid rows into one binary COPY as they arrive.
+
+    Returns every batch received and what was written, or None when the fast path failed and
+    nothing of it committed (the caller then writes the task the careful way). An error of the
+    input itself (Spark's side) is raised, never taken for a database failure.
+    """
+    received: list[pa.RecordBatch] = []
+    streamed = Streamed()
+    input_error: list[BaseException] = []
+    lookup = LedgerLookup(settings)
+    started = time.monotonic()
+    batches = itertools.chain([first], rest)
+
+    def new_rows() -> Iterator[pa.RecordBatch]:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except BaseException as exc:
+                input_error.append(exc)
+                raise
+            received.append(batch)
+            for topic, partition, rows in partitions_of(pa.Table.from_batches([batch])):
+                valid = valid_rows_of(rows)
+                if not valid.num_rows:
+                    continue
+                offsets = valid.column("kafka_offset")
+                done = lookup.ranges(topic, partition, pc.min(offsets).as_py())
+                todo = valid.filter(pc.invert(in_ranges(offsets, done))) if done else valid
+                if todo.num_rows:
+                    streamed.note(topic, partition, todo.column("kafka_offset"))
+                    yield from todo.select(list(EVENT_COLUMNS)).to_batches()
+
+    schema = pa.schema([first.schema.field(name) for name in EVENT_COLUMNS])
+    try:
+        conn = adbc.connect(conninfo(settings.connect_kwargs))
+        try:
+            with conn.cursor() as cur:
+                cur.adbc_ingest(
+                    settings.table_name,
+                    pa.RecordBatchReader.from_batches(schema, new_rows()),
+                    mode="append",
+                    db_schema_name=settings.schema_name,
+                )
+                entries = [
+                    (settings.sink, topic, partition, low, high, settings.batch_id, count)
+                    for (topic, partition), (count, low, high) in streamed.written.items()
+                ]
+                if entries:
+                    placeholders = ", ".join(f"${i}" for i in range(1, 8))
+                    cur.executemany(LEDGER_INSERT.format(placeholders), entries)
+            conn.commit()
+        finally:
+            conn.close()
+    except Exception as exc:
+        if input_error:
+            raise input_error[0] from None
+        log.warning(
+            "binary COPY of batch %d failed (%s, SQLSTATE %s): writing the task's rows as CSV",
+            settings.batch_id,
+            type(exc).__name__,
+            getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None) or "-",
+        )
+        received.extend(batches)
+        return received, None
+    finally:
+        lookup.close()
+    streamed.seconds = time.monotonic() - started
+    return received, streamed
+
+
+NOTHING_WRITTEN: dict[str, Any] = {
+    "written": 0,
+    "duplicates": 0,
+    "rejected_offsets": [],
+    "rejected_errors": [],
+    "attempts": 0,
+    "seconds": 0.0,
+}
+
+
 def write_and_route(
     settings: SinkSettings,
 ) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
     """The `mapInArrow` function of one micro-batch over its validated rows."""
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        received = list(batches)
-        if not received:
+        source = iter(batches)
+        first = next(source, None)
+        if first is None:
             return
+        streamed: Streamed | None = None
+        if settings.copy_format == "binary" and settings.ledger == "span":
+            received, streamed = stream_copy(settings, first, source)
+        else:
+            received = [first, *source]
         table = pa.Table.from_batches(received)
         if table.num_rows == 0:
             return
-        keys = (
-            table.select(["kafka_topic", "kafka_partition"])
-            .group_by(["kafka_topic", "kafka_partition"])
-            .aggregate([])
-        )
         schema = output_arrow_schema()
-        for topic, partition in zip(
-            keys.column(0).to_pylist(), keys.column(1).to_pylist(), strict=True
-        ):
-            mask = pc.and_(
-                pc.equal(table.column("kafka_topic"), topic),
-                pc.equal(table.column("kafka_partition"), partition),
-            )
-            rows = table.filter(mask)
-            invalid = pc.is_valid(rows.column("reject_reason"))
-            valid_rows = rows.filter(pc.invert(invalid)).select(list(EVENT_COLUMNS))
-            written: dict[str, Any] = (
-                write_range(settings, topic, partition, valid_rows)
-                if valid_rows.num_rows
-                else {
-                    "written": 0,
-                    "duplicates": 0,
-                    "rejected_offsets": [],
-                    "rejected_errors": [],
-                    "attempts": 0,
-                    "seconds": 0.0,
+        for topic, partition, rows in partitions_of(table):
+            valid_rows = valid_rows_of(rows).select(list(EVENT_COLUMNS))
+            if streamed is not None:
+                count = streamed.written.get((topic, partition), [0])[0]
+                written = {
+                    **NOTHING_WRITTEN,
+                    "written": count,
+                    "duplicates": valid_rows.num_rows - count,
+                    "attempts": 1,
+                    "seconds": streamed.seconds,
                 }
-            )
-            dead = rows.filter(invalid)
-            rejected = dict(
-                zip(written["rejected_offsets"], written["rejected_errors"], strict=True)
-            )
-            if dead.num_rows:
-                yield _dead_batch(schema, dead, dead.column("reject_reason"), with_raw=True)
-            if rejected:
-                # raw key and value are filled in by the driver from the micro-batch
-                refused = rows.filter(
-                    pc.is_in(rows.column("kafka_offset"), pa.array(list(rejected), pa.int64()))
-                )
-                reasons = [rejected[o] for o in refused.column("kafka_offset").to_pylist()]
-                yield _dead_batch(schema, refused, pa.array(reasons, pa.string()), with_raw=False)
-            offsets, stamps = rows.column("kafka_offset"), rows.column("kafka_timestamp")
-            stats = {
-                "kind": "stats",
-                "topic": topic,
-                "partition": partition,
-                "rows_in": rows.num_rows,
-                "written": written["written"],
-                "duplicates": written["duplicates"],
-                "dead": dead.num_rows + len(rejected),
-                "db_rejected": len(rejected),
-                "first_offset": pc.min(offsets).as_py(),
-                "last_offset": pc.max(offsets).as_py(),
-                "oldest": pc.min(stamps).as_py(),
-                "newest": pc.max(stamps).as_py(),
-                "attempts": written["attempts"],
-                "seconds": written["seconds"],
-            }
-            yield pa.RecordBatch.from_pylist([stats], schema=schema)
+            elif valid_rows.num_rows:
+                written = write_range(settings, topic, partition, valid_rows)
+            else:
+                written = NOTHING_WRITTEN
+            yield from route_outputs(schema, topic, partition, rows, written)
 
     return run
+
+
+def route_outputs(
+    schema: pa.Schema, topic: str, partition: int, rows: pa.Table, written: dict[str, Any]
+) -> Iterator[pa.RecordBatch]:
+    """One Kafka partition's dead letters (invalid or refused rows) and its statistics row."""
+    invalid = pc.is_valid(rows.column("reject_reason"))
+    dead = rows.filter(invalid)
+    rejected = dict(zip(written["rejected_offsets"], written["rejected_errors"], strict=True))
+    if dead.num_rows:
+        yield _dead_batch(schema, dead, dead.column("reject_reason"), with_raw=True)
+    if rejected:
+        # raw key and value are filled in by the driver from the micro-batch
+        refused = rows.filter(
+            pc.is_in(rows.column("kafka_offset"), pa.array(list(rejected), pa.int64()))
+        )
+        reasons = [rejected[o] for o in refused.column("kafka_offset").to_pylist()]
+        yield _dead_batch(schema, refused, pa.array(reasons, pa.string()), with_raw=False)
+    offsets, stamps = rows.column("kafka_offset"), rows.column("kafka_timestamp")
+    stats = {
+        "kind": "stats",
+        "topic": topic,
+        "partition": partition,
+        "rows_in": rows.num_rows,
+        "written": written["written"],
+        "duplicates": written["duplicates"],
+        "dead": dead.num_rows + len(rejected),
+        "db_rejected": len(rejected),
+        "first_offset": pc.min(offsets).as_py(),
+        "last_offset": pc.max(offsets).as_py(),
+        "oldest": pc.min(stamps).as_py(),
+        "newest": pc.max(stamps).as_py(),
+        "attempts": written["attempts"],
+        "seconds": written["seconds"],
+    }
+    yield pa.RecordBatch.from_pylist([stats], schema=schema)
 
 
 def _dead_batch(

@@ -67,3 +67,19 @@ def test_csv_for_copy_keeps_nulls_empty_and_quotes_apart():
         }
     )
     assert to_csv(table).getvalue() == b'2026-01-02 03:04:05.600000Z,"a ""b"", \\N\n",\n'
+
+
+def test_conninfo_round_trips_awkward_values_and_drops_unset_ones():
+    from psycopg2.extensions import parse_dsn
+
+    from clickstream_pipeline.sink import conninfo
+
+    kwargs = {
+        "host": "db.example.com",
+        "port": 5432,
+        "dbname": "click stream",
+        "user": "o'brien",
+        "password": "p\\a's s=w'\\",
+        "sslmode": None,
+    }
+    assert parse_dsn(conninfo(kwargs)) == {k: str(v) for k, v in kwargs.items() if v is not None}

@@ -1,0 +1,218 @@
+"""The sink's task function against a real database, without Spark: its input is what
+`mapInArrow` hands a task (Arrow batches of validated rows), its output what it returns."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.schema import EVENT_COLUMNS
+from clickstream_pipeline.sink import SinkSettings, write_and_route
+from tests.integration.db import bootstrapped_database, query
+
+UTC = datetime.UTC
+TS = pa.timestamp("us", tz="UTC")
+VALIDATED = pa.schema(
+    [
+        ("event_time", TS),
+        ("customer_id", pa.int64()),
+        ("event_type", pa.string()),
+        ("country", pa.string()),
+        ("browser", pa.string()),
+        ("device_id", pa.int64()),
+        ("session_id", pa.int64()),
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("source_event_id", pa.int64()),
+        ("kafka_timestamp", TS),
+        ("reject_reason", pa.string()),
+        ("raw_key", pa.binary()),
+        ("raw_value", pa.binary()),
+    ]
+)
+AWKWARD = ['a "quoted", comma', "back\\slash \\N", "", "日本 😀", "'); DROP TABLE events; --"]
+NOW = datetime.datetime.now(UTC).replace(microsecond=123456)
+
+
+@pytest.fixture(scope="module")
+def db(local_secrets) -> Iterator[ConnectionParams]:
+    with bootstrapped_database(ConnectionParams.from_jdbc_url(local_secrets["database"])) as d:
+        yield d
+
+
+def rows(topic: str, partition: int, offsets: range, invalid_every: int = 0) -> list[dict]:
+    out = []
+    for o in offsets:
+        bad = invalid_every and o % invalid_every == 0
+        out.append(
+            {
+                "event_time": NOW - datetime.timedelta(seconds=o),
+                "customer_id": 1 + o % 7,
+                "event_type": "click",
+                "country": AWKWARD[o % len(AWKWARD)],
+                "browser": "chrome" if o % 3 else None,
+                "device_id": o,
+                "session_id": o // 3,
+                "kafka_topic": topic,
+                "kafka_partition": partition,
+                "kafka_offset": o,
+                "source_event_id": o if o % 2 else None,
+                "kafka_timestamp": NOW,
+                "reject_reason": "malformed_json" if bad else None,
+                "raw_key": None,
+                "raw_value": b"{broken" if bad else None,
+            }
+        )
+    return out
+
+
+def batches(records: list[dict], size: int = 100) -> list[pa.RecordBatch]:
+    return [
+        pa.RecordBatch.from_pylist(records[i : i + size], schema=VALIDATED)
+        for i in range(0, len(records), size)
+    ]
+
+
+def settings(db: ConnectionParams, sink: str, **kw: object) -> SinkSettings:
+    return SinkSettings(
+        connect_kwargs=db.psycopg_kwargs("test-sink", 5),
+        schema_name="public",
+        table_name="events",
+        sink=sink,
+        batch_id=7,
+        backoff_s=0.01,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def run(s: SinkSettings, input_batches: list[pa.RecordBatch]) -> tuple[list[dict], list[dict]]:
+    """(stats rows, dead rows) the task returns."""
+    out = pa.Table.from_batches(list(write_and_route(s)(iter(input_batches)))).to_pylist()
+    return [r for r in out if r["kind"] == "stats"], [r for r in out if r["kind"] == "dead"]
+
+
+def stored(db: ConnectionParams, topic: str) -> list[tuple]:
+    columns = ", ".join(EVENT_COLUMNS)
+    return query(
+        db,
+        f"SELECT {columns} FROM events WHERE kafka_topic = %s ORDER BY kafka_offset",
+        (topic,),
+    )
+
+
+def expected(records: list[dict]) -> list[tuple]:
+    return [tuple(r[c] for c in EVENT_COLUMNS) for r in records if r["reject_reason"] is None]
+
+
+def ledger(db: ConnectionParams, topic: str) -> list[tuple]:
+    return query(
+        db,
+        """SELECT kafka_partition, start_offset, end_offset, row_count, batch_id
+           FROM clickstream_ingest_ledger WHERE kafka_topic = %s ORDER BY 1, 2""",
+        (topic,),
+    )
+
+
+def test_binary_path_writes_every_valid_row_byte_exact_with_one_ledger_entry(db, caplog):
+    records = rows("t-binary", 3, range(100, 1100), invalid_every=97)
+    with caplog.at_level(logging.WARNING, "clickstream_pipeline.sink"):
+        stats, dead = run(settings(db, "s1"), batches(records))
+    assert not caplog.records  # the fast path did it all
+    assert stored(db, "t-binary") == expected(records)
+    assert ledger(db, "t-binary") == [(3, 100, 1099, len(expected(records)), 7)]
+    broken = [o for o in range(100, 1100) if o % 97 == 0]
+    (stat,) = stats
+    assert (stat["rows_in"], stat["written"], stat["duplicates"]) == (1000, 1000 - 10, 0)
+    assert stat["dead"] == len(dead) == len(broken) == 10
+    assert {(d["offset"], d["raw_value"], d["reason"]) for d in dead} == {
+        (o, b"{broken", "malformed_json") for o in broken
+    }
+
+
+def test_binary_and_csv_paths_store_the_same_values(db):
+    records = rows("t-binary-csv", 0, range(500))
+    run(settings(db, "s2b"), batches(records))
+    run(settings(db, "s2c", copy_format="csv"), batches(rows("t-csv", 0, range(500))))
+    binary, csv = stored(db, "t-binary-csv"), stored(db, "t-csv")
+    strip = [r[:7] + r[8:] for r in binary], [r[:7] + r[8:] for r in csv]  # all but the topic
+    assert strip[0] == strip[1]
+    assert binary == expected(records)
+
+
+def test_a_replay_skips_what_is_committed_even_in_part(db):
+    records = rows("t-replay", 1, range(0, 3000))
+    query(
+        db,
+        """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic, kafka_partition,
+               start_offset, end_offset, batch_id, row_count)
+           VALUES ('s3', 't-replay', 1, 1000, 1999, 6, 1000)""",
+    )
+    first, _ = run(settings(db, "s3"), batches(records, 250))
+    again, _ = run(settings(db, "s3"), batches(records, 250))
+    assert (first[0]["written"], first[0]["duplicates"]) == (2000, 1000)
+    assert (again[0]["written"], again[0]["duplicates"]) == (0, 3000)
+    assert [r[9] for r in stored(db, "t-replay")] == [*range(0, 1000), *range(2000, 3000)]
+
+
+def test_a_row_the_database_refuses_sends_the_task_down_the_csv_path(db, caplog):
+    records = rows("t-refused", 2, range(0, 600))
+    query(
+        db,
+        "ALTER TABLE events ADD CONSTRAINT no_device_333 "
+        "CHECK (kafka_topic <> 't-refused' OR device_id <> 333) NOT VALID",
+    )
+    try:
+        with caplog.at_level(logging.WARNING, "clickstream_pipeline.sink"):
+            stats, dead = run(settings(db, "s4"), batches(records))
+    finally:
+        query(db, "ALTER TABLE events DROP CONSTRAINT no_device_333")
+    assert "SQLSTATE 23514" in caplog.text and "writing the task's rows as CSV" in caplog.text
+    assert stored(db, "t-refused") == [r for r in expected(records) if r[5] != 333]
+    assert [(d["offset"], d["reason"][:13]) for d in dead] == [(333, "db_rejected: ")]
+    assert (stats[0]["written"], stats[0]["dead"], stats[0]["db_rejected"]) == (599, 1, 1)
+
+
+def test_a_transient_failure_at_commit_is_retried_and_writes_once(db, caplog):
+    # The first COPY's commit fails with a serialization failure (40001), as a Citus 2PC
+    # or a failover might; a sequence is not rolled back, so only the first attempt fails.
+    query(
+        db,
+        """CREATE SEQUENCE fail_once;
+           CREATE FUNCTION fail_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF nextval('fail_once') = 1 THEN
+                   RAISE EXCEPTION 'injected' USING ERRCODE = '40001';
+               END IF;
+               RETURN NULL;
+           END $$;
+           CREATE CONSTRAINT TRIGGER fail_first_commit AFTER INSERT ON clickstream_ingest_ledger
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_first_commit()""",
+    )
+    records = rows("t-transient", 0, range(0, 400))
+    try:
+        with caplog.at_level(logging.WARNING, "clickstream_pipeline.sink"):
+            stats, _ = run(settings(db, "s5"), batches(records))
+    finally:
+        query(db, "DROP TRIGGER fail_first_commit ON clickstream_ingest_ledger")
+    assert "SQLSTATE 40001" in caplog.text
+    assert stored(db, "t-transient") == expected(records)
+    assert stats[0]["written"] == 400
+    assert ledger(db, "t-transient") == [(0, 0, 399, 400, 7)]
+
+
+def test_an_input_error_midway_is_raised_and_commits_nothing(db):
+    good = batches(rows("t-input", 0, range(0, 300)))
+
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield from good[:2]
+        raise OSError("the Spark side went away")
+
+    with pytest.raises(OSError, match="Spark side"):
+        list(write_and_route(settings(db, "s6"))(failing()))
+    assert stored(db, "t-input") == [] and ledger(db, "t-input") == []
