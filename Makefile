@@ -47,6 +47,9 @@ test: setup up lint ## set up everything, start the stack, lint, run all tests
 demo: setup up ## set up everything, start the stack, run the demo (scripts/demo.sh)
 	scripts/demo.sh
 
+dashboard: ## serve the live dashboard on http://127.0.0.1:8050/ against the local stack
+	.venv/bin/clickstream-dashboard --env local
+
 bench: ; $(PY) -m benchmarks.run_all $(BENCH_ARGS) ## run every benchmark (BENCH_ARGS=--quick: smoke run); results in benchmarks/results/
 
 wheel: ## build the wheel into dist/
@@ -55,4 +58,4 @@ wheel: ## build the wheel into dist/
 clean: ## remove build output (keeps .stack and .venv)
 	rm -rf build dist *.egg-info libs/*.egg-info
 
-.PHONY: help setup jars up down status lint format check unit integration test demo wheel clean
+.PHONY: help setup jars up down status lint format check unit integration test demo dashboard bench wheel clean

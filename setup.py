@@ -21,6 +21,7 @@ JOBS = {
     "clickstream-dead-letters": "dead_letters",
     "clickstream-smoke": "smoke",
     "clickstream-query": "query",
+    "clickstream-dashboard": "dashboard",
 }
 
 setup(
@@ -34,19 +35,24 @@ setup(
         f"{PACKAGE}.sql": "sql",
         f"{PACKAGE}.sql.migrations": "sql/migrations",
         f"{PACKAGE}.sql.queries": "sql/queries",
+        f"{PACKAGE}.sql.roles": "sql/roles",
         f"{PACKAGE}.conf": "conf",
     },
     packages=[
         PACKAGE,
+        f"{PACKAGE}.dashboard",
         f"{PACKAGE}.jobs",
         f"{PACKAGE}.sql",
         f"{PACKAGE}.sql.migrations",
         f"{PACKAGE}.sql.queries",
+        f"{PACKAGE}.sql.roles",
         f"{PACKAGE}.conf",
     ],
     package_data={
         f"{PACKAGE}.sql.migrations": ["*.sql"],
         f"{PACKAGE}.sql.queries": ["*.sql"],
+        f"{PACKAGE}.sql.roles": ["*.sql"],
+        f"{PACKAGE}.dashboard": ["assets/*.css"],
         f"{PACKAGE}.conf": ["*.toml"],
     },
     # What every runtime needs. A Databricks runtime brings its own Spark, Delta and pyarrow,
@@ -54,6 +60,7 @@ setup(
     install_requires=[
         "pydantic>=2.5,<3",
         "psycopg2-binary>=2.9",
+        "adbc-driver-postgresql>=1.0",
         "azure-identity>=1.15",
         "azure-keyvault-secrets>=4.7",
         "confluent-kafka>=2.3",
@@ -66,6 +73,11 @@ setup(
             "pyarrow>=15",
             "pandas>=2",
         ],
+        # The live dashboard (clickstream-dashboard): Dash serves its page and Plotly charts
+        # from the package itself, so it works without internet access.
+        "dashboard": [
+            "dash>=2.17",
+        ],
         "dev": [
             "chispa>=0.10",
             "pytest>=8",
@@ -77,6 +89,7 @@ setup(
             "build>=1.2",
             "matplotlib>=3.7",
             "pyyaml>=6",
+            "selenium>=4.20",
         ],
     },
     entry_points={

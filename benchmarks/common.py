@@ -283,6 +283,20 @@ class DbCpuMeter:
         return CpuReading(total / TICK, own / TICK, foreign / TICK)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its descendants, live and reaped (utime+stime+cutime+cstime).
+
+    The difference of two readings is the tree's CPU in between: a child's CPU moves into its
+    parent's cutime when it is reaped, and a new child counts in full.
+    """
+    ticks = 0
+    for member in (pid, *descendants(pid)):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = _stat(member)
+            ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return ticks / TICK
+
+
 # --- memory of processes -------------------------------------------------------------------
 
 

@@ -111,6 +111,7 @@ def markdown(parts: dict[str, Any], machine: dict[str, Any]) -> str:
                 f"{'met' if f['rollup_p99_ms'] <= 20 else 'missed'}; >= 50x: "
                 f"{'met' if f['speedup_p50'] >= 50 else 'missed'} |"
             )
+        lines += panel_rows(dash)
     prod = parts.get("producer")
     if prod:
         lines.append(
@@ -121,6 +122,21 @@ def markdown(parts: dict[str, Any], machine: dict[str, Any]) -> str:
             f"{prod['storefront_msg_per_s'] / prod['raw_msg_per_s']:.2f}x | |"
         )
     return "\n".join(lines) + "\n"
+
+
+def panel_rows(dash: dict[str, Any]) -> list[str]:
+    """One row per live-dashboard panel: p50 / p99 for each range and customer choice."""
+    cells: dict[str, list[str]] = {}
+    worst: dict[str, float] = {}
+    for key, f in dash.get("panels", {}).items():
+        panel, view = key.split("/", 1)
+        cells.setdefault(panel, []).append(f"{view} {_ms(f['p50_ms'])} / {_ms(f['p99_ms'])}")
+        worst[panel] = max(worst.get(panel, 0.0), f["p99_ms"])
+    return [
+        f"| dashboard panel `{panel}` ({dash['events']:,} events; p50 / p99) | "
+        f"{'; '.join(texts)} | | | p99 <= 50 ms: {'met' if worst[panel] <= 50 else 'missed'} |"
+        for panel, texts in cells.items()
+    ]
 
 
 def chart(parts: dict[str, Any], path: Path) -> None:

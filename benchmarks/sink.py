@@ -20,6 +20,7 @@ Run: `.venv/bin/python -m benchmarks.sink [--rows 2000000] [--quick]`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -40,6 +41,7 @@ from benchmarks.common import (
     say,
     scratch_database,
     setup_env,
+    tree_cpu_s,
     write_result,
 )
 from clickstream_pipeline.database import ConnectionParams, connect
@@ -100,9 +102,10 @@ def measure(name: str, db: ConnectionParams, rows: int, run: Any) -> dict[str, A
     reset(db)
     say(f"{name}: writing {rows:,} rows")
     with DbCpuMeter(db.dbname) as meter:
-        started = time.perf_counter()
+        started, client_started = time.perf_counter(), tree_cpu_s(os.getpid())
         run()
         seconds = time.perf_counter() - started
+        client_s = tree_cpu_s(os.getpid()) - client_started
     written = count_events(db)
     if written != rows:
         raise RuntimeError(f"{name}: {written} rows in events, expected {rows}")
@@ -116,11 +119,15 @@ def measure(name: str, db: ConnectionParams, rows: int, run: Any) -> dict[str, A
         "db_cpu_s_foreign": round(cpu.foreign_s, 3),
         "db_cpu_us_per_row": cpu.total_s / rows * 1e6,
         "db_cpu_us_per_row_own": cpu.own_s / rows * 1e6,
+        # this process and its children: Spark's JVM, its Python workers, psql
+        "client_cpu_us_per_row": client_s / rows * 1e6,
+        "total_cpu_us_per_row": (client_s + cpu.own_s) / rows * 1e6,
     }
     say(
         f"{name}: {rows:,} rows in {seconds:.2f}s = {figures['rows_per_s']:,.0f} rows/s; "
         f"db CPU {cpu.total_s:.2f}s ({figures['db_cpu_us_per_row']:.2f} us/row; own "
-        f"{figures['db_cpu_us_per_row_own']:.2f} us/row, other databases {cpu.foreign_s:.2f}s)"
+        f"{figures['db_cpu_us_per_row_own']:.2f} us/row, other databases {cpu.foreign_s:.2f}s); "
+        f"client CPU {figures['client_cpu_us_per_row']:.2f} us/row"
     )
     return figures
 
@@ -290,7 +297,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     results["targets"] = targets
     print()
-    print(f"{'method':<28}{'rows/s':>12}{'db CPU us/row':>15}{'own us/row':>12}")
+    print(
+        f"{'method':<28}{'rows/s':>12}{'db CPU us/row':>15}{'own us/row':>12}"
+        f"{'client us/row':>15}{'total us/row':>14}"
+    )
     for key, label in (
         ("ours", "(a) ours"),
         ("ours_csv", "(a') ours, CSV path"),
@@ -302,7 +312,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = runs[key]
         print(
             f"{label:<28}{r['rows_per_s']:>12,.0f}{r['db_cpu_us_per_row']:>15.2f}"
-            f"{r['db_cpu_us_per_row_own']:>12.2f}"
+            f"{r['db_cpu_us_per_row_own']:>12.2f}{r['client_cpu_us_per_row']:>15.2f}"
+            f"{r['total_cpu_us_per_row']:>14.2f}"
         )
     for key, value in ratios.items():
         print(f"rows/s ratio {key}: {value:.2f}")

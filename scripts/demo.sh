@@ -20,3 +20,5 @@ echo "== 5. the lab's dashboard queries, on the rollups"
 "$bin/clickstream-query" --env local run --all
 echo "== 6. dead letters"
 "$bin/clickstream-dead-letters" --env local list --limit 5 --log-level WARNING
+echo "== 7. the live dashboard: make dashboard (or $bin/clickstream-dashboard --env local),"
+echo "      then open http://127.0.0.1:8050/"

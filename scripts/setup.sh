@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine (as root) for this project; safe to run again.
-#   1. Debian packages: PostgreSQL 15 with hll, pg_cron, pg_partman; kcat; Java 17; Maven
-#   2. .venv with the package (editable) and its local + dev extras (pyspark, delta, chispa...)
+#   1. Debian packages: PostgreSQL 15 with hll, pg_cron, pg_partman; kcat; Java 17; Maven;
+#      Chromium and its driver (the dashboard test)
+#   2. .venv with the package (editable) and its local, dev and dashboard extras
 #   3. JVM jars for Spark resolved by Maven into .stack/jars (scripts/jars.sh)
 source "$(dirname "$0")/stack/common.sh"
 
 APT_PACKAGES=(postgresql-15 postgresql-15-hll postgresql-15-cron postgresql-15-partman kcat
-              openjdk-17-jdk-headless maven python3-venv curl)
+              openjdk-17-jdk-headless maven python3-venv curl chromium chromium-driver)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -38,7 +39,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
   log "setup: installing Python packages (pyspark builds from a 435 MB archive the first time: minutes)"
   "$VENV/bin/pip" install -q --upgrade pip "setuptools>=68" wheel
-  "$VENV/bin/pip" install -q -e "$PROJECT_DIR[local,dev]"
+  "$VENV/bin/pip" install -q -e "$PROJECT_DIR[local,dev,dashboard]"
   echo "$want" >"$stamp"
 fi
 

@@ -270,6 +270,8 @@ def _run_rollups_once(settings: IngestSettings) -> None:
             cur.execute("SELECT five_minutely_aggregation()")
         with conn, conn.cursor() as cur:
             cur.execute("SELECT hourly_aggregation()")
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT dashboard_aggregation()")
     finally:
         conn.close()
 

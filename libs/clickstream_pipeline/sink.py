@@ -203,9 +203,7 @@ class LedgerLookup:
                 self.conn = psycopg2.connect(**self.settings.connect_kwargs)
                 self.conn.autocommit = True
             with self.conn.cursor() as cur:
-                found = committed_ranges(
-                    cur, self.settings, topic, partition, low, NO_OFFSET_ABOVE
-                )
+                found = committed_ranges(cur, self.settings, topic, partition, low, NO_OFFSET_ABOVE)
             cached = self.known[(topic, partition)] = (low, found)
         return cached[1]
 

@@ -26,6 +26,8 @@ FIGURES = (
     "db_cpu_s",
     "db_cpu_us_per_row",
     "db_cpu_us_per_row_own",
+    "client_cpu_us_per_row",
+    "total_cpu_us_per_row",
 )
 
 

@@ -35,11 +35,12 @@ def test_bootstrap_twice_on_the_pipeline_database_second_run_changes_nothing(mai
     assert versions == [m.version for m in load_migrations()]
     jobs = dict(query(main_db, "SELECT jobname, schedule FROM cron.job"))
     assert jobs == {
+        "dashboard_aggregation": "* * * * *",
         "five_minutely_aggregation": "*/5 * * * *",
         "hourly_aggregation": "*/5 * * * *",
         "partman_run_maintenance": "* * * * *",
     }
-    assert "scheduled jobs: five_minutely_aggregation (*/5 * * * *)" in out
+    assert "scheduled jobs: dashboard_aggregation (* * * * *)" in out
 
 
 def test_without_pg_cron_schedules_are_skipped_with_a_notice(main_db):

@@ -18,6 +18,7 @@ ENTRY_POINTS = (
     "clickstream-load",
     "clickstream-dead-letters",
     "clickstream-smoke",
+    "clickstream-dashboard",
 )
 
 
@@ -50,6 +51,8 @@ def test_wheel_holds_one_import_package_with_sql_and_conf(wheel: Path):
     assert "clickstream_pipeline/conf/local.toml" in names
     assert "clickstream_pipeline/conf/databricks.toml" in names
     assert "clickstream_pipeline/jobs/ingest.py" in names
+    assert "clickstream_pipeline/sql/roles/dashboard_readonly.sql" in names
+    assert "clickstream_pipeline/dashboard/assets/dashboard.css" in names
     assert any(
         n.startswith("clickstream_pipeline/sql/migrations/") and n.endswith(".sql") for n in names
     )

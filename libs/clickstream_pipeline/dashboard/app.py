@@ -1,0 +1,402 @@
+"""The live dashboard: a Dash (Plotly) web app over `panels`, refreshed every few seconds.
+
+Dash serves its JavaScript (React, Plotly) from the Python package, so the page works without
+internet access. Every refresh reads all panels of the chosen view in one read-only
+transaction from a small pool of connections; a database error shows in the page's status
+line and the next refresh tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dash import Dash, Input, Output, dcc, html, no_update
+from psycopg2 import Error as PsycopgError
+from psycopg2.extensions import connection
+
+from clickstream_pipeline.dashboard.panels import (
+    DEFAULT_RANGE,
+    RANGES,
+    RANGES_BY_KEY,
+    BreakdownRow,
+    PipelineStatus,
+    Ranked,
+    Snapshot,
+    View,
+    load_snapshot,
+    prepare_session,
+)
+from clickstream_pipeline.database import ConnectionParams, connect
+
+log = logging.getLogger(__name__)
+
+ALL_CUSTOMERS = "all"
+APPLICATION_NAME = "clickstream-dashboard"
+COLORS = {"events": "#2f6fba", "devices": "#e07b24", "sessions": "#3a9a5b"}
+
+
+class ConnectionPool:
+    """Up to `size` idle read-only connections, opened on demand; a broken one is dropped."""
+
+    def __init__(self, params: ConnectionParams, size: int = 4, connect_timeout: int = 5):
+        self._params = params
+        self._timeout = connect_timeout
+        self._idle: queue.LifoQueue[connection] = queue.LifoQueue(maxsize=size)
+
+    def _open(self) -> connection:
+        conn = connect(self._params, APPLICATION_NAME, self._timeout)
+        try:
+            prepare_session(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._open()
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    def snapshot(self, view: View) -> Snapshot:
+        with self.connection() as conn:
+            return load_snapshot(conn, view)
+
+
+def valued(text: str, value: object) -> html.Span:
+    """`text` as shown, with the exact value in `data-value` (for tests and scrapers)."""
+    attributes: dict[str, Any] = {"data-value": str(value)}
+    return html.Span(text, **attributes)
+
+
+def number(value: int | float) -> html.Span:
+    """A number with thousands separators."""
+    return valued(f"{value:,.0f}", value)
+
+
+def tile(element_id: str, label: str) -> html.Div:
+    return html.Div(
+        [html.Div(label, className="tile-label"), html.Div("…", id=element_id, className="value")],
+        className="tile",
+    )
+
+
+def graph(element_id: str, title: str) -> html.Div:
+    return html.Div(
+        [html.H3(title), dcc.Graph(id=element_id, config={"displayModeBar": False})],
+        className="card",
+    )
+
+
+def layout(refresh_seconds: float) -> html.Div:
+    return html.Div(
+        [
+            html.Header(
+                [
+                    html.H1("Clickstream, live"),
+                    dcc.Dropdown(
+                        id="customer",
+                        options=[{"label": "All customers", "value": ALL_CUSTOMERS}],
+                        value=ALL_CUSTOMERS,
+                        clearable=False,
+                        searchable=True,
+                        className="customer",
+                    ),
+                    dcc.RadioItems(
+                        id="range",
+                        options=[{"label": r.label, "value": r.key} for r in RANGES],
+                        value=DEFAULT_RANGE.key,
+                        className="ranges",
+                        inline=True,
+                    ),
+                    html.Div(id="updated", className="updated"),
+                ]
+            ),
+            html.Div(id="status", className="status"),
+            html.Div(
+                [
+                    tile("kpi-events", "events"),
+                    tile("kpi-devices", "distinct devices"),
+                    tile("kpi-sessions", "distinct sessions"),
+                ],
+                className="tiles",
+            ),
+            graph("trend", "Trend"),
+            html.Div(
+                [
+                    graph("by-country", "Events by country"),
+                    graph("by-event-type", "Events by event type"),
+                    graph("by-browser-country", "Events by browser and country"),
+                ],
+                className="row",
+            ),
+            html.Div(
+                [
+                    html.Div(
+                        [html.H3(id="top-title"), html.Table(id="top-table")],
+                        className="card top",
+                    ),
+                    html.Div(
+                        [
+                            html.H3("Pipeline (all customers)"),
+                            html.Div(
+                                [
+                                    tile("pipe-last-batch", "last batch (UTC)"),
+                                    tile("pipe-rows-per-second", "rows/s, last batch"),
+                                    tile("pipe-delay", "Kafka to database, last batch"),
+                                    tile("pipe-dead-letters", "dead letters in range"),
+                                ],
+                                className="tiles",
+                            ),
+                        ],
+                        className="card pipeline",
+                    ),
+                ],
+                className="row",
+            ),
+            dcc.Interval(id="refresh", interval=int(refresh_seconds * 1000)),
+        ],
+        className="page",
+    )
+
+
+def trend_figure(snap: Snapshot) -> dict[str, Any]:
+    """Events as bars, distinct devices and sessions as lines, per bucket."""
+    x = [p.bucket.isoformat() for p in snap.trend]
+    events = {
+        "type": "bar",
+        "name": "events",
+        "x": x,
+        "y": [p.events for p in snap.trend],
+        "marker": {"color": "#9dbbe0"},
+    }
+    distinct = {
+        "devices": [p.devices for p in snap.trend],
+        "sessions": [p.sessions for p in snap.trend],
+    }
+    lines = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": name,
+            "x": x,
+            "y": y,
+            "line": {"color": COLORS[name]},
+        }
+        for name, y in distinct.items()
+    ]
+    step = "hourly" if snap.view.range.hourly else "5-minute"
+    return {"data": [events, *lines], "layout": _layout(f"{step} buckets (UTC)", legend=True)}
+
+
+def _layout(x_title: str = "", legend: bool = False, **extra: Any) -> dict[str, Any]:
+    return {
+        "margin": {"l": 10, "r": 10, "t": 40 if legend else 10, "b": 10},
+        "height": 260,
+        "showlegend": legend,
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        "xaxis": {"title": {"text": x_title}, "automargin": True},
+        "yaxis": {"automargin": True},
+        **extra,
+    }
+
+
+def _totals(rows: list[BreakdownRow], key: Callable[[BreakdownRow], str]) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for row in rows:
+        totals[key(row)] += row.events
+    return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _label(value: str | None) -> str:
+    return "(none)" if value is None else value
+
+
+def bar_figure(totals: dict[str, int], horizontal: bool = False) -> dict[str, Any]:
+    """Events per label, largest first (top to bottom when horizontal)."""
+    labels, values = list(totals), list(totals.values())
+    bar: dict[str, Any] = {"type": "bar", "name": "events", "marker": {"color": COLORS["events"]}}
+    if horizontal:
+        bar.update(orientation="h", x=values, y=labels)
+        layout = _layout(yaxis={"autorange": "reversed", "automargin": True})
+        return {"data": [bar], "layout": layout}
+    bar.update(x=labels, y=values)
+    return {"data": [bar], "layout": _layout()}
+
+
+def browser_country_figure(rows: list[BreakdownRow]) -> dict[str, Any]:
+    countries = list(_totals(rows, lambda r: _label(r.country)))
+    cells: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(countries, 0))
+    for row in rows:
+        cells[_label(row.browser)][_label(row.country)] += row.events
+    return {
+        "data": [
+            {"type": "bar", "name": browser, "x": countries, "y": list(by_country.values())}
+            for browser, by_country in sorted(cells.items())
+        ],
+        "layout": _layout(barmode="stack", legend=True),
+    }
+
+
+def ranked_table(header: tuple[str, str], rows: list[Ranked]) -> list[html.Tr]:
+    head = html.Tr([html.Th(header[0]), html.Th(header[1])])
+    rows_html = []
+    for r in rows:
+        attributes: dict[str, Any] = {"data-key": r.key}
+        rows_html.append(html.Tr([html.Td(r.key), html.Td(number(r.events))], **attributes))
+    return [head, *rows_html]
+
+
+def pipeline_tiles(status: PipelineStatus, now: datetime) -> list[Any]:
+    if status.last_committed_at is None:
+        last: Any = valued("no batch yet", "")
+    else:
+        age = (now - status.last_committed_at).total_seconds()
+        last = valued(
+            f"{status.last_committed_at:%H:%M:%S} ({age:,.0f} s ago)",
+            status.last_committed_at.isoformat(),
+        )
+    rate = "-" if status.last_rows_per_second is None else number(status.last_rows_per_second)
+    delay = (
+        "-"
+        if status.last_delay_seconds is None
+        else valued(f"{status.last_delay_seconds:.1f} s", status.last_delay_seconds)
+    )
+    return [last, rate, delay, number(status.dead_letters)]
+
+
+def customer_options(snap: Snapshot) -> list[dict[str, str]]:
+    options = [{"label": "All customers", "value": ALL_CUSTOMERS}]
+    listed = set()
+    for customer in snap.top_customers:
+        listed.add(customer.key)
+        options.append(
+            {"label": f"customer {customer.key} ({customer.events:,})", "value": customer.key}
+        )
+    chosen = snap.view.customer_id
+    if chosen is not None and str(chosen) not in listed:
+        options.append({"label": f"customer {chosen}", "value": str(chosen)})
+    return options
+
+
+def parse_view(customer: str | None, range_key: str | None, schema: str) -> View:
+    chosen = RANGES_BY_KEY.get(range_key or "", DEFAULT_RANGE)
+    customer_id = int(customer) if customer and customer.isdigit() else None
+    return View(chosen, customer_id, schema)
+
+
+OUTPUTS = (
+    ("kpi-events", "children"),
+    ("kpi-devices", "children"),
+    ("kpi-sessions", "children"),
+    ("trend", "figure"),
+    ("by-country", "figure"),
+    ("by-event-type", "figure"),
+    ("by-browser-country", "figure"),
+    ("top-title", "children"),
+    ("top-table", "children"),
+    ("pipe-last-batch", "children"),
+    ("pipe-rows-per-second", "children"),
+    ("pipe-delay", "children"),
+    ("pipe-dead-letters", "children"),
+    ("customer", "options"),
+    ("updated", "children"),
+    ("status", "children"),
+)
+
+
+def render(snap: Snapshot) -> list[Any]:
+    """The outputs (in OUTPUTS order) for one snapshot."""
+    kpis = snap.kpis
+    if snap.top_devices is None:
+        top_title = "Busiest customers (choose one to see its top devices)"
+        top_rows = ranked_table(("customer", "events"), snap.top_customers[:10])
+    else:
+        top_title = f"Top devices of customer {snap.view.customer_id}"
+        top_rows = ranked_table(("device", "events"), snap.top_devices)
+    return [
+        number(kpis.events),
+        number(kpis.devices),
+        number(kpis.sessions),
+        trend_figure(snap),
+        bar_figure(_totals(snap.breakdown, lambda r: _label(r.country)), horizontal=True),
+        bar_figure(_totals(snap.breakdown, lambda r: _label(r.event_type))),
+        browser_country_figure(snap.breakdown),
+        top_title,
+        top_rows,
+        *pipeline_tiles(snap.pipeline, snap.at),
+        customer_options(snap),
+        valued(f"updated {snap.at:%H:%M:%S} UTC", snap.at.isoformat()),
+        "",
+    ]
+
+
+def create_app(
+    load: Callable[[View], Snapshot], refresh_seconds: float = 10.0, schema: str = "public"
+) -> Dash:
+    """The Dash app; `load` reads one view's snapshot (from the database, in `serve`)."""
+    app = Dash(
+        __name__,
+        title="Clickstream, live",
+        update_title="",  # the tab's title stays put while panels refresh
+        assets_folder=str(Path(__file__).with_name("assets")),
+    )
+    app.layout = layout(refresh_seconds)
+
+    @app.callback(
+        [Output(element, prop) for element, prop in OUTPUTS],
+        Input("refresh", "n_intervals"),
+        Input("customer", "value"),
+        Input("range", "value"),
+    )
+    def update(_tick: int | None, customer: str | None, range_key: str | None) -> list[Any]:
+        view = parse_view(customer, range_key, schema)
+        try:
+            return render(load(view))
+        except (PsycopgError, ConnectionError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("dashboard refresh failed: %s", reason)
+            return [no_update] * (len(OUTPUTS) - 1) + [f"database unavailable, retrying: {reason}"]
+
+    return app
+
+
+def serve(
+    params: ConnectionParams,
+    host: str,
+    port: int,
+    refresh_seconds: float,
+    schema: str = "public",
+    connect_timeout: int = 5,
+) -> None:
+    """Serve the dashboard until interrupted."""
+    pool = ConnectionPool(params, connect_timeout=connect_timeout)
+    with pool.connection() as conn:  # fail at start-up when the database is unreachable
+        load_snapshot(conn, View(schema=schema))
+    app = create_app(pool.snapshot, refresh_seconds, schema)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    log.info(
+        "dashboard on http://%s:%d/ (database %s, refresh every %gs)",
+        host,
+        port,
+        params.describe(),
+        refresh_seconds,
+    )
+    app.run(host=host, port=port, debug=False)

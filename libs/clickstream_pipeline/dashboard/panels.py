@@ -1,0 +1,320 @@
+"""The dashboard's panels: one SQL query each, over the rollups or the ingest bookkeeping.
+
+This module is the single source of truth for what a panel reads: the web app renders these
+results and the benchmark times these queries. No panel reads raw `events`.
+
+A view is a time range and either all customers or one. Ranges up to 6 hours read the
+5-minute rollups, longer ones the hourly rollups; a range covers the buckets that start
+within it (`bucket >= now() - range`), as the lab's queries do. All customers read the
+all-customer tables (`rollup_totals_*`, `rollup_dimensions_*`), one customer the per-customer
+tables (`rollup_customer_totals_*`, and the lab's `rollup_events_*` for its breakdown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from psycopg2 import sql
+from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ, connection, cursor
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    key: str
+    label: str
+    span: timedelta
+
+    @property
+    def hourly(self) -> bool:
+        return self.span > timedelta(hours=6)
+
+
+RANGES = (
+    TimeRange("15m", "15 min", timedelta(minutes=15)),
+    TimeRange("1h", "1 hour", timedelta(hours=1)),
+    TimeRange("6h", "6 hours", timedelta(hours=6)),
+    TimeRange("24h", "24 hours", timedelta(hours=24)),
+    TimeRange("2d", "2 days", timedelta(days=2)),
+    TimeRange("7d", "7 days", timedelta(days=7)),
+)
+RANGES_BY_KEY = {r.key: r for r in RANGES}
+DEFAULT_RANGE = RANGES_BY_KEY["6h"]
+TOP_DEVICES = 10
+TOP_CUSTOMERS = 100  # the customer selector's choices, busiest first
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The rollups of one bucket size; `bucket` is their time column (the lab's names)."""
+
+    bucket: str
+    customer_totals: str
+    totals: str
+    dimensions: str
+    events: str  # the lab's per-customer rollup by event_type, country, browser
+
+
+FIVE_MINUTE_TABLES = Tables(
+    "minute",
+    "rollup_customer_totals_5min",
+    "rollup_totals_5min",
+    "rollup_dimensions_5min",
+    "rollup_events_5min",
+)
+HOURLY_TABLES = Tables(
+    "hour",
+    "rollup_customer_totals_1hr",
+    "rollup_totals_1hr",
+    "rollup_dimensions_1hr",
+    "rollup_events_1hr",
+)
+BATCHES_TABLE = "clickstream_ingest_batches"
+
+
+@dataclass(frozen=True)
+class View:
+    range: TimeRange = DEFAULT_RANGE
+    customer_id: int | None = None  # None: all customers
+    schema: str = "public"
+
+    @property
+    def tables(self) -> Tables:
+        return HOURLY_TABLES if self.range.hourly else FIVE_MINUTE_TABLES
+
+    def table(self, name: str) -> sql.Identifier:
+        return sql.Identifier(self.schema, name)
+
+    def params(self, **extra: Any) -> dict[str, Any]:
+        return {"span": self.range.span, "customer": self.customer_id, **extra}
+
+
+@dataclass(frozen=True)
+class Kpis:
+    events: int
+    devices: int
+    sessions: int
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    bucket: datetime
+    events: int
+    devices: int
+    sessions: int
+
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    event_type: str | None
+    country: str | None
+    browser: str | None
+    events: int
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A device (of one customer) or a customer, with its events."""
+
+    key: str
+    events: int
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    batches: int  # in the range
+    rows_written: int  # in the range
+    dead_letters: int  # in the range
+    last_committed_at: datetime | None
+    last_rows_per_second: float | None
+    last_delay_seconds: float | None  # Kafka timestamp -> commit, the batch's slowest row
+    last_query_name: str | None
+    last_batch_id: int | None
+
+
+Query = tuple[sql.Composed, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Panel(Generic[T]):
+    """A named query and how to read its rows; `applies` says whether a view shows it, and
+    `by_customer` whether its result depends on the chosen customer."""
+
+    name: str
+    query: Callable[[View], Query]
+    read: Callable[[list[tuple[Any, ...]]], T]
+    applies: Callable[[View], bool] = lambda view: True
+    by_customer: bool = True
+
+    def run(self, cur: cursor, view: View) -> T:
+        cur.execute(*self.query(view))
+        return self.read(cur.fetchall())
+
+
+def _in_range(view: View, *, by_customer: bool) -> sql.Composed:
+    """The WHERE clause of a view: its buckets, and its customer where the table has one."""
+    bucket = sql.Identifier(view.tables.bucket)
+    clause = sql.SQL("{b} >= now() - %(span)s AND {b} <= now()").format(b=bucket)
+    if by_customer and view.customer_id is not None:
+        return sql.SQL("customer_id = %(customer)s AND ") + clause
+    return sql.Composed([clause])
+
+
+def _totals_table(view: View) -> sql.Identifier:
+    tables = view.tables
+    return view.table(tables.totals if view.customer_id is None else tables.customer_totals)
+
+
+def _kpis_query(view: View) -> Query:
+    text = sql.SQL(
+        """SELECT coalesce(sum(event_count), 0)::bigint,
+                  coalesce(round(hll_cardinality(hll_union_agg(device_distinct_count))), 0)::bigint,
+                  coalesce(round(hll_cardinality(hll_union_agg(session_distinct_count))), 0)::bigint
+           FROM {table} WHERE {where}"""
+    ).format(table=_totals_table(view), where=_in_range(view, by_customer=True))
+    return text, view.params()
+
+
+def _trend_query(view: View) -> Query:
+    # one row per bucket in either table (all customers, or one customer's)
+    text = sql.SQL(
+        """SELECT {bucket}, event_count,
+                  coalesce(round(hll_cardinality(device_distinct_count)), 0)::bigint,
+                  coalesce(round(hll_cardinality(session_distinct_count)), 0)::bigint
+           FROM {table} WHERE {where} ORDER BY 1"""
+    ).format(
+        bucket=sql.Identifier(view.tables.bucket),
+        table=_totals_table(view),
+        where=_in_range(view, by_customer=True),
+    )
+    return text, view.params()
+
+
+def _breakdown_query(view: View) -> Query:
+    tables = view.tables
+    table = tables.dimensions if view.customer_id is None else tables.events
+    text = sql.SQL(
+        """SELECT event_type, country, browser, sum(event_count)::bigint
+           FROM {table} WHERE {where} GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"""
+    ).format(table=view.table(table), where=_in_range(view, by_customer=True))
+    return text, view.params()
+
+
+def _top_devices_query(view: View) -> Query:
+    text = sql.SQL(
+        """SELECT item, frequency
+           FROM topn((SELECT topn_union_agg(top_devices_1000) FROM {table} WHERE {where}),
+                     %(limit)s)"""
+    ).format(table=view.table(view.tables.customer_totals), where=_in_range(view, by_customer=True))
+    return text, view.params(limit=TOP_DEVICES)
+
+
+def _top_customers_query(view: View) -> Query:
+    text = sql.SQL(
+        """SELECT customer_id::text, sum(event_count)::bigint
+           FROM {table} WHERE {where}
+           GROUP BY customer_id ORDER BY 2 DESC, customer_id LIMIT %(limit)s"""
+    ).format(
+        table=view.table(view.tables.customer_totals), where=_in_range(view, by_customer=False)
+    )
+    return text, view.params(limit=TOP_CUSTOMERS)
+
+
+def _pipeline_query(view: View) -> Query:
+    text = sql.SQL(
+        """SELECT w.batches, w.rows_written, w.dead_letters, last.committed_at,
+                  last.rows_per_second, last.max_delay_seconds, last.query_name, last.batch_id
+           FROM (SELECT count(*) AS batches,
+                        coalesce(sum(rows_written), 0)::bigint AS rows_written,
+                        coalesce(sum(rows_dead_lettered), 0)::bigint AS dead_letters
+                 FROM {table} WHERE committed_at >= now() - %(span)s) AS w
+           LEFT JOIN LATERAL (
+               SELECT committed_at, rows_per_second, max_delay_seconds, query_name, batch_id
+               FROM {table} ORDER BY committed_at DESC LIMIT 1) AS last ON true"""
+    ).format(table=view.table(BATCHES_TABLE))
+    return text, view.params()
+
+
+def _one_customer(view: View) -> bool:
+    return view.customer_id is not None
+
+
+KPIS: Panel[Kpis] = Panel("kpis", _kpis_query, lambda rows: Kpis(*rows[0]))
+TREND: Panel[list[TrendPoint]] = Panel(
+    "trend", _trend_query, lambda rows: [TrendPoint(*row) for row in rows]
+)
+BREAKDOWN: Panel[list[BreakdownRow]] = Panel(
+    "breakdown", _breakdown_query, lambda rows: [BreakdownRow(*row) for row in rows]
+)
+TOP_DEVICES_PANEL: Panel[list[Ranked]] = Panel(
+    "top_devices",
+    _top_devices_query,
+    lambda rows: [Ranked(str(key), int(n)) for key, n in rows],
+    applies=_one_customer,
+)
+TOP_CUSTOMERS_PANEL: Panel[list[Ranked]] = Panel(
+    "top_customers",
+    _top_customers_query,
+    lambda rows: [Ranked(k, int(n)) for k, n in rows],
+    by_customer=False,
+)
+PIPELINE: Panel[PipelineStatus] = Panel(
+    "pipeline", _pipeline_query, lambda rows: PipelineStatus(*rows[0]), by_customer=False
+)
+PANELS: Sequence[Panel[Any]] = (
+    KPIS,
+    TREND,
+    BREAKDOWN,
+    TOP_DEVICES_PANEL,
+    TOP_CUSTOMERS_PANEL,
+    PIPELINE,
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every panel of one view, read in one transaction (one snapshot, one now())."""
+
+    view: View
+    at: datetime  # the database's now()
+    kpis: Kpis
+    trend: list[TrendPoint]
+    breakdown: list[BreakdownRow]
+    top_devices: list[Ranked] | None  # None: all customers (devices belong to a customer)
+    top_customers: list[Ranked]
+    pipeline: PipelineStatus
+
+
+def prepare_session(conn: connection, statement_timeout_ms: int = 5000) -> None:
+    """Read-only, repeatable-read transactions, times in UTC and a statement timeout."""
+    conn.set_session(isolation_level=ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT set_config('statement_timeout', %s, false),
+                      set_config('TimeZone', 'UTC', false)""",
+            (f"{statement_timeout_ms}ms",),
+        )
+    conn.commit()
+
+
+def load_snapshot(conn: connection, view: View) -> Snapshot:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT now()")
+            (at,) = cur.fetchone()
+            return Snapshot(
+                view=view,
+                at=at,
+                kpis=KPIS.run(cur, view),
+                trend=TREND.run(cur, view),
+                breakdown=BREAKDOWN.run(cur, view),
+                top_devices=TOP_DEVICES_PANEL.run(cur, view) if _one_customer(view) else None,
+                top_customers=TOP_CUSTOMERS_PANEL.run(cur, view),
+                pipeline=PIPELINE.run(cur, view),
+            )
+    finally:
+        conn.rollback()  # read-only: nothing to keep; ends the snapshot
