@@ -128,26 +128,8 @@ def execute(params: ConnectionParams, *statements: str, autocommit: bool = True)
         conn.close()
 
 
-def fetch(params: ConnectionParams, text: str, args: tuple[Any, ...] = ()) -> list[tuple]:
-    conn = connect(params)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(text, args or None)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def psql_env(params: ConnectionParams) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"PGHOST": params.host, "PGPORT": str(params.port), "PGDATABASE": params.dbname})
-    if params.user:
-        env["PGUSER"] = params.user
-    if params.password is not None:
-        env["PGPASSWORD"] = params.password.get_secret_value()
-    if params.sslmode:
-        env["PGSSLMODE"] = params.sslmode
-    return env
+    return {**os.environ, **params.libpq_env()}
 
 
 def psql_copy_command(columns: tuple[str, ...], path: Path, direction: str = "from") -> list[str]:

@@ -33,7 +33,6 @@ from benchmarks.common import (
     db_params,
     drop_database,
     execute,
-    fetch,
     machine_facts,
     percentile,
     say,
@@ -41,7 +40,7 @@ from benchmarks.common import (
     write_result,
 )
 from clickstream_pipeline.dashboard.panels import DEFAULT_RANGE, PANELS, RANGES, View
-from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.database import ConnectionParams, connect, fetch
 from clickstream_pipeline.migrations import load_migrations, migrate
 from clickstream_pipeline.queries import load_queries
 

@@ -28,7 +28,6 @@ from benchmarks.common import (
     DbCpuMeter,
     db_params,
     execute,
-    fetch,
     machine_facts,
     psql_copy,
     psql_env,
@@ -46,6 +45,7 @@ from benchmarks.ingest_support import (
     jvm_pid,
 )
 from clickstream_pipeline.config import Config
+from clickstream_pipeline.database import fetch
 from clickstream_pipeline.generator import encode_event, lab_uniform_events
 from clickstream_pipeline.ingest import start_ingest
 from clickstream_pipeline.producer import SendOptions, kafka_settings

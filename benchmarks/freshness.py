@@ -24,7 +24,6 @@ from typing import Any
 
 from benchmarks.common import (
     db_params,
-    fetch,
     machine_facts,
     percentile,
     say,
@@ -34,7 +33,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config, wait_for
-from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.database import ConnectionParams, connect, fetch
 from clickstream_pipeline.generator import storefront_events
 from clickstream_pipeline.ingest import start_ingest
 from clickstream_pipeline.producer import SendOptions, send_events

@@ -35,7 +35,6 @@ from pyspark.sql import DataFrame, SparkSession
 from benchmarks.common import (
     DbCpuMeter,
     execute,
-    fetch,
     machine_facts,
     psql_copy,
     say,
@@ -44,7 +43,7 @@ from benchmarks.common import (
     tree_cpu_s,
     write_result,
 )
-from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.database import ConnectionParams, connect, fetch
 from clickstream_pipeline.schema import EVENT_COLUMNS
 from clickstream_pipeline.sink import OUTPUT_SCHEMA, SinkSettings, to_csv, write_and_route
 from clickstream_pipeline.spark import build_spark

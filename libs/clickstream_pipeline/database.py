@@ -76,6 +76,17 @@ class ConnectionParams:
             kwargs["sslmode"] = self.sslmode
         return kwargs
 
+    def libpq_env(self) -> dict[str, str]:
+        """The same connection as libpq environment variables (for psql and other tools)."""
+        env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGDATABASE": self.dbname}
+        if self.user:
+            env["PGUSER"] = self.user
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password.get_secret_value()
+        if self.sslmode:
+            env["PGSSLMODE"] = self.sslmode
+        return env
+
     def jdbc_url(self) -> str:
         """The JDBC URL without credentials (they go in `jdbc_properties`)."""
         query = dict(self.options)
@@ -106,6 +117,17 @@ def connect(
     except psycopg2.OperationalError as exc:
         # libpq's message names host and reason, never the password.
         raise ConnectionError(f"cannot connect to {params.describe()}: {exc}".strip()) from None
+
+
+def fetch(params: ConnectionParams, text: str, args: tuple[Any, ...] = ()) -> list[tuple]:
+    """One statement on a connection of its own, committed; its rows ([] when it has none)."""
+    conn = connect(params)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(text, args or None)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
 
 
 def server_facts(conn: psycopg2.extensions.connection) -> str:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from psycopg2 import sql
 
 from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.database import fetch as query  # noqa: F401  (the tests' name)
 from clickstream_pipeline.migrations import load_migrations, migrate
 
 LAB_COLUMNS = (
@@ -69,13 +70,3 @@ def copy_events(params: ConnectionParams, rows: Iterable[tuple[object, ...]]) ->
         )
     conn.close()
     return count
-
-
-def query(params: ConnectionParams, text: str, args: tuple[object, ...] = ()) -> list[tuple]:
-    conn = connect(params)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(text, args or None)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()

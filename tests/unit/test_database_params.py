@@ -44,3 +44,17 @@ def test_unusable_urls_are_rejected_without_echoing_them(bad):
     with pytest.raises(DatabaseConfigError) as info:
         ConnectionParams.from_jdbc_url(bad + "?password=s3cr3t")
     assert "s3cr3t" not in str(info.value)
+
+
+def test_libpq_environment_for_psql():
+    env = ConnectionParams.from_jdbc_url(AZURE).libpq_env()
+    assert env == {
+        "PGHOST": "lab-c.postgres.database.azure.com",
+        "PGPORT": "5432",
+        "PGDATABASE": "citus",
+        "PGUSER": "citus",
+        "PGPASSWORD": "Abc!12&x",
+        "PGSSLMODE": "require",
+    }
+    bare = ConnectionParams.from_jdbc_url("jdbc:postgresql://db:6432/x").libpq_env()
+    assert bare == {"PGHOST": "db", "PGPORT": "6432", "PGDATABASE": "x"}
