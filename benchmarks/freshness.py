@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import statistics
 import threading
 import time
 import uuid
@@ -81,6 +82,13 @@ def summary(values: list[float]) -> dict[str, float]:
         "p95_s": percentile(values, 95),
         "max_s": max(values) if values else float("nan"),
     }
+
+
+def trigger_phases(progress: list[Any]) -> dict[str, float]:
+    """Median milliseconds of each phase of the triggers that read rows (Spark's durationMs)."""
+    busy = [p["durationMs"] for p in progress if p.get("numInputRows")]
+    phases = sorted({k for d in busy for k in d})
+    return {k: statistics.median(d.get(k, 0) for d in busy) for k in phases} if busy else {}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -151,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return bool(done)
 
             wait_for(caught_up, 180, "every event in events and in the rollup", every_s=2)
+            results["trigger_phases_ms_median"] = trigger_phases(query.recentProgress)
+            say(f"where a trigger's time goes (median ms): {results['trigger_phases_ms_median']}")
             query.stop()
             delete_checkpoint(spark, cfg.checkpoint_location)
         finally:

@@ -129,6 +129,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     routed = route(batch_df, settings.sink(settings.query_name, batch_id), settings.rules)
     try:
         stats = routed.filter(F.col("kind") == "stats").collect()
+        sink_s = time.monotonic() - started
         rows_dead = sum(r["dead"] for r in stats)
         if rows_dead:
             dead = routed.filter(F.col("kind") == "dead")
@@ -176,11 +177,13 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         min_delay_s=min(delays) if delays else None,
     )
     _record(settings, report, started_at, committed_at)
+    rollups_started = time.monotonic()
     if settings.rollup_after_batch and report.rows_written:
         _run_rollups(settings)
     log.info(
         "batch %d: read %d, written %d, duplicates skipped %d, dead-lettered %d in %.2fs "
-        "(%.0f rows/s); delay %s; offsets %s%s",
+        "(%.0f rows/s; read+sink %.2fs, dead letters %.2fs, rollups %.2fs); delay %s; "
+        "offsets %s%s",
         batch_id,
         report.rows_read,
         report.rows_written,
@@ -188,6 +191,9 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         rows_dead,
         report.seconds,
         report.rows_read / report.seconds if report.seconds else 0.0,
+        sink_s,
+        report.seconds - sink_s,
+        time.monotonic() - rollups_started,
         f"{report.min_delay_s:.1f}-{report.max_delay_s:.1f}s" if delays else "-",
         json.dumps(report.offsets),
         "" if report.balanced else " UNBALANCED",

@@ -70,6 +70,7 @@ def kafka_read_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
         "startingOffsets": kafka.starting_offsets,
         "failOnDataLoss": str(kafka.fail_on_data_loss).lower(),
         "includeHeaders": "false",
+        "kafka.fetch.max.wait.ms": str(kafka.fetch_max_wait_ms),
     }
     if kafka.topic_pattern:
         options["subscribePattern"] = kafka.topic_pattern

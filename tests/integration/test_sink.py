@@ -216,3 +216,20 @@ def test_an_input_error_midway_is_raised_and_commits_nothing(db):
     with pytest.raises(OSError, match="Spark side"):
         list(write_and_route(settings(db, "s6"))(failing()))
     assert stored(db, "t-input") == [] and ledger(db, "t-input") == []
+
+
+def test_tasks_share_one_driver_database_and_leave_no_open_transaction(db):
+    # ADBC's database object (the server's type catalog) is opened once per Python worker;
+    # each task clones a connection from it and closes it. What stays open must be idle,
+    # never "idle in transaction" (that would hold back vacuum and block DDL).
+    s = settings(db, "s7")
+    for n in range(3):
+        stats, _ = run(s, batches(rows(f"t-shared-{n}", 0, range(0, 50))))
+        assert stats[0]["written"] == 50
+    sessions = query(
+        db,
+        """SELECT state FROM pg_stat_activity
+           WHERE datname = current_database() AND application_name = 'test-sink'
+             AND pid <> pg_backend_pid()""",
+    )
+    assert [state for (state,) in sessions] == ["idle"]

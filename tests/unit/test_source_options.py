@@ -21,6 +21,7 @@ def test_plaintext_options_from_config():
         min_partitions=8,
         fail_on_data_loss=False,
         starting_offsets="latest",
+        fetch_max_wait_ms=30,
     )
     assert kafka_read_options(kafka, secrets()) == {
         "kafka.bootstrap.servers": "b:9092",
@@ -28,6 +29,7 @@ def test_plaintext_options_from_config():
         "startingOffsets": "latest",
         "failOnDataLoss": "false",
         "includeHeaders": "false",
+        "kafka.fetch.max.wait.ms": "30",
         "maxOffsetsPerTrigger": "100",
         "minPartitions": "8",
     }
