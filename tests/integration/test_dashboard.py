@@ -183,14 +183,35 @@ def sql_kpis(db: ConnectionParams, table: str, where: str) -> tuple[int, int, in
 
 def choose(driver: webdriver.Chrome, customer: str | None = None, range_key: str | None = None):
     if customer is not None:
-        driver.find_element(By.ID, "customer").click()
-        option = driver.find_element(
-            By.CSS_SELECTOR, f".dash-dropdown-option input[value='{customer}']"
-        )
-        option.find_element(By.XPATH, "./ancestor::label").click()
+
+        def pick_customer() -> None:
+            driver.find_element(By.ID, "customer").click()
+            option = driver.find_element(
+                By.CSS_SELECTOR, f".dash-dropdown-option input[value='{customer}']"
+            )
+            option.find_element(By.XPATH, "./ancestor::label").click()
+
+        retried(pick_customer)
     if range_key is not None:
-        radio = driver.find_element(By.CSS_SELECTOR, f"#range input[value='{range_key}']")
-        radio.find_element(By.XPATH, "./ancestor::label").click()
+
+        def pick_range() -> None:
+            radio = driver.find_element(By.CSS_SELECTOR, f"#range input[value='{range_key}']")
+            radio.find_element(By.XPATH, "./ancestor::label").click()
+
+        retried(pick_range)
+
+
+def retried(action: Callable[[], None]) -> None:
+    """Run a page interaction again when a refresh re-rendered its elements under it."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            action()
+            return
+        except (NoSuchElementException, StaleElementReferenceException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
 
 
 def start_browser() -> webdriver.Chrome:
@@ -337,13 +358,13 @@ def test_one_customer_and_a_week_read_that_customers_rollups(dashboard):
     driver.get(dashboard.url)
     wait_for(lambda: kpis_shown(driver)[0] > 0, lambda: True, "first render")
     choose(driver, customer="2")
-    wait_for(
+    kpis = wait_for(
         lambda: kpis_shown(driver),
         lambda: sql_kpis(db, "rollup_customer_totals_5min", f"customer_id = 2 AND {SIX_HOURS}"),
         "customer 2's KPI tiles",
     )
     (raw,) = query(db, "SELECT count(*) FROM events WHERE customer_id = 2")
-    assert kpis_shown(driver)[0] == raw[0]
+    assert kpis[0] == raw[0]
     top = query(
         db,
         f"""SELECT item, frequency FROM topn((SELECT topn_union_agg(top_devices_1000)
