@@ -14,19 +14,17 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from psycopg2 import sql
 from pydantic import SecretStr
 
 from clickstream_pipeline.config import Config, load_config
 from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.migrations import load_migrations, migrate
 from clickstream_pipeline.secrets import Secrets, resolve_secrets
+from tests.integration.db import bootstrapped_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -80,39 +78,13 @@ def database_exists(params: ConnectionParams, name: str) -> bool:
         admin.close()
 
 
-def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
-    """Create and bootstrap (every migration) a database on the same server."""
-    admin = connect(replace(params, dbname="postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    target = replace(params, dbname=name)
-    conn = connect(target)
-    try:
-        migrate(conn, load_migrations())
-    finally:
-        conn.close()
-    return target
-
-
-def drop_database(params: ConnectionParams, name: str) -> None:
-    admin = connect(replace(params, dbname="postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin.close()
-
-
 @contextlib.contextmanager
 def scratch_database(params: ConnectionParams, prefix: str) -> Iterator[ConnectionParams]:
     """A bootstrapped database of its own, dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    say(f"scratch database {name}: bootstrapping")
-    try:
-        yield create_database(params, name)
-    finally:
-        drop_database(params, name)
+    say(f"scratch database {prefix}_*: bootstrapping")
+    with bootstrapped_database(params, prefix) as db:
+        say(f"scratch database {db.dbname} ready")
+        yield db
 
 
 def execute(params: ConnectionParams, *statements: str, autocommit: bool = True) -> None:

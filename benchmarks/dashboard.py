@@ -28,10 +28,8 @@ from typing import Any
 import psycopg2.errors
 
 from benchmarks.common import (
-    create_database,
     database_exists,
     db_params,
-    drop_database,
     execute,
     machine_facts,
     percentile,
@@ -43,6 +41,7 @@ from clickstream_pipeline.dashboard.panels import DEFAULT_RANGE, PANELS, RANGES,
 from clickstream_pipeline.database import ConnectionParams, connect, fetch
 from clickstream_pipeline.migrations import load_migrations, migrate
 from clickstream_pipeline.queries import load_queries
+from tests.integration.db import bootstrap, create_database, drop_database
 
 LOAD_CHUNK = """
 INSERT INTO events (event_time, customer_id, event_type, country, browser, device_id, session_id)
@@ -138,6 +137,7 @@ def build(params: ConnectionParams, name: str, events: int, chunk: int) -> Conne
     drop_database(params, name)
     say(f"building {name}: {events:,} events in chunks of {chunk:,}, then the rollups")
     db = create_database(params, name)
+    bootstrap(db)
     conn = connect(db, "bench-dashboard")
     conn.autocommit = True
     started = time.perf_counter()

@@ -26,31 +26,56 @@ LAB_COLUMNS = (
 )
 
 
-@contextlib.contextmanager
-def scratch_database(params: ConnectionParams) -> Iterator[ConnectionParams]:
-    """A new empty database on the same server, dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:10]}"
+def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
+    """A new empty database on the same server."""
     admin = connect(replace(params, dbname="postgres"))
     admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield replace(params, dbname=name)
-    finally:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        admin.close()
+    return replace(params, dbname=name)
+
+
+def drop_database(params: ConnectionParams, name: str) -> None:
+    admin = connect(replace(params, dbname="postgres"))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
         admin.close()
 
 
+def bootstrap(params: ConnectionParams) -> None:
+    """Apply every migration, as the bootstrap job does."""
+    conn = connect(params)
+    try:
+        migrate(conn, load_migrations())
+    finally:
+        conn.close()
+
+
 @contextlib.contextmanager
-def bootstrapped_database(params: ConnectionParams) -> Iterator[ConnectionParams]:
+def scratch_database(params: ConnectionParams, prefix: str = "test") -> Iterator[ConnectionParams]:
+    """A new empty database on the same server, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield create_database(params, name)
+    finally:
+        drop_database(params, name)
+
+
+@contextlib.contextmanager
+def bootstrapped_database(
+    params: ConnectionParams, prefix: str = "test"
+) -> Iterator[ConnectionParams]:
     """A scratch database with every migration applied."""
-    with scratch_database(params) as db:
-        conn = connect(db)
-        try:
-            migrate(conn, load_migrations())
-        finally:
-            conn.close()
+    with scratch_database(params, prefix) as db:
+        bootstrap(db)
         yield db
 
 
