@@ -60,6 +60,7 @@ setup(
     install_requires=[
         "pydantic>=2.5,<3",
         "psycopg2-binary>=2.9",
+        "sqlparse>=0.5",
         "adbc-driver-postgresql>=1.0",
         "azure-identity>=1.15",
         "azure-keyvault-secrets>=4.7",

@@ -6,6 +6,7 @@ and topics of its own (dropped afterwards), and writes `benchmarks/results/<name
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -24,7 +25,7 @@ from pydantic import SecretStr
 from clickstream_pipeline.config import Config, load_config
 from clickstream_pipeline.database import ConnectionParams, connect
 from clickstream_pipeline.secrets import Secrets, resolve_secrets
-from tests.integration.db import bootstrapped_database
+from tests.integration.db import bootstrapped_database, citus_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -38,14 +39,31 @@ def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def setup_env() -> tuple[Config, Secrets]:
+ENVS = {"local": "", "local-citus": "_citus"}  # config env -> suffix of its result files
+
+
+def add_env_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env",
+        default="local",
+        choices=list(ENVS),
+        help="local: the plain PostgreSQL server; local-citus: the Citus cluster's coordinator",
+    )
+
+
+def result_name(name: str, env: str) -> str:
+    """`sink` on plain PostgreSQL, `sink_citus` on the Citus cluster."""
+    return name + ENVS[env]
+
+
+def setup_env(env: str = "local") -> tuple[Config, Secrets]:
     os.chdir(ROOT)  # conf/local.toml paths are relative to the project root
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # Python workers import benchmark functions by module name
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    cfg = load_config("local", ["spark.master=local[2]", "spark.shuffle_partitions=2"])
+    cfg = load_config(env, ["spark.master=local[2]", "spark.shuffle_partitions=2"])
     return cfg, resolve_secrets(cfg.secrets, optional=SECRET_KEYS)
 
 
@@ -125,14 +143,33 @@ def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Pa
 # --- the database server's CPU, from its own process accounting ---------------------------
 
 
-def postmaster_pid() -> int:
-    for candidate in (ROOT / ".stack/postgres/postmaster.pid",):
-        if candidate.is_file():
-            return int(candidate.read_text().split()[0])
-    out = subprocess.run(
-        ["pgrep", "-o", "-u", "postgres", "-x", "postgres"], capture_output=True, text=True
-    )
-    return int(out.stdout.split()[0])
+def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
+    """host:port -> postmaster pid of the server behind `params` and, on Citus, each worker.
+
+    Each server is found through a connection of its own: the backend serving it is a child
+    of that server's postmaster. A server that does not run on this machine cannot be
+    measured, and says so.
+    """
+    found = {}
+    for node in (params, *citus_workers(params)):
+        conn = connect(node)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                (backend,) = cur.fetchone()
+            try:
+                parent = int(_stat(backend)[1])
+            except OSError:
+                parent = 0
+            if parent <= 1 or not _cmdline(parent).split(" ", 1)[0].endswith("postgres"):
+                raise RuntimeError(
+                    f"the database server at {node.host}:{node.port} does not run on this "
+                    "machine (its backend is not a local process): its CPU cannot be measured"
+                )
+            found[f"{node.host}:{node.port}"] = parent
+        finally:
+            conn.close()
+    return found
 
 
 def _stat(pid: int) -> list[str]:
@@ -168,15 +205,16 @@ class CpuReading:
 
 @dataclass
 class DbCpuMeter:
-    """Server CPU over a run: postmaster children's utime+stime, plus cutime+cstime.
+    """Server CPU over a run: postmaster children's utime+stime, plus cutime+cstime, summed
+    over every server behind the database (on Citus: the coordinator and each worker).
 
     A sampler (every 50 ms) also attributes CPU per backend by its process title, so work of
-    other databases on the same server can be told apart (`own_s`, `foreign_s`).
+    other databases on the same servers can be told apart (`own_s`, `foreign_s`).
     """
 
-    dbname: str
+    db: ConnectionParams
     interval_s: float = 0.05
-    _pm: int = 0
+    servers: dict[str, int] = field(default_factory=dict)
     _start_total: int = 0
     _first: dict[int, int] = field(default_factory=dict)
     _last: dict[int, int] = field(default_factory=dict)
@@ -184,16 +222,21 @@ class DbCpuMeter:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def _children(self) -> list[int]:
+        return [child for pm in self.servers.values() for child in _children(pm)]
+
     def _total(self) -> int:
-        pm = _stat(self._pm)
-        live = 0
-        for child in _children(self._pm):
+        ticks = 0
+        for pm in self.servers.values():
+            fields = _stat(pm)
+            ticks += int(fields[13]) + int(fields[14])  # cutime + cstime (fields 16, 17)
+        for child in self._children():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                live += _cpu_ticks(_stat(child))
-        return live + int(pm[13]) + int(pm[14])  # cutime + cstime (fields 16, 17)
+                ticks += _cpu_ticks(_stat(child))
+        return ticks
 
     def _sample(self, first: bool = False) -> None:
-        for child in _children(self._pm):
+        for child in self._children():
             try:
                 ticks = _cpu_ticks(_stat(child))
             except (OSError, ValueError, IndexError):
@@ -208,7 +251,7 @@ class DbCpuMeter:
             self._sample()
 
     def __enter__(self) -> DbCpuMeter:
-        self._pm = postmaster_pid()
+        self.servers = postmaster_pids(self.db)
         self._sample(first=True)
         self._start_total = self._total()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -224,7 +267,7 @@ class DbCpuMeter:
 
     def _read(self) -> CpuReading:
         own = foreign = 0
-        marker = f" {self.dbname} "
+        marker = f" {self.db.dbname} "
         for pid, title in self._title.items():
             delta = self._last.get(pid, 0) - self._first.get(pid, 0)
             parts = title.split()
@@ -234,6 +277,12 @@ class DbCpuMeter:
             else:
                 foreign += delta
         total = self._total() - self._start_total
+        if total <= 0 or own <= 0:
+            raise RuntimeError(
+                f"measured no CPU of database {self.db.dbname} on the servers "
+                f"{', '.join(f'{k} (pid {v})' for k, v in self.servers.items())}: "
+                "the meter is not watching the server that did the work"
+            )
         return CpuReading(total / TICK, own / TICK, foreign / TICK)
 
 

@@ -28,11 +28,13 @@ from typing import Any
 import psycopg2.errors
 
 from benchmarks.common import (
+    add_env_argument,
     database_exists,
     db_params,
     execute,
     machine_facts,
     percentile,
+    result_name,
     say,
     setup_env,
     write_result,
@@ -263,11 +265,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--build-only", action="store_true", help="build (or reuse), no queries")
     parser.add_argument("--quick", action="store_true", help="200,000 events, 20 runs")
     parser.add_argument("--out", type=Path, default=None)
+    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.chunk, args.runs, args.raw_runs = 200_000, 100_000, 20, 3
         args.budget_s = 5.0
-    _, secrets = setup_env()
+    _, secrets = setup_env(args.env)
     params = db_params(secrets)
     name = f"bench_dashboard_{args.events}"
     db = replace(params, dbname=name)
@@ -343,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for key, ok in results["targets"].items():
         print(f"target {key}: {'met' if ok else 'MISSED'}")
-    write_result("dashboard", results, args.out)
+    write_result(result_name("dashboard", args.env), results, args.out)
     return results
 
 

@@ -26,11 +26,13 @@ from confluent_kafka import Producer
 
 from benchmarks.common import (
     DbCpuMeter,
+    add_env_argument,
     db_params,
     execute,
     machine_facts,
     psql_copy,
     psql_env,
+    result_name,
     say,
     scratch_database,
     secrets_for,
@@ -94,7 +96,7 @@ def copy_baseline(db: Any, folder: Path, n: int) -> dict[str, Any]:
     )
     execute(db, "TRUNCATE events", "CHECKPOINT")
     say(f"psql \\copy, 1 stream: {n:,} rows")
-    with DbCpuMeter(db.dbname) as meter:
+    with DbCpuMeter(db) as meter:
         seconds = psql_copy(db, EVENT_COLUMNS, [path])
     written = int(fetch(db, "SELECT count(*) FROM events")[0][0])
     if written != n:
@@ -116,10 +118,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-offsets-per-trigger", type=int, default=250_000)
     parser.add_argument("--quick", action="store_true", help="200,000 messages, 50,000 a batch")
     parser.add_argument("--out", type=Path, default=None)
+    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.max_offsets_per_trigger = 200_000, 50_000
-    base_cfg, base_secrets = setup_env()
+    base_cfg, base_secrets = setup_env(args.env)
     n = args.messages
     results: dict[str, Any] = {
         "machine": machine_facts(),
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             spark = build_spark(cfg, secrets)
             try:
                 say(f"ingest job: available-now, {args.max_offsets_per_trigger:,} per batch")
-                with MemorySampler(jvm_pid(spark)) as memory, DbCpuMeter(db.dbname) as meter:
+                with MemorySampler(jvm_pid(spark)) as memory, DbCpuMeter(db) as meter:
                     started_at = datetime.now(UTC)
                     query = start_ingest(spark, cfg, secrets)
                     while query.isActive:
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{results['copy_1']['rows_per_s']:,.0f} rows/s: ratio {ratio:.2f} "
         f"(target >= 0.40: {'met' if ratio >= 0.4 else 'MISSED'})"
     )
-    write_result("end_to_end", results, args.out)
+    write_result(result_name("end_to_end", args.env), results, args.out)
     return results
 
 

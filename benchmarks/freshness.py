@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    add_env_argument,
     db_params,
     machine_facts,
     percentile,
+    result_name,
     say,
     scratch_database,
     secrets_for,
@@ -97,10 +99,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of producing")
     parser.add_argument("--quick", action="store_true", help="20 s of producing")
     parser.add_argument("--out", type=Path, default=None)
+    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 20.0
-    base_cfg, base_secrets = setup_env()
+    base_cfg, base_secrets = setup_env(args.env)
     results: dict[str, Any] = {
         "machine": machine_facts(),
         "rate_msg_per_s": args.rate,
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{'counted_in_rollup_5min':<34} p50 {s['p50_s']:.2f}s  p95 {s['p95_s']:.2f}s  "
         f"max {s['max_s']:.2f}s  (target p95 <= 5 s: {verdict})"
     )
-    write_result("freshness", results, args.out)
+    write_result(result_name("freshness", args.env), results, args.out)
     return results
 
 

@@ -12,12 +12,14 @@ from typing import Any
 
 from benchmarks.common import RESULTS, machine_facts, say
 
-PARTS = ("producer", "sink", "end_to_end", "freshness", "dashboard")
+PARTS = ("producer", "sink", "end_to_end", "freshness", "dashboard", "rollups")
+# run against both servers: `<name>.json` on plain PostgreSQL, `<name>_citus.json` on Citus
+ON_BOTH = ("sink", "end_to_end", "freshness", "dashboard")
 
 
 def load_parts(folder: Path = RESULTS) -> dict[str, Any]:
     parts = {}
-    for name in PARTS:
+    for name in (*PARTS, *(f"{n}_citus" for n in ON_BOTH)):
         path = folder / f"{name}.json"
         if path.is_file():
             parts[name] = json.loads(path.read_text())
@@ -39,9 +41,56 @@ def markdown(parts: dict[str, Any], machine: dict[str, Any]) -> str:
     lines = [
         f"Machine: {machine['cores']} cores ({machine.get('cpu_model', '?')}), "
         f"{machine['memory_gib']} GiB, {machine['os']}; Python {machine['python']}, "
-        f"PySpark {machine.get('pyspark', '?')} (`local[2]`), PostgreSQL 15 (local, no Citus), "
+        f"PySpark {machine.get('pyspark', '?')} (`local[2]`), "
         f"librdkafka {machine.get('librdkafka', '?')}.",
         "",
+        "### Plain PostgreSQL 15 (one server)",
+        "",
+        *table(parts),
+    ]
+    citus = {n: parts[f"{n}_citus"] for n in ON_BOTH if f"{n}_citus" in parts}
+    if citus:
+        lines += [
+            "",
+            "### Citus 13.2 (coordinator + 2 workers on the same 2 cores; DB CPU over all three)",
+            "",
+            *table(citus),
+        ]
+    if "rollups" in parts:
+        lines += [
+            "",
+            "### Rollups after a batch, both servers in one run",
+            "",
+            *rollup_rows(parts["rollups"]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def rollup_rows(roll: dict[str, Any]) -> list[str]:
+    rows = [
+        "| server | new events | 5-minute s | hourly s | dashboard s | total s | events/s | "
+        "DB CPU us/event | Citus / PostgreSQL s per event |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ratios = roll.get("ratios", {})
+    for run in roll["runs"].values():
+        s = run["seconds"]
+        ratio = ratios.get(f"citus_over_postgres_s_per_event_{run['events']}")
+        shown = f"{ratio:.2f}x" if ratio is not None and run["server"] == "citus" else ""
+        rows.append(
+            f"| {run['server']} | {run['events']:,} | {s['five_minutely_aggregation']:.2f} | "
+            f"{s['hourly_aggregation']:.2f} | {s['dashboard_aggregation']:.2f} | "
+            f"{run['total_s']:.2f} | {_n(run['events_per_s'])} | "
+            f"{run['db_cpu_us_per_event']:.1f} | {shown} |"
+        )
+    for key, met in roll.get("targets", {}).items():
+        rows.append(f"| target `{key}` | {'met' if met else 'missed'} | | | | | | | |")
+    return rows
+
+
+def table(parts: dict[str, Any]) -> list[str]:
+    """The benchmark table for one server's results."""
+    lines = [
         "| benchmark | figure | baseline (same run) | ratio | target |",
         "| --- | --- | --- | --- | --- |",
     ]
@@ -121,7 +170,7 @@ def markdown(parts: dict[str, Any], machine: dict[str, Any]) -> str:
             f"{_n(prod['raw_msg_per_s'])} msg/s | "
             f"{prod['storefront_msg_per_s'] / prod['raw_msg_per_s']:.2f}x | |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def panel_rows(dash: dict[str, Any]) -> list[str]:

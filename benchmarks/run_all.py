@@ -1,8 +1,10 @@
 """Run every benchmark, one process each, then write the combined results.
 
 `.venv/bin/python -m benchmarks.run_all [--quick] [--only sink,freshness]` (or `make bench`):
-producer, sink, end_to_end, freshness, dashboard in turn, each writing
-`benchmarks/results/<name>.json`; then `results.json`, `results.md` and `results.png`.
+producer, sink, end_to_end, freshness, dashboard, rollups in turn, each writing
+`benchmarks/results/<name>.json`; sink, end_to_end, freshness and dashboard run a second time
+against the Citus cluster (`--env local-citus`, `<name>_citus.json`) when the stack has one;
+then `results.json`, `results.md` and `results.png`.
 A failed benchmark is reported and the others still run; the exit code is 1 if any failed.
 Full size takes about 20-30 minutes on 2 cores (the 10M-event dashboard database is built once
 and reused); `--quick` is a smoke run of under 2 minutes per benchmark.
@@ -19,8 +21,10 @@ import time
 
 from benchmarks import report
 from benchmarks.common import RESULTS, ROOT, machine_facts, say, write_result
+from benchmarks.report import ON_BOTH
+from tests.integration.conftest import CITUS_UNAVAILABLE
 
-ORDER = ("producer", "sink", "end_to_end", "freshness", "dashboard")
+ORDER = ("producer", "sink", "end_to_end", "freshness", "dashboard", "rollups")
 PRODUCER_LINES = {
     "raw_msg_per_s": r"raw confluent-kafka \(baseline\):\s+([\d,]+) msg/s",
     "storefront_msg_per_s": r"clickstream-produce, storefront:\s+([\d,]+) msg/s",
@@ -66,17 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated subset of " + ",".join(ORDER))
     args = parser.parse_args(argv)
     chosen = [n for n in ORDER if not args.only or n in args.only.split(",")]
+    citus = not CITUS_UNAVAILABLE.is_file()
+    if not citus:
+        say(f"no Citus cluster ({CITUS_UNAVAILABLE.read_text().strip()}): plain PostgreSQL only")
     started = time.perf_counter()
     status = {}
+    quick = ["--quick"] if args.quick else []
     for name in chosen:
-        t0 = time.perf_counter()
-        if name == "producer":
-            code = producer(args.quick)
-        else:
-            code, _ = run(name, ["--quick"] if args.quick else [])
-        status[name] = {"exit_code": code, "seconds": round(time.perf_counter() - t0, 1)}
-        outcome = "ok" if code == 0 else f"FAILED ({code})"
-        say(f"=== {name}: {outcome} in {status[name]['seconds']}s")
+        envs = ["local", "local-citus"] if citus and name in ON_BOTH else ["local"]
+        for env in envs:
+            key = name if env == "local" else f"{name}_citus"
+            t0 = time.perf_counter()
+            if name == "producer":
+                code = producer(args.quick)
+            else:
+                code, _ = run(name, [*quick, *(["--env", env] if name in ON_BOTH else [])])
+            status[key] = {"exit_code": code, "seconds": round(time.perf_counter() - t0, 1)}
+            outcome = "ok" if code == 0 else f"FAILED ({code})"
+            say(f"=== {key}: {outcome} in {status[key]['seconds']}s")
     (RESULTS / "run_status.json").write_text(json.dumps(status, indent=2) + "\n")
     report.main()
     say(f"all done in {time.perf_counter() - started:.0f}s: {json.dumps(status)}")

@@ -34,9 +34,11 @@ from pyspark.sql import DataFrame, SparkSession
 
 from benchmarks.common import (
     DbCpuMeter,
+    add_env_argument,
     execute,
     machine_facts,
     psql_copy,
+    result_name,
     say,
     scratch_database,
     setup_env,
@@ -100,7 +102,7 @@ def measure(name: str, db: ConnectionParams, rows: int, run: Any) -> dict[str, A
     """Truncate, run `run()` under the CPU meter, check the row count; rows/s and CPU/row."""
     reset(db)
     say(f"{name}: writing {rows:,} rows")
-    with DbCpuMeter(db.dbname) as meter:
+    with DbCpuMeter(db) as meter:
         started, client_started = time.perf_counter(), tree_cpu_s(os.getpid())
         run()
         seconds = time.perf_counter() - started
@@ -233,10 +235,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--partitions", type=int, default=4, help="tasks (Kafka partitions)")
     parser.add_argument("--quick", action="store_true", help="100,000 rows, lab slice 2,000")
     parser.add_argument("--out", type=Path, default=None)
+    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.lab_rows = 100_000, 2_000
-    cfg, secrets = setup_env()
+    cfg, secrets = setup_env(args.env)
     from benchmarks.common import db_params
 
     results: dict[str, Any] = {"machine": machine_facts(), "rows": args.rows}
@@ -320,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"db CPU/row ratio {key}: {value:.2f}")
     for key, ok in targets.items():
         print(f"target {key}: {'met' if ok else 'MISSED'}")
-    write_result("sink", results, args.out)
+    write_result(result_name("sink", args.env), results, args.out)
     return results
 
 

@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.database import (
         ConnectionParams,
         connect,
-        scheduled_jobs,
         server_facts,
     )
     from clickstream_pipeline.migrations import load_migrations, migrate, pending, report_lines
@@ -57,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
                     f"-- {migration.filename} (sha256 {migration.checksum[:12]})\n{migration.sql}"
                 )
             return 0
-        report = migrate(conn, migrations)
-        print("\n".join(report_lines(report, scheduled_jobs(conn))))
+        report = migrate(conn, migrations, cfg.database.citus_shard_count)
+        print("\n".join(report_lines(report, conn)))
     finally:
         conn.close()
     return 0

@@ -17,7 +17,7 @@
 
 from clickstream_pipeline.cli import setup_logging
 from clickstream_pipeline.config import load_config
-from clickstream_pipeline.database import ConnectionParams, connect, scheduled_jobs, server_facts
+from clickstream_pipeline.database import ConnectionParams, connect, server_facts
 from clickstream_pipeline.migrations import load_migrations, migrate, report_lines
 from clickstream_pipeline.secrets import resolve_secrets
 
@@ -40,6 +40,6 @@ conn = connect(params, cfg.database.application_name, cfg.database.connect_timeo
 try:
     print(f"server: {server_facts(conn)}")
     report = migrate(conn, load_migrations())
-    print("\n".join(report_lines(report, scheduled_jobs(conn))))
+    print("\n".join(report_lines(report, conn)))
 finally:
     conn.close()

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine (as root) for this project; safe to run again.
-#   1. Debian packages: PostgreSQL 15 with hll, pg_cron, pg_partman; kcat; Java 17; Maven;
-#      Chromium and its driver (the dashboard test)
+#   1. Debian packages: PostgreSQL 15 with hll, pg_cron, pg_partman; the libraries the Citus
+#      bundle links; kcat; Java 17; Maven; Chromium and its driver (the dashboard test)
 #   2. .venv with the package (editable) and its local, dev and dashboard extras
 #   3. JVM jars for Spark resolved by Maven into .stack/jars (scripts/jars.sh)
 source "$(dirname "$0")/stack/common.sh"
 
 APT_PACKAGES=(postgresql-15 postgresql-15-hll postgresql-15-cron postgresql-15-partman kcat
+              libcurl4 libpq5 libssl3 libzstd1 liblz4-1
               openjdk-17-jdk-headless maven python3-venv curl chromium chromium-driver)
+# ../shared/citus's bundle is built against this PostgreSQL 15 minor (older ones are untested).
+CITUS_BUNDLE_PG_MINOR=15.20
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -25,6 +28,14 @@ if ((${#missing[@]})); then
   fi
 else
   log "setup: Debian packages present"
+fi
+pg_version="$(dpkg-query -W -f='${Version}' postgresql-15)"
+if ls "$PROJECT_DIR"/../shared/citus/citus-*.tar.gz >/dev/null 2>&1 &&
+   [ ! -f /usr/lib/postgresql/15/lib/citus.so ] &&
+   dpkg --compare-versions "$pg_version" lt "$CITUS_BUNDLE_PG_MINOR"; then
+  log "setup: upgrading postgresql-15 $pg_version to the current minor (the Citus bundle wants >= $CITUS_BUNDLE_PG_MINOR)"
+  [ -n "${missing[*]}" ] || apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --only-upgrade postgresql-15 postgresql-client-15 >>"$LOG_DIR/apt.log"
 fi
 
 PYTHON="${PYTHON:-python3}"

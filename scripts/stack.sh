@@ -3,7 +3,7 @@
 # 127.0.0.1 only; `up` is idempotent (a running service is left as it is and says so).
 source "$(dirname "$0")/stack/common.sh"
 
-SERVICES=(postgres kafka objectstore keyvault)
+SERVICES=(postgres citus kafka objectstore keyvault)
 here="$(dirname "$0")/stack"
 
 case "${1:-}" in

@@ -28,16 +28,15 @@ LOCAL_SECRETS = (
 )
 
 
+def config_for_tests(env: str = "local") -> Config:
+    """The env's config as the tests run it: local[2], 2 shuffle partitions."""
+    os.chdir(PROJECT_DIR)  # conf/local*.toml paths are relative to the project root
+    return load_config(env, ["spark.master=local[2]", "spark.shuffle_partitions=2"], environ={})
+
+
 @pytest.fixture(scope="session")
 def local_config() -> Config:
-    os.chdir(PROJECT_DIR)  # conf/local.toml paths are relative to the project root
-    return load_config("local", environ={}).model_copy(
-        update={
-            "spark": load_config(
-                "local", ["spark.master=local[2]", "spark.shuffle_partitions=2"], environ={}
-            ).spark
-        }
-    )
+    return config_for_tests("local")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 Precedence (last wins):
 1. the environment's file, shipped in the wheel as `clickstream_pipeline/conf/<env>.toml`
-   (or `--conf-file PATH`);
+   (or `--conf-file PATH`); a file with `extends = "<other env>"` starts from that env's file
+   and changes only what it sets;
 2. environment variables `CLICKSTREAM__SECTION__KEY=value` (double underscores nest);
 3. command-line `--set section.key=value`.
 
@@ -28,6 +29,21 @@ from clickstream_pipeline.errors import ConfigError
 
 ENV_PREFIX = "CLICKSTREAM__"
 
+# Logical secret key -> the lab's Key Vault secret name.
+DEFAULT_SECRET_NAMES = {
+    "database": "Database-Connection-String",
+    "kafka_server": "Kafka-Server",
+    "kafka_connection_string": "Kafka-Connection-String",
+    "adls_account_name": "ADLS-Gen2-Account-Name",
+    "adls_account_key": "ADLS-Gen2-Account-Key",
+    "sp_client_id": "WWI-SP-Client-ID",
+    "sp_client_key": "WWI-SP-Client-Key",
+    "tenant_id": "Azure-Tenant-ID",
+    "s3_access_key": "S3-Access-Key",
+    "s3_secret_key": "S3-Secret-Key",
+    "kafka_truststore_password": "Kafka-Truststore-Password",
+}
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,22 +60,14 @@ class SecretsConfig(_Section):
     # answers for localhost, so the local config turns the check off.
     vault_verify_challenge_resource: bool = True
     scope: str = "key-vault-secrets"
-    # Logical key -> secret name; defaults are the lab's Key Vault names.
-    names: dict[str, str] = Field(
-        default_factory=lambda: {
-            "database": "Database-Connection-String",
-            "kafka_server": "Kafka-Server",
-            "kafka_connection_string": "Kafka-Connection-String",
-            "adls_account_name": "ADLS-Gen2-Account-Name",
-            "adls_account_key": "ADLS-Gen2-Account-Key",
-            "sp_client_id": "WWI-SP-Client-ID",
-            "sp_client_key": "WWI-SP-Client-Key",
-            "tenant_id": "Azure-Tenant-ID",
-            "s3_access_key": "S3-Access-Key",
-            "s3_secret_key": "S3-Secret-Key",
-            "kafka_truststore_password": "Kafka-Truststore-Password",
-        }
-    )
+    # Logical key -> secret name; defaults are the lab's Key Vault names. A config that names
+    # some keys changes those and keeps the defaults of the rest.
+    names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SECRET_NAMES))
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _over_defaults(cls, names: object) -> object:
+        return {**DEFAULT_SECRET_NAMES, **names} if isinstance(names, dict) else names
 
     def name_of(self, key: str) -> str:
         try:
@@ -124,6 +132,9 @@ class DatabaseConfig(_Section):
     events_table: str = "events"
     connect_timeout_s: int = Field(default=10, gt=0)
     application_name: str = "clickstream-pipeline"
+    # Citus: shards of each table the bootstrap distributes (None: the server's
+    # citus.shard_count, 32 unless the cluster sets it); ignored on plain PostgreSQL.
+    citus_shard_count: int | None = Field(default=None, gt=0)
 
 
 class IngestConfig(_Section):
@@ -236,7 +247,9 @@ def available_envs() -> list[str]:
     )
 
 
-def _read_file(env: str, conf_file: str | Path | None) -> dict[str, Any]:
+def _read_file(
+    env: str, conf_file: str | Path | None, seen: tuple[str, ...] = ()
+) -> dict[str, Any]:
     if conf_file is not None:
         path = Path(conf_file)
         if not path.is_file():
@@ -252,9 +265,25 @@ def _read_file(env: str, conf_file: str | Path | None) -> dict[str, Any]:
         text = resource.read_text(encoding="utf-8")
         where = f"conf/{env}.toml"
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or parent in (*seen, env):
+        raise ConfigError(f"{where}: extends must name another env, without a cycle")
+    return _merged(_read_file(parent, None, (*seen, env)), data)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _parse_value(text: str) -> Any:

@@ -158,3 +158,40 @@ def scheduled_jobs(conn: psycopg2.extensions.connection) -> list[str]:
         names = [r[0] for r in cur.fetchall()]
     conn.rollback()
     return names
+
+
+def citus_layout(conn: psycopg2.extensions.connection) -> list[str]:
+    """Where the public tables live on Citus, a line per placement; empty on plain PostgreSQL."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('pg_dist_partition') IS NOT NULL")
+        row = cur.fetchone()
+        if row is None or not row[0]:
+            conn.rollback()
+            return []
+        cur.execute(
+            """SELECT t.citus_table_type, t.distribution_column, t.shard_count,
+                      string_agg(t.table_name::text, ', ' ORDER BY t.table_name::text)
+               FROM citus_tables t JOIN pg_class c ON c.oid = t.table_name
+               WHERE NOT c.relispartition AND c.relnamespace = 'public'::regnamespace
+               GROUP BY 1, 2, 3, t.colocation_id ORDER BY 4"""
+        )
+        lines = [
+            f"{kind} by {column} in {shards} colocated shards: {names}"
+            if column and column != "<none>"
+            else f"{kind}: {names}"
+            for kind, column, shards, names in cur.fetchall()
+        ]
+        cur.execute(
+            """SELECT string_agg(c.relname, ', ' ORDER BY c.relname) FROM pg_class c
+               WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+                 AND NOT c.relispartition
+                 AND c.oid NOT IN (SELECT logicalrelid FROM pg_dist_partition)"""
+        )
+        local = cur.fetchone()
+    conn.rollback()
+    if local and local[0]:
+        lines.append(
+            "local on the coordinator (small, written only by the coordinator's own work, so no "
+            f"two-phase commit per write): {local[0]}"
+        )
+    return lines

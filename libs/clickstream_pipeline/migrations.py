@@ -4,6 +4,14 @@ Each file runs in its own transaction together with its ledger row, so a failing
 nothing behind. The ledger (`clickstream_schema_migrations`: version, name, checksum,
 applied_at) makes a second run a no-op, and a file whose text changed after it was applied is
 refused. A session-level advisory lock serialises concurrent bootstraps.
+
+The statements of a file are sent one at a time (split by sqlparse, which knows dollar
+quotes), as psql sends them: Citus refuses some DDL on distributed partitioned tables inside
+a multi-statement query string ("cannot insert multiple commands into a prepared
+statement"), and a failure then names its statement and line. On Citus each file runs with
+`citus.multi_shard_modify_mode = sequential`, so DDL on distributed tables and function
+definitions can share the transaction (Citus's advice for migrations), and with
+`citus.shard_count` when one is given.
 """
 
 from __future__ import annotations
@@ -16,16 +24,30 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import psycopg2
+import sqlparse
 from psycopg2 import sql
 from psycopg2.extensions import connection
 
+from clickstream_pipeline.database import citus_layout, scheduled_jobs
 from clickstream_pipeline.errors import DatabaseError, SetupError
 
 log = logging.getLogger(__name__)
 
+SCHEMA = "public"  # the migrations' objects, and the ledger, live here
 LEDGER = "clickstream_schema_migrations"
 ADVISORY_LOCK_KEY = 0x636C69636B  # "click": one bootstrap at a time per database
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+# Earlier texts of a shipped file that did what today's text does where they could be applied,
+# so a database that applied one is not refused: version -> {sha256: why it is the same}.
+EQUIVALENT_EARLIER_CHECKSUMS: dict[int, dict[str, str]] = {
+    3: {
+        "c7aec94521b7d5d5c683598b055e4df17fecfbdc3e3adb0886dd44a851072c19": (
+            "0003 before Citus sizing: failed on Citus and on pg_partman 5.0/5.1, and made the "
+            "same partitions elsewhere (only the table comment differs)"
+        ),
+    },
+}
 
 
 class MigrationError(DatabaseError):
@@ -50,12 +72,30 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
+    def accepts(self, checksum: str) -> bool:
+        """True when a database that applied a text with `checksum` has what this file makes."""
+        return checksum == self.checksum or checksum in EQUIVALENT_EARLIER_CHECKSUMS.get(
+            self.version, {}
+        )
+
+    def statements(self) -> list[tuple[int, str]]:
+        """(line in the file, text) of each statement, in order; comment-only parts dropped."""
+        out, pos = [], 0
+        for text in sqlparse.split(self.sql, strip_semicolon=False):
+            start = self.sql.find(text, pos)
+            pos = start + len(text)
+            code = _code_lines(text)
+            if code:
+                out.append((self.sql.count("\n", 0, start) + code[0][0] + 1, text))
+        return out
+
 
 @dataclass
 class MigrationReport:
     applied: list[Migration] = field(default_factory=list)
     already_applied: list[Migration] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    local_views: list[str] = field(default_factory=list)  # Citus: views over local tables
 
 
 def load_migrations(package: str = "clickstream_pipeline.sql.migrations") -> list[Migration]:
@@ -83,7 +123,7 @@ def _ensure_ledger(conn: connection) -> None:
                        name text NOT NULL,
                        checksum text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
-            ).format(sql.Identifier(LEDGER))
+            ).format(sql.Identifier(SCHEMA, LEDGER))
         )
     conn.commit()
 
@@ -91,13 +131,13 @@ def _ensure_ledger(conn: connection) -> None:
 def applied_versions(conn: connection) -> dict[int, tuple[str, str]]:
     """version -> (name, checksum) of what the database has applied."""
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER,))
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{LEDGER}",))
         (exists,) = cur.fetchone()
         if not exists:
             return {}
         cur.execute(
             sql.SQL("SELECT version, name, checksum FROM {} ORDER BY version").format(
-                sql.Identifier(LEDGER)
+                sql.Identifier(SCHEMA, LEDGER)
             )
         )
         return {version: (name, checksum) for version, name, checksum in cur.fetchall()}
@@ -112,7 +152,7 @@ def pending(conn: connection, migrations: Iterable[Migration]) -> list[Migration
             todo.append(migration)
             continue
         name, checksum = done[migration.version]
-        if checksum != migration.checksum:
+        if not migration.accepts(checksum):
             raise MigrationError(
                 f"migration {migration.filename} was applied as {migration.version:04d}_{name}.sql "
                 f"with checksum {checksum[:12]}, but the shipped file now has "
@@ -122,8 +162,14 @@ def pending(conn: connection, migrations: Iterable[Migration]) -> list[Migration
     return todo
 
 
-def migrate(conn: connection, migrations: list[Migration]) -> MigrationReport:
-    """Apply every pending migration, each in its own transaction with its ledger row."""
+def migrate(
+    conn: connection, migrations: list[Migration], citus_shard_count: int | None = None
+) -> MigrationReport:
+    """Apply every pending migration, each in its own transaction with its ledger row.
+
+    `citus_shard_count`: shards of each table a migration distributes on Citus (None: the
+    server's `citus.shard_count`); ignored on plain PostgreSQL.
+    """
     report = MigrationReport()
     conn.autocommit = False
     with conn.cursor() as cur:
@@ -135,7 +181,7 @@ def migrate(conn: connection, migrations: list[Migration]) -> MigrationReport:
         todo_versions = {m.version for m in todo}
         report.already_applied = [m for m in migrations if m.version not in todo_versions]
         for migration in todo:
-            _apply(conn, migration, report)
+            _apply(conn, migration, report, citus_shard_count)
     finally:
         conn.rollback()
         with conn.cursor() as cur:
@@ -144,14 +190,34 @@ def migrate(conn: connection, migrations: list[Migration]) -> MigrationReport:
     return report
 
 
-def _apply(conn: connection, migration: Migration, report: MigrationReport) -> None:
+def _on_citus(cur: psycopg2.extensions.cursor) -> bool:
+    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def _apply(
+    conn: connection, migration: Migration, report: MigrationReport, shard_count: int | None
+) -> None:
     del conn.notices[:]
+    failed_at: tuple[int, str] | None = None
     try:
         with conn.cursor() as cur:
-            cur.execute(migration.sql)
+            # Unqualified names go to public: the default "$user", public would put them in
+            # schema citus for the lab's user `citus` on a Citus server (the extension's own).
+            cur.execute("SELECT set_config('search_path', %s, true)", (SCHEMA,))
+            if _on_citus(cur):
+                cur.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+                if shard_count is not None:
+                    cur.execute(
+                        "SELECT set_config('citus.shard_count', %s, true)", (str(shard_count),)
+                    )
+            for failed_at in migration.statements():
+                cur.execute(failed_at[1])
+            failed_at = None
             cur.execute(
                 sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(
-                    sql.Identifier(LEDGER)
+                    sql.Identifier(SCHEMA, LEDGER)
                 ),
                 (migration.version, migration.name, migration.checksum),
             )
@@ -159,25 +225,63 @@ def _apply(conn: connection, migration: Migration, report: MigrationReport) -> N
     except psycopg2.Error as exc:
         conn.rollback()
         detail = (exc.pgerror or str(exc)).strip()
+        where = f" at line {failed_at[0]} ({_first_line(failed_at[1])})" if failed_at else ""
         raise MigrationError(
-            f"migration {migration.filename} failed and was rolled back: {detail}"
+            f"migration {migration.filename} failed{where} and was rolled back: {detail}"
         ) from exc
     for notice in conn.notices:
-        text = notice.strip().removeprefix("NOTICE:").strip()
+        text = _notice_text(notice)
+        local_view = _LOCAL_VIEW.search(text)
+        if local_view:
+            report.local_views.append(local_view[1])
+            continue
         report.notices.append(f"{migration.filename}: {text}")
         log.info("%s: %s", migration.filename, text)
     report.applied.append(migration)
     log.info("applied %s", migration.filename)
 
 
-def report_lines(report: MigrationReport, scheduled: list[str]) -> list[str]:
-    """What the bootstrap prints: applied files, notices, a summary, the pg_cron jobs."""
+# Citus's warning for a view over tables it does not manage (the view stays on the coordinator).
+_LOCAL_VIEW = re.compile(r'"view ([^"]+)" will be created only locally')
+
+
+def _code_lines(text: str) -> list[tuple[int, str]]:
+    """(index, line) of the lines of `text` that are neither blank nor `--` comments."""
+    return [
+        (i, line.strip())
+        for i, line in enumerate(text.splitlines())
+        if line.strip() and not line.lstrip().startswith("--")
+    ]
+
+
+def _first_line(statement: str) -> str:
+    code = _code_lines(statement)
+    first = code[0][1] if code else ""
+    return first if len(first) <= 80 else first[:77] + "..."
+
+
+def _notice_text(notice: str) -> str:
+    """A server notice on one line: `NOTICE:`/`WARNING:` and DETAIL/HINT joined."""
+    parts = [p.strip() for p in notice.strip().splitlines() if p.strip()]
+    return " ".join(parts).removeprefix("NOTICE:").strip()
+
+
+def report_lines(report: MigrationReport, conn: connection) -> list[str]:
+    """What the bootstrap prints: applied files, notices, a summary, where tables live on
+    Citus, the pg_cron jobs."""
     lines = [f"applied  {m.filename}" for m in report.applied]
     lines += [f"notice   {n}" for n in report.notices]
+    if report.local_views:
+        lines.append(
+            "notice   views kept on the Citus coordinator only (they read coordinator-local "
+            f"tables, as designed): {', '.join(sorted(set(report.local_views)))}"
+        )
     lines.append(
         f"bootstrap done: {len(report.applied)} applied, "
         f"{len(report.already_applied)} already applied"
         + (" (nothing changed)" if not report.applied else "")
     )
+    lines += [f"citus    {line}" for line in citus_layout(conn)]
+    scheduled = scheduled_jobs(conn)
     lines.append(f"scheduled jobs: {', '.join(scheduled) or 'none (pg_cron not installed)'}")
     return lines

@@ -22,6 +22,7 @@ import io
 import itertools
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -213,9 +214,19 @@ class LedgerLookup:
             self.conn.close()
 
 
+# Citus relays a worker's error during COPY with its message but SQLSTATE XX000 (internal
+# error); these are PostgreSQL's messages for the errors one row causes.
+_CITUS_RELAYED_ROW_ERROR = re.compile(
+    r"violates (check|not-null|foreign key|exclusion) constraint|no partition of relation"
+    r"|value too long|out of range|invalid input (syntax|value)|invalid byte sequence"
+)
+
+
 def row_specific(exc: psycopg2.Error) -> bool:
     """Errors one bad row causes (data exceptions, constraint or partition violations)."""
     code = getattr(exc, "pgcode", None) or ""
+    if code == "XX000":
+        return bool(_CITUS_RELAYED_ROW_ERROR.search(exc.pgerror or ""))
     return code[:2] in ("22", "23") and code != "22P04"  # 22P04: the COPY format itself
 
 

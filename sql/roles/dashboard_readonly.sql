@@ -50,3 +50,13 @@ GRANT SELECT ON
     public.bi_pipeline_batches,
     public.bi_raw_events_last_day
 TO clickstream_dashboard;
+
+-- On Citus bi_raw_events_last_day reads through a function (migration 0009); the view's
+-- readers need EXECUTE on it. Revoking it forbids raw reads there.
+DO $$
+BEGIN
+    IF to_regprocedure('public.bi_raw_events_last_day_rows()') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION public.bi_raw_events_last_day_rows() TO clickstream_dashboard;
+    END IF;
+END
+$$;

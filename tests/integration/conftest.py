@@ -1,10 +1,22 @@
-"""Integration tests run against the local stack (`make up`); they fail, not skip, without it."""
+"""Integration tests run against the local stack (`make up`); they fail, not skip, without it.
+
+Tests that take the `tier` fixture run twice: against the plain PostgreSQL server and against
+the Citus cluster (coordinator + 2 workers). The Citus tier is skipped, with the reason, only
+where the stack found no Citus to run (`.stack/citus.unavailable`, written by `make up`).
+"""
 
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 
 import pytest
+
+from clickstream_pipeline.config import Config
+from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.secrets import Secrets, resolve_secrets
+from tests.conftest import LOCAL_SECRETS, PROJECT_DIR, config_for_tests
+from tests.integration.db import bootstrap
 
 SERVICES = {
     "postgres": 55432,
@@ -13,6 +25,8 @@ SERVICES = {
     "object store": 59000,
     "key vault": 58443,
 }
+CITUS_PORTS = {"citus coordinator": 55433, "citus worker 1": 55434, "citus worker 2": 55435}
+CITUS_UNAVAILABLE = PROJECT_DIR / ".stack/citus.unavailable"
 
 
 def _open(port: int) -> bool:
@@ -29,6 +43,49 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def stack_is_up():
-    down = [name for name, port in SERVICES.items() if not _open(port)]
+    wanted = dict(SERVICES)
+    if not CITUS_UNAVAILABLE.is_file():
+        wanted.update(CITUS_PORTS)
+    down = [name for name, port in wanted.items() if not _open(port)]
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)}): run `make up`", pytrace=False)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One database server the pipeline runs against, with the env that points at it."""
+
+    name: str  # "postgres" or "citus"
+    env: str  # the config env: "local" or "local-citus"
+    config: Config
+    secrets: Secrets
+
+    @property
+    def db(self) -> ConnectionParams:
+        """The tier's pipeline database (bootstrapped)."""
+        return ConnectionParams.from_jdbc_url(self.secrets["database"])
+
+    @property
+    def citus(self) -> bool:
+        return self.name == "citus"
+
+
+TIER_ENVS = {"postgres": "local", "citus": "local-citus"}
+
+
+@pytest.fixture(scope="session", params=list(TIER_ENVS))
+def tier(request) -> Tier:
+    if request.param == "citus" and CITUS_UNAVAILABLE.is_file():
+        pytest.skip(f"Citus tier skipped: {CITUS_UNAVAILABLE.read_text().strip()}")
+    env = TIER_ENVS[request.param]
+    cfg = config_for_tests(env)
+    secrets = resolve_secrets(cfg.secrets, optional=LOCAL_SECRETS)
+    found = Tier(request.param, env, cfg, secrets)
+    bootstrap(found.db)
+    return found
+
+
+@pytest.fixture(scope="session")
+def db(tier: Tier) -> ConnectionParams:
+    """The current tier's pipeline database."""
+    return tier.db

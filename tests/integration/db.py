@@ -10,9 +10,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from psycopg2 import sql
+from pydantic import SecretStr
 
+from clickstream_pipeline.config import load_config
 from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.database import fetch as query  # noqa: F401  (the tests' name)
+from clickstream_pipeline.database import fetch as query
 from clickstream_pipeline.migrations import load_migrations, migrate
 
 LAB_COLUMNS = (
@@ -26,35 +28,73 @@ LAB_COLUMNS = (
 )
 
 
-def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
-    """A new empty database on the same server."""
-    admin = connect(replace(params, dbname="postgres"))
-    admin.autocommit = True
+def _autocommit(params: ConnectionParams, statements: Iterable[sql.Composable | str]) -> None:
+    conn = connect(params)
+    conn.autocommit = True
     try:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
     finally:
-        admin.close()
-    return replace(params, dbname=name)
+        conn.close()
+
+
+def citus_workers(params: ConnectionParams) -> list[ConnectionParams]:
+    """The worker nodes of the Citus cluster behind `params` (none on plain PostgreSQL)."""
+    rows = query(
+        params,
+        """SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeport"""
+        if query(params, "SELECT to_regclass('pg_dist_node') IS NOT NULL")[0][0]
+        else "SELECT NULL, NULL WHERE false",
+    )
+    return [replace(params, host=host, port=port) for host, port in rows]
+
+
+def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
+    """A new empty database on the same server; on Citus, on every node and joined up."""
+    workers = citus_workers(params)
+    for node in (params, *workers):
+        _autocommit(
+            replace(node, dbname="postgres"),
+            [sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))],
+        )
+    db = replace(params, dbname=name)
+    if workers:
+        for node in workers:
+            _autocommit(replace(node, dbname=name), ["CREATE EXTENSION citus"])
+        _autocommit(
+            db,
+            [
+                "CREATE EXTENSION citus",
+                sql.SQL("SELECT citus_set_coordinator_host({}, {})").format(
+                    sql.Literal(params.host), sql.Literal(params.port)
+                ),
+                *(
+                    sql.SQL("SELECT citus_add_node({}, {})").format(
+                        sql.Literal(node.host), sql.Literal(node.port)
+                    )
+                    for node in workers
+                ),
+            ],
+        )
+    return db
 
 
 def drop_database(params: ConnectionParams, name: str) -> None:
-    admin = connect(replace(params, dbname="postgres"))
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    finally:
-        admin.close()
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    for node in (params, *citus_workers(params)):
+        _autocommit(replace(node, dbname="postgres"), [drop])
+
+
+# Shards of each distributed table on the Citus tier, as `--env local-citus` bootstraps them.
+CITUS_SHARD_COUNT = load_config("local-citus", environ={}).database.citus_shard_count
 
 
 def bootstrap(params: ConnectionParams) -> None:
-    """Apply every migration, as the bootstrap job does."""
+    """Apply every migration, as the bootstrap job does (on Citus, with local-citus's shards)."""
     conn = connect(params)
     try:
-        migrate(conn, load_migrations())
+        migrate(conn, load_migrations(), CITUS_SHARD_COUNT)
     finally:
         conn.close()
 
@@ -95,3 +135,38 @@ def copy_events(params: ConnectionParams, rows: Iterable[tuple[object, ...]]) ->
         )
     conn.close()
     return count
+
+
+def create_login(db: ConnectionParams, group: str) -> ConnectionParams:
+    """A new login role in `group`, with a random password; its connection parameters.
+
+    On Citus the coordinator connects to the workers as the same role: a cluster whose nodes
+    check passwords (as the stack's does) learns the login's from `pg_dist_authinfo`.
+    """
+    login, password = f"test_login_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    statements: list[sql.Composable | str] = [
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+            sql.Identifier(login), sql.Literal(password), sql.Identifier(group)
+        )
+    ]
+    if citus_workers(db):
+        statements.append(
+            sql.SQL(
+                "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, {}, {})"
+            ).format(sql.Literal(login), sql.Literal(f"password={password}"))
+        )
+    _autocommit(db, statements)
+    return replace(db, user=login, password=SecretStr(password))
+
+
+def drop_login(db: ConnectionParams, login: ConnectionParams) -> None:
+    statements: list[sql.Composable | str] = [
+        sql.SQL("DROP ROLE {}").format(sql.Identifier(login.user or ""))
+    ]
+    if citus_workers(db):
+        statements.append(
+            sql.SQL("DELETE FROM pg_dist_authinfo WHERE rolename = {}").format(
+                sql.Literal(login.user)
+            )
+        )
+    _autocommit(db, statements)

@@ -1,4 +1,5 @@
-"""The bootstrap job and its migrations against the real PostgreSQL (hll, pg_partman, pg_cron)."""
+"""The bootstrap job and its migrations against the real servers: PostgreSQL (hll, pg_partman
+4.7, pg_cron) and the Citus cluster (citus, topn, pg_partman 5.1)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from clickstream_pipeline.database import ConnectionParams, connect
 from clickstream_pipeline.jobs import bootstrap
 from clickstream_pipeline.migrations import (
+    EQUIVALENT_EARLIER_CHECKSUMS,
     LEDGER,
     Migration,
     MigrationError,
@@ -20,14 +22,14 @@ from tests.integration.db import query, scratch_database
 
 
 @pytest.fixture(scope="module")
-def main_db(local_secrets) -> ConnectionParams:
-    return ConnectionParams.from_jdbc_url(local_secrets["database"])
+def main_db(db) -> ConnectionParams:
+    return db
 
 
-def test_bootstrap_twice_on_the_pipeline_database_second_run_changes_nothing(main_db, capsys):
-    assert bootstrap.main(["--env", "local"]) == 0
+def test_bootstrap_twice_on_the_pipeline_database_second_run_changes_nothing(tier, main_db, capsys):
+    assert bootstrap.main(["--env", tier.env]) == 0
     capsys.readouterr()
-    assert bootstrap.main(["--env", "local"]) == 0
+    assert bootstrap.main(["--env", tier.env]) == 0
     out = capsys.readouterr().out
     assert "bootstrap done: 0 applied" in out
     assert "(nothing changed)" in out
@@ -116,3 +118,28 @@ def test_exit_codes_tell_bad_config_from_database_errors(main_db, monkeypatch, c
     assert bootstrap.main(["--env", "local", "--set", "secrets.backend=env"]) == 3
     assert "password authentication failed" in caplog.text
     assert "wrong-password-123" not in caplog.text
+
+
+def test_a_failing_statement_is_named_by_file_line_and_text(main_db):
+    body = "CREATE TABLE half_done (x int);\n\n-- the bad one\nSELECT no_such_function(1);\n"
+    with scratch_database(main_db) as db:
+        conn = connect(db)
+        with pytest.raises(MigrationError) as failed:
+            migrate(conn, [*load_migrations(), Migration(99, "broken", body)])
+        conn.close()
+        assert "0099_broken.sql failed at line 4 (SELECT no_such_function(1);)" in str(failed.value)
+        assert "function no_such_function(integer) does not exist" in str(failed.value)
+        assert query(db, "SELECT to_regclass('half_done')") == [(None,)]
+
+
+def test_a_database_that_applied_the_earlier_0003_is_not_refused(main_db):
+    with scratch_database(main_db) as db:
+        conn = connect(db)
+        migrate(conn, load_migrations())
+        (earlier,) = EQUIVALENT_EARLIER_CHECKSUMS[3]
+        query(db, f"UPDATE {LEDGER} SET checksum = %s WHERE version = 3", (earlier,))
+        assert pending(conn, load_migrations()) == []
+        query(db, f"UPDATE {LEDGER} SET checksum = 'f00' WHERE version = 3")
+        with pytest.raises(MigrationError, match=r"0003_events\.sql .* must never change"):
+            pending(conn, load_migrations())
+        conn.close()

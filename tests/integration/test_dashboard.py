@@ -17,9 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any, TypeVar
 
 import pytest
 from psycopg2 import sql
-from pydantic import SecretStr
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -35,7 +33,7 @@ from selenium.webdriver.common.by import By
 
 from clickstream_pipeline.database import ConnectionParams
 from tests.conftest import PROJECT_DIR
-from tests.integration.db import bootstrapped_database, copy_events, query
+from tests.integration.db import bootstrapped_database, copy_events, create_login, query
 from tests.integration.test_rollups import HEAVY, close, synthetic_events
 
 CHROMIUM = "/usr/bin/chromium"
@@ -226,14 +224,7 @@ def read_only_login(db: ConnectionParams) -> ConnectionParams:
     """A login in the read-only group role of sql/roles/dashboard_readonly.sql."""
     role_file = resources.files("clickstream_pipeline.sql.roles") / "dashboard_readonly.sql"
     query(db, role_file.read_text(encoding="utf-8"))
-    login, password = f"test_dashboard_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    query(
-        db,
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE clickstream_dashboard").format(
-            sql.Identifier(login), sql.Literal(password)
-        ),
-    )
-    return replace(db, user=login, password=SecretStr(password))
+    return create_login(db, "clickstream_dashboard")
 
 
 def start_dashboard(reader: ConnectionParams, log: Path) -> tuple[subprocess.Popen, str]:
@@ -265,8 +256,8 @@ def start_dashboard(reader: ConnectionParams, log: Path) -> tuple[subprocess.Pop
 
 
 @pytest.fixture(scope="module")
-def dashboard(local_secrets, tmp_path_factory) -> Iterator[Dashboard]:
-    main = ConnectionParams.from_jdbc_url(local_secrets["database"])
+def dashboard(tier, tmp_path_factory) -> Iterator[Dashboard]:
+    main = tier.db
     with bootstrapped_database(main) as db:
         now = datetime.now(UTC)
         copy_events(

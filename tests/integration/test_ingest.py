@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 
-import pytest
 from pydantic import SecretStr
 
 from clickstream_pipeline.config import Config
@@ -26,17 +25,12 @@ from tests.integration.ingest_support import (
 )
 
 
-@pytest.fixture(scope="module")
-def db(local_secrets) -> ConnectionParams:
-    return ConnectionParams.from_jdbc_url(local_secrets["database"])
-
-
-def ingest_config(local_config: Config, topic: str, **kafka: object) -> Config:
+def ingest_config(base: Config, topic: str, **kafka: object) -> Config:
     name = f"q-{topic}"
-    return local_config.model_copy(
+    return base.model_copy(
         update={
-            "kafka": local_config.kafka.model_copy(update={"topics": [topic], **kafka}),
-            "ingest": local_config.ingest.model_copy(
+            "kafka": base.kafka.model_copy(update={"topics": [topic], **kafka}),
+            "ingest": base.ingest.model_copy(
                 update={"query_name": name, "trigger": "available_now"}
             ),
         }
@@ -59,16 +53,14 @@ def batch_totals(db: ConnectionParams, query_name: str) -> tuple[int, ...]:
     return tuple(int(v or 0) for v in row)
 
 
-def test_200k_messages_with_malformed_ones_land_exactly_once(
-    spark, local_config, local_secrets, db
-):
-    conf = producer_config(local_config.kafka, local_secrets)
+def test_200k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf)
     sent = produce_mix(conf, topic, 200_000)
     assert 1500 < len(sent.invalid) < 2500
-    cfg = ingest_config(local_config, topic, max_offsets_per_trigger=60_000)
+    cfg = ingest_config(tier.config, topic, max_offsets_per_trigger=60_000)
 
-    run_available_now(spark, cfg, local_secrets)
+    run_available_now(spark, cfg, tier.secrets)
 
     assert_exactly_once(db, sent)
     dead = dead_letter_values(spark, cfg, cfg.ingest.query_name)
@@ -80,16 +72,16 @@ def test_200k_messages_with_malformed_ones_land_exactly_once(
     assert (written, dead_count) == (len(sent.valid), len(sent.invalid))
 
 
-def test_a_replayed_batch_writes_nothing_twice(spark, local_config, local_secrets, db):
-    conf = producer_config(local_config.kafka, local_secrets)
+def test_a_replayed_batch_writes_nothing_twice(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
     sent = produce_mix(conf, topic, 5_000, seed=2, malformed_share=0.05)
-    cfg = ingest_config(local_config, topic)
-    settings = ingest_settings(cfg, local_secrets)
+    cfg = ingest_config(tier.config, topic)
+    settings = ingest_settings(cfg, tier.secrets)
     from clickstream_pipeline import dead_letters
 
     dead_letters.ensure_table(spark, settings.dead_letter_path)
-    options = kafka_read_options(cfg.kafka, local_secrets)
+    options = kafka_read_options(cfg.kafka, tier.secrets)
     batch = spark.read.format("kafka").options(**options).load()
 
     first = process_batch(batch, 0, settings)
@@ -103,25 +95,23 @@ def test_a_replayed_batch_writes_nothing_twice(spark, local_config, local_secret
     assert len(dead_letter_values(spark, cfg, cfg.ingest.query_name)) == len(sent.invalid)
 
 
-def test_the_event_hubs_form_through_sasl_ssl(spark, local_config, local_secrets, db):
-    kafka = local_config.kafka.model_copy(
+def test_the_event_hubs_form_through_sasl_ssl(spark, tier, db):
+    kafka = tier.config.kafka.model_copy(
         update={"security": "eventhubs", "bootstrap_servers": None}
     )
-    conf = producer_config(kafka, local_secrets)
+    conf = producer_config(kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
     sent = produce_mix(conf, topic, 3_000, seed=3)
-    cfg = ingest_config(local_config, topic, security="eventhubs", bootstrap_servers=None)
-    run_available_now(spark, cfg, local_secrets)
+    cfg = ingest_config(tier.config, topic, security="eventhubs", bootstrap_servers=None)
+    run_available_now(spark, cfg, tier.secrets)
     assert_exactly_once(db, sent)
 
 
-def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_commit(
-    spark, local_config, local_secrets, db
-):
-    conf = producer_config(local_config.kafka, local_secrets)
+def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_commit(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=1)
     sent = produce_mix(conf, topic, 2_000, seed=4, malformed_share=0)
-    cfg = ingest_config(local_config, topic)
+    cfg = ingest_config(tier.config, topic)
     # A rule of the database's own (as a user's constraint might be) rejects some rows.
     constraint = f"no_tenant_x50_{topic[-10:]}"
     query(
@@ -130,7 +120,7 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_commit(
         f"CHECK (kafka_topic IS DISTINCT FROM '{topic}' OR customer_id % 50 <> 0) NOT VALID",
     )
     try:
-        run_available_now(spark, cfg, local_secrets)
+        run_available_now(spark, cfg, tier.secrets)
     finally:
         query(db, f"ALTER TABLE events DROP CONSTRAINT {constraint}")
     banned = {k for k, v in sent.valid.items() if v[0] % 50 == 0}
@@ -142,16 +132,16 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_commit(
     assert all(reason.startswith("db_rejected: ") and constraint in reason for _, reason in dead)
 
     # the fix (the constraint is gone): replay writes them, once
-    first = replay_dead_letters(spark, cfg, local_secrets)
+    first = replay_dead_letters(spark, cfg, tier.secrets)
     assert (first.considered, first.written, first.still_dead) == (len(banned), len(banned), {})
-    again = replay_dead_letters(spark, cfg, local_secrets)
+    again = replay_dead_letters(spark, cfg, tier.secrets)
     assert (again.considered, again.written) == (0, 0)
     sent.valid = everything
     assert_exactly_once(db, sent)
 
 
-def test_a_secret_free_settings_repr(local_config, local_secrets):
-    settings = ingest_settings(local_config, local_secrets)
-    password = ConnectionParams.from_jdbc_url(local_secrets["database"]).password
+def test_a_secret_free_settings_repr(tier):
+    settings = ingest_settings(tier.config, tier.secrets)
+    password = tier.db.password
     assert isinstance(password, SecretStr)
     assert password.get_secret_value() not in repr(settings)

@@ -1,4 +1,6 @@
-"""The real ingest job killed with SIGKILL, and PostgreSQL restarted under it: no loss, no dups."""
+"""The real ingest job killed with SIGKILL, and the database restarted under it (on Citus, a
+worker node, which Citus's two-phase-commit recovery must bring back in step): no loss, no
+dups."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from clickstream_pipeline.database import ConnectionParams
 from clickstream_pipeline.source import producer_config
@@ -22,17 +22,15 @@ from tests.integration.ingest_support import (
     stored_events,
 )
 
-JOB = [sys.executable, "-m", "clickstream_pipeline.jobs.ingest", "--env", "local"]
+JOB = [sys.executable, "-m", "clickstream_pipeline.jobs.ingest"]
+STACK = PROJECT_DIR / "scripts" / "stack"
 
 
-@pytest.fixture(scope="module")
-def db(local_secrets) -> ConnectionParams:
-    return ConnectionParams.from_jdbc_url(local_secrets["database"])
-
-
-def start_job(topic: str, log: Path, *extra: str) -> subprocess.Popen:
+def start_job(env: str, topic: str, log: Path, *extra: str) -> subprocess.Popen:
     args = [
         *JOB,
+        "--env",
+        env,
         "--set",
         f'kafka.topics=["{topic}"]',
         "--set",
@@ -76,8 +74,8 @@ def ledger_batches(db: ConnectionParams, sink: str) -> set[int]:
     }
 
 
-def test_sigkill_at_several_points_then_restart(local_config, local_secrets, db, tmp_path):
-    conf = producer_config(local_config.kafka, local_secrets)
+def test_sigkill_at_several_points_then_restart(tier, db, tmp_path):
+    conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=3)
     sent = produce_mix(conf, topic, 9_000, seed=21)
     sink = f"q-{topic}"
@@ -85,17 +83,17 @@ def test_sigkill_at_several_points_then_restart(local_config, local_secrets, db,
     per_trigger = ("--set", "kafka.max_offsets_per_trigger=1500", "--available-now")
 
     # 1: right after batch 1's first COPY committed, before Spark commits the batch
-    job = start_job(topic, log, *per_trigger)
+    job = start_job(tier.env, topic, log, *per_trigger)
     wait_until(lambda: 1 in ledger_batches(db, sink), 180, job)
     kill_group(job)
     # 2: at some moment of the next run, while batches flow
-    job = start_job(topic, log, *per_trigger)
+    job = start_job(tier.env, topic, log, *per_trigger)
     first = max(ledger_batches(db, sink))
     wait_until(lambda: max(ledger_batches(db, sink)) >= first + 2, 180, job)
     time.sleep(0.7)
     kill_group(job)
     # 3: let it finish
-    job = start_job(topic, log, *per_trigger)
+    job = start_job(tier.env, topic, log, *per_trigger)
     assert job.wait(timeout=300) == 0, log.read_text()[-3000:]
 
     assert_exactly_once(db, sent)
@@ -108,20 +106,28 @@ def test_sigkill_at_several_points_then_restart(local_config, local_secrets, db,
     assert replayed[0] >= 1, "no batch was replayed after a kill between DB and checkpoint"
 
 
-def test_postgres_restart_while_the_stream_runs(local_config, local_secrets, db, tmp_path):
-    conf = producer_config(local_config.kafka, local_secrets)
+def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
+    conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
     log = tmp_path / "ingest.log"
-    job = start_job(topic, log, "--set", "ingest.trigger_interval=1 second")
+    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
     try:
         first = produce_mix(conf, topic, 3_000, seed=31)
         wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid) // 2, 180, job)
-        postgres = PROJECT_DIR / "scripts" / "stack" / "postgres.sh"
-        subprocess.run([str(postgres), "stop"], check=True, timeout=60)
+        # plain PostgreSQL: the server; Citus: one worker, holding half of every table's shards
+        stop = (
+            [str(STACK / "citus.sh"), "stop", "worker1"]
+            if tier.citus
+            else [
+                str(STACK / "postgres.sh"),
+                "stop",
+            ]
+        )
+        subprocess.run(stop, check=True, timeout=60)
         # these arrive while the database is down
         second = produce_mix(conf, topic, 3_000, seed=32, first_id=10**6)
         time.sleep(3)
-        subprocess.run([str(postgres), "start"], check=True, timeout=60)
+        subprocess.run([stop[0], "start"], check=True, timeout=60)
         first.valid.update(second.valid)
         first.invalid += second.invalid
         wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job, every=0.5)

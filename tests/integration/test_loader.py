@@ -22,9 +22,9 @@ from tests.integration.db import bootstrapped_database, query
 
 
 @pytest.fixture(scope="module")
-def bootstrapped(local_secrets):
+def bootstrapped(tier):
     """A bootstrapped scratch database (events partitioned as in production)."""
-    main = ConnectionParams.from_jdbc_url(local_secrets["database"])
+    main = tier.db
     with bootstrapped_database(main) as scratch:
         yield scratch
 

@@ -63,9 +63,9 @@ def aggregate(db: ConnectionParams) -> None:
 
 
 @pytest.fixture(scope="module")
-def loaded(local_secrets):
+def loaded(tier):
     """A bootstrapped scratch database with 60,000+ events of the last 14 minutes, rolled up."""
-    main = ConnectionParams.from_jdbc_url(local_secrets["database"])
+    main = tier.db
     with bootstrapped_database(main) as db:
         now = datetime.now(UTC)
         start = now - timedelta(minutes=14)
@@ -169,8 +169,8 @@ def test_distinct_estimates_hold_at_ten_thousand_values(loaded):
     assert close(row[0], exact[0]) and close(row[1], exact[1])
 
 
-def test_late_events_merge_into_their_bucket_once(local_secrets):
-    main = ConnectionParams.from_jdbc_url(local_secrets["database"])
+def test_late_events_merge_into_their_bucket_once(tier):
+    main = tier.db
     with bootstrapped_database(main) as db:
         now = datetime.now(UTC)
         rng = random.Random(5)
@@ -189,8 +189,8 @@ def test_late_events_merge_into_their_bucket_once(local_secrets):
         assert total[0] == 5_000 + 700 + 2 * sum(HEAVY.values())
 
 
-def test_concurrent_aggregations_while_loading_do_not_double_count(local_secrets):
-    main = ConnectionParams.from_jdbc_url(local_secrets["database"])
+def test_concurrent_aggregations_while_loading_do_not_double_count(tier):
+    main = tier.db
     with bootstrapped_database(main) as db:
         now = datetime.now(UTC)
         rng = random.Random(9)
@@ -222,8 +222,8 @@ def test_concurrent_aggregations_while_loading_do_not_double_count(local_secrets
         assert raw[0] == five[0] == hour[0] == 6 * (1_500 + sum(HEAVY.values()))
 
 
-def test_after_a_pause_past_the_premade_window_rows_still_land_in_real_partitions(local_secrets):
-    main = ConnectionParams.from_jdbc_url(local_secrets["database"])
+def test_after_a_pause_past_the_premade_window_rows_still_land_in_real_partitions(tier):
+    main = tier.db
     with bootstrapped_database(main) as db:
         # The pause: every partition from 10 minutes ago on is gone, as if the premade window
         # had run out while nothing was ingested. Maintenance (scheduled every minute) runs.

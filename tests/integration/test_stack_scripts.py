@@ -3,6 +3,7 @@
 import subprocess
 
 from tests.conftest import PROJECT_DIR
+from tests.integration.conftest import CITUS_UNAVAILABLE
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -19,7 +20,10 @@ def test_second_up_changes_nothing_and_says_so():
     up = run("up")
     assert up.returncode == 0, up.stderr
     lines = [line for line in up.stdout.splitlines() if line.startswith("[stack]")]
-    for service in ("postgres", "kafka", "objectstore"):
+    services = ["postgres", "kafka", "objectstore"]
+    if not CITUS_UNAVAILABLE.is_file():
+        services.append("citus")
+    for service in services:
         assert any(
             line.startswith(f"[stack] {service}: already running") and "nothing changed" in line
             for line in lines
@@ -36,4 +40,9 @@ def test_status_names_each_service_and_port():
         "objectstore: UP   http://127.0.0.1:59000",
     ):
         assert expected in status.stdout
+    if not CITUS_UNAVAILABLE.is_file():
+        for node in ("coordinator 127.0.0.1:55433", "worker1 127.0.0.1:55434", "worker2"):
+            assert f"citus: UP   {node}" in status.stdout
+        assert "workers in the metadata: 127.0.0.1:55434 127.0.0.1:55435" in status.stdout
+        assert "citus 13.2-1" in status.stdout and "pg_partman 5.1.0" in status.stdout
     assert "password" not in status.stdout.lower().replace("password=***", "")

@@ -66,3 +66,31 @@ def test_conf_file_is_read_and_checked(tmp_path: Path):
     bad.write_text("[kafka\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config("bad", conf_file=bad, environ={})
+
+
+def test_local_citus_extends_local_and_changes_only_the_database():
+    local = load_config("local", environ={})
+    citus = load_config("local-citus", environ={})
+    assert citus.secrets.name_of("database") == "Citus-Database-Connection-String"
+    assert citus.database.citus_shard_count == 8 and local.database.citus_shard_count is None
+    # everything else is local's, secret names included
+    assert citus.kafka == local.kafka and citus.storage == local.storage
+    assert citus.secrets.name_of("s3_access_key") == local.secrets.name_of("s3_access_key")
+
+
+def test_a_conf_file_may_extend_an_env_and_cycles_are_refused(tmp_path: Path):
+    mine = tmp_path / "mine.toml"
+    mine.write_text('extends = "local"\n[kafka]\nstarting_offsets = "latest"\n')
+    cfg = load_config("mine", conf_file=mine, environ={})
+    assert cfg.kafka.starting_offsets == "latest"
+    assert cfg.kafka.bootstrap_servers == "127.0.0.1:59092"  # from local
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop"\n')
+    with pytest.raises(ConfigError, match="without a cycle"):
+        load_config("loop", conf_file=loop, environ={})
+
+
+def test_naming_one_secret_keeps_the_other_default_names():
+    cfg = load_config("local", ["secrets.names.database=My-DB"], environ={})
+    assert cfg.secrets.name_of("database") == "My-DB"
+    assert cfg.secrets.name_of("kafka_server") == "Kafka-Server"

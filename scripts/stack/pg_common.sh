@@ -1,0 +1,92 @@
+# PostgreSQL helpers shared by postgres.sh (plain server) and citus.sh (coordinator + workers):
+# sourced after common.sh, never run.
+
+PG_USER=citus
+PG_DB=citus
+
+run_as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# pg_home NAME: a folder for NAME's data and socket that the `postgres` system user can enter:
+# $STACK_DIR/NAME, or (a checkout under a private home or mktemp folder) a folder of its own.
+pg_home() {
+  local dir="$STACK_DIR/$1"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$STACK_DIR" 2>/dev/null; then
+    dir="/var/lib/postgresql/clickstream-$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-12)/$1"
+  fi
+  install -d -m 755 "$(dirname "$dir")"
+  install -d -o postgres -g postgres -m 700 "$dir"
+  echo "$dir"
+}
+
+# pg_password: the stack's database password (made once, kept in the secrets file).
+pg_password() {
+  local password; password="$(secret_get PG_PASSWORD)"
+  if [ -z "$password" ]; then
+    password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+    secret_set PG_PASSWORD "$password"
+  fi
+  echo "$password"
+}
+
+# pg_initdb BIN DATA PORT SOCKET_DIR PRELOAD: a new data folder owned by `postgres`, user
+# $PG_USER with the stack's password over TCP, trust on its own socket only.
+pg_initdb() {
+  local bin="$1" data="$2" port="$3" socket="$4" preload="$5" pwfile
+  [ -x "$bin/initdb" ] || die "PostgreSQL 15 is not installed in $bin (run scripts/setup.sh)"
+  install -d -o postgres -g postgres -m 700 "$data"
+  pwfile="$(mktemp)"; pg_password >"$pwfile"; chown postgres "$pwfile"
+  # initdb refuses to run as root: the data folder belongs to the postgres system user.
+  run_as_postgres "$bin/initdb" -D "$data" -U "$PG_USER" --pwfile="$pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$LOG_DIR/initdb-$port.log"
+  rm -f "$pwfile"
+  cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$socket'
+shared_preload_libraries = '$preload'
+cron.database_name = '$PG_DB'
+# pg_cron runs jobs in background workers (no libpq login, so no password needed)
+cron.use_background_workers = on
+max_worker_processes = 32
+max_connections = 200
+wal_level = minimal
+max_wal_senders = 0
+synchronous_commit = off
+max_wal_size = 4GB
+CONF
+}
+
+# pg_start BIN DATA PORT [ENV=VALUE ...]: start the server (as `postgres`) and wait for it.
+pg_start() {
+  local bin="$1" data="$2" port="$3"; shift 3
+  run_as_postgres env "$@" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+  wait_for "postgres on $port" 30 "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"
+}
+
+# pg_stop BIN DATA: fast shutdown when running.
+pg_stop() {
+  [ -f "$2/postmaster.pid" ] || return 1
+  run_as_postgres "$1/pg_ctl" -D "$2" -m fast -w stop >/dev/null
+}
+
+# pg_sql DATA PORT DB SQL...: run SQL as $PG_USER over the server's own socket (the folder
+# its postmaster.pid names), where the login needs no password.
+pg_sql() {
+  local data="$1" port="$2" db="$3"; shift 3
+  psql -X -q -h "$(sed -n 5p "$data/postmaster.pid")" -p "$port" -U "$PG_USER" -d "$db" \
+    -v ON_ERROR_STOP=1 "$@"
+}
+
+# pg_ensure_database DATA PORT: create $PG_DB when missing.
+pg_ensure_database() {
+  if ! pg_sql "$1" "$2" postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
+    pg_sql "$1" "$2" postgres -c "CREATE DATABASE $PG_DB" >/dev/null
+  fi
+}
+
+# pg_extensions_available DATA PORT: the stack's extensions this server offers.
+pg_extensions_available() {
+  pg_sql "$1" "$2" "$PG_DB" -tAc "SELECT string_agg(name || ' ' || default_version, ', ' ORDER BY name) FROM pg_available_extensions WHERE name IN ('hll','pg_cron','pg_partman','citus','topn')"
+}
