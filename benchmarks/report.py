@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS, machine_facts, say
 
-PARTS = ("producer", "sink", "end_to_end", "freshness", "dashboard", "rollups")
+PARTS = ("producer", "sink", "end_to_end", "freshness", "dashboard", "rollups", "bootstrap")
 # run against both servers: `<name>.json` on plain PostgreSQL, `<name>_citus.json` on Citus
 ON_BOTH = ("sink", "end_to_end", "freshness", "dashboard")
 
@@ -56,6 +56,8 @@ def markdown(parts: dict[str, Any], machine: dict[str, Any]) -> str:
             "",
             *table(citus),
         ]
+    if "bootstrap" in parts:
+        lines += ["", "### Bootstrap of a new database", "", *bootstrap_rows(parts["bootstrap"])]
     if "rollups" in parts:
         lines += [
             "",
@@ -64,6 +66,21 @@ def markdown(parts: dict[str, Any], machine: dict[str, Any]) -> str:
             *rollup_rows(parts["rollups"]),
         ]
     return "\n".join(lines) + "\n"
+
+
+def bootstrap_rows(boot: dict[str, Any]) -> list[str]:
+    rows = [
+        "| server | first run s (median) | second run s | partitions | shards | target |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    met = boot.get("targets", {}).get("citus_first_bootstrap_within_15s")
+    for server, r in boot["servers"].items():
+        target = "" if server != "citus" else f"<= 15 s: {'met' if met else 'missed'}"
+        rows.append(
+            f"| {server} | {r['first_s_median']:.2f} | {r['second_s_median']:.2f} | "
+            f"{r['partitions']} | {r['shards']} | {target} |"
+        )
+    return rows
 
 
 def rollup_rows(roll: dict[str, Any]) -> list[str]:

@@ -1,7 +1,7 @@
 """Run every benchmark, one process each, then write the combined results.
 
 `.venv/bin/python -m benchmarks.run_all [--quick] [--only sink,freshness]` (or `make bench`):
-producer, sink, end_to_end, freshness, dashboard, rollups in turn, each writing
+producer, sink, end_to_end, freshness, dashboard, rollups, bootstrap in turn, each writing
 `benchmarks/results/<name>.json`; sink, end_to_end, freshness and dashboard run a second time
 against the Citus cluster (`--env local-citus`, `<name>_citus.json`) when the stack has one;
 then `results.json`, `results.md` and `results.png`.
@@ -24,7 +24,7 @@ from benchmarks.common import RESULTS, ROOT, machine_facts, say, write_result
 from benchmarks.report import ON_BOTH
 from tests.integration.conftest import CITUS_UNAVAILABLE
 
-ORDER = ("producer", "sink", "end_to_end", "freshness", "dashboard", "rollups")
+ORDER = ("producer", "sink", "end_to_end", "freshness", "dashboard", "rollups", "bootstrap")
 PRODUCER_LINES = {
     "raw_msg_per_s": r"raw confluent-kafka \(baseline\):\s+([\d,]+) msg/s",
     "storefront_msg_per_s": r"clickstream-produce, storefront:\s+([\d,]+) msg/s",
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             if name == "producer":
                 code = producer(args.quick)
+            elif name == "bootstrap":  # quick already: three new databases per server
+                code, _ = run(name, [])
             else:
                 code, _ = run(name, [*quick, *(["--env", env] if name in ON_BOTH else [])])
             status[key] = {"exit_code": code, "seconds": round(time.perf_counter() - t0, 1)}

@@ -39,7 +39,7 @@ print(f"env {ENV}: database {params.describe()}, secrets from {secrets.backend}"
 conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
 try:
     print(f"server: {server_facts(conn)}")
-    report = migrate(conn, load_migrations())
+    report = migrate(conn, load_migrations(), cfg.database.citus_shard_count)
     print("\n".join(report_lines(report, conn)))
 finally:
     conn.close()

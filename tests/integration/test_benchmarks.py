@@ -65,3 +65,20 @@ def test_sink_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> None:
         "rows_per_s_ge_jdbc",
         "rows_per_s_ge_1.5x_jdbc_stretch",
     }
+
+
+def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
+    from benchmarks.common import DbCpuMeter
+    from tests.integration.db import citus_workers, query
+
+    nodes = [tier.db, *citus_workers(tier.db)]
+    assert len(nodes) == (3 if tier.citus else 1)
+    with DbCpuMeter(tier.db) as meter:
+        query(tier.db, "SELECT count(*) FROM generate_series(1, 3000000)")
+    assert meter.reading.own_s > 0
+    assert len(meter.servers) == len(nodes)
+    for node in nodes:
+        pid = meter.servers[f"{node.host}:{node.port}"]
+        ((data_dir,),) = query(node, "SHOW data_directory")
+        # the postmaster of that very server: it was started on that data directory
+        assert (Path(data_dir) / "postmaster.pid").read_text().split()[0] == str(pid)
