@@ -247,3 +247,49 @@ def test_after_a_pause_past_the_premade_window_rows_still_land_in_real_partition
         assert query(db, "SELECT count(*) FROM ONLY events_default") == [(0,)]
         (placed,) = query(db, "SELECT count(*) FROM events")
         assert placed[0] == len(rows) + 1
+
+
+# The lab's own aggregation (0005's SELECT), the oracle for 0010's single-event shortcut.
+LAB_ROLLUP = """
+SELECT customer_id, event_type, country, browser, {bucket} AS bucket, count(*) AS events,
+       hll_add_agg(hll_hash_bigint(device_id), 14) AS devices,
+       hll_add_agg(hll_hash_bigint(session_id), 14) AS sessions,
+       topn_add_agg(device_id::text) AS top_devices
+FROM events GROUP BY 1, 2, 3, 4, 5
+"""
+
+
+@pytest.mark.parametrize(
+    ("table", "bucket_column", "bucket"),
+    [("rollup_events_5min", "minute", BUCKET_5MIN), ("rollup_events_1hr", "hour", HOUR)],
+    ids=["5min", "1hr"],
+)
+def test_rollup_rows_are_byte_for_byte_the_labs_aggregates(tier, table, bucket_column, bucket):
+    with bootstrapped_database(tier.db) as db:
+        start = datetime.now(UTC) - timedelta(minutes=50)
+        rows = synthetic_events(random.Random(5), 20_000, start, 2900)
+        # NULL ids, alone in their group and among others: the aggregates' own NULL handling
+        rows += [
+            (start, 5000, "buy", "India", "opera", None, 7),
+            (start, 5001, "buy", "India", "opera", 8, None),
+        ]
+        rows += [(start, 2, "click", "India", "chrome", None, None)] * 2
+        copy_events(db, rows)
+        aggregate(db)
+        (groups,) = query(
+            db,
+            f"""WITH lab AS ({LAB_ROLLUP.format(bucket=bucket)})
+                SELECT count(*) FILTER (WHERE r.customer_id IS NULL),
+                       count(*) FILTER (WHERE r.customer_id IS NOT NULL
+                           AND r.event_count = lab.events
+                           AND r.device_distinct_count IS NOT DISTINCT FROM lab.devices
+                           AND r.session_distinct_count IS NOT DISTINCT FROM lab.sessions
+                           AND r.top_devices_1000 IS NOT DISTINCT FROM lab.top_devices),
+                       count(*) FILTER (WHERE lab.events = 1), count(*)
+                FROM lab LEFT JOIN {table} r
+                  ON (r.customer_id, r.event_type, r.country, r.browser, r.{bucket_column})
+                   = (lab.customer_id, lab.event_type, lab.country, lab.browser, lab.bucket)""",
+        )
+        missing, equal, single, total = groups
+        assert missing == 0 and equal == total, groups
+        assert single > 1000  # the shortcut was taken, and often
