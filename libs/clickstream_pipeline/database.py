@@ -146,12 +146,16 @@ def server_facts(conn: psycopg2.extensions.connection) -> str:
     return f"PostgreSQL {version}; extensions (installed version or -): {extensions}"
 
 
+def _has_relation(cur: psycopg2.extensions.cursor, name: str) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
 def scheduled_jobs(conn: psycopg2.extensions.connection) -> list[str]:
     """pg_cron's jobs in this database as `name (schedule)`; empty without pg_cron."""
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('cron.job') IS NOT NULL")
-        row = cur.fetchone()
-        if row is None or not row[0]:
+        if not _has_relation(cur, "cron.job"):
             conn.rollback()
             return []
         cur.execute("SELECT jobname || ' (' || schedule || ')' FROM cron.job ORDER BY jobname")
@@ -163,9 +167,7 @@ def scheduled_jobs(conn: psycopg2.extensions.connection) -> list[str]:
 def citus_layout(conn: psycopg2.extensions.connection) -> list[str]:
     """Where the public tables live on Citus, a line per placement; empty on plain PostgreSQL."""
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('pg_dist_partition') IS NOT NULL")
-        row = cur.fetchone()
-        if row is None or not row[0]:
+        if not _has_relation(cur, "pg_dist_partition"):
             conn.rollback()
             return []
         cur.execute(

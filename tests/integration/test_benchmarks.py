@@ -82,3 +82,30 @@ def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
         ((data_dir,),) = query(node, "SHOW data_directory")
         # the postmaster of that very server: it was started on that data directory
         assert (Path(data_dir) / "postmaster.pid").read_text().split()[0] == str(pid)
+
+
+@pytest.mark.timeout(300)
+def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> None:
+    from tests.integration.conftest import CITUS_UNAVAILABLE
+
+    out = tmp_path / "rollups.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rollups", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    servers = ["postgres"] if CITUS_UNAVAILABLE.is_file() else ["postgres", "citus"]
+    assert sorted(r["server"] for r in result["runs"].values()) == sorted(servers)
+    for run in result["runs"].values():
+        assert run["events"] == 20_000 and run["total_s"] > 0 and run["db_cpu_s"] > 0
+        assert run["total_s"] == pytest.approx(sum(run["seconds"].values()))
+    if "citus" in servers:
+        plain, citus = result["runs"]["postgres_20000"], result["runs"]["citus_20000"]
+        ratio = result["ratios"]["citus_over_postgres_s_per_event_20000"]
+        assert ratio == pytest.approx(citus["us_per_event"] / plain["us_per_event"])
+        assert f"ratio citus_over_postgres_s_per_event_20000: {ratio:.2f}" in proc.stdout
+        assert len(citus["servers"]) == 3
