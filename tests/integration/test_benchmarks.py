@@ -31,31 +31,35 @@ FIGURES = (
 )
 
 
-@pytest.mark.timeout(600)
-def test_sink_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "sink.json"
+def run_quick(module: str, out: Path, timeout: float) -> tuple[dict, str]:
+    """`python -m benchmarks.<module> --quick`: its JSON result and what it printed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sink", "--quick", "--out", str(out)],
+        [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.timeout(600)
+def test_sink_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> None:
+    result, stdout = run_quick("sink", tmp_path / "sink.json", 540)
     assert result["machine"]["cores"] >= 1
     runs = result["runs"]
     printed = {}
     for key, label in LABELS.items():
         for figure in FIGURES:
             assert runs[key][figure] > 0, (key, figure)
-        line = next(li for li in proc.stdout.splitlines() if li.startswith(label))
+        line = next(li for li in stdout.splitlines() if li.startswith(label))
         printed[key] = float(re.split(r"\s{2,}", line[len(label) :].strip())[0].replace(",", ""))
         assert printed[key] == pytest.approx(runs[key]["rows_per_s"], rel=0.01, abs=1)
     for key in ("ours_csv", "jdbc", "lab", "copy_1", "copy_2"):
         ratio = result["ratios"][f"ours_over_{key}"]
         assert ratio == pytest.approx(printed["ours"] / printed[key], rel=0.02)
-        assert f"rows/s ratio ours_over_{key}: {ratio:.2f}" in proc.stdout
+        assert f"rows/s ratio ours_over_{key}: {ratio:.2f}" in stdout
         cpu = result["cpu_ratios"][f"ours_cpu_per_row_over_{key}"]
         own = runs["ours"]["db_cpu_us_per_row_own"] / runs[key]["db_cpu_us_per_row_own"]
         assert cpu == pytest.approx(own) and cpu > 0
@@ -88,16 +92,7 @@ def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
 def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> None:
     from tests.integration.conftest import CITUS_UNAVAILABLE
 
-    out = tmp_path / "rollups.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.rollups", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, stdout = run_quick("rollups", tmp_path / "rollups.json", 280)
     servers = ["postgres"] if CITUS_UNAVAILABLE.is_file() else ["postgres", "citus"]
     assert sorted(r["server"] for r in result["runs"].values()) == sorted(servers)
     for run in result["runs"].values():
@@ -107,5 +102,5 @@ def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> N
         plain, citus = result["runs"]["postgres_20000"], result["runs"]["citus_20000"]
         ratio = result["ratios"]["citus_over_postgres_s_per_event_20000"]
         assert ratio == pytest.approx(citus["us_per_event"] / plain["us_per_event"])
-        assert f"ratio citus_over_postgres_s_per_event_20000: {ratio:.2f}" in proc.stdout
+        assert f"ratio citus_over_postgres_s_per_event_20000: {ratio:.2f}" in stdout
         assert len(citus["servers"]) == 3
