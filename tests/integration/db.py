@@ -41,11 +41,10 @@ def _autocommit(params: ConnectionParams, statements: Iterable[sql.Composable | 
 
 def citus_workers(params: ConnectionParams) -> list[ConnectionParams]:
     """The worker nodes of the Citus cluster behind `params` (none on plain PostgreSQL)."""
+    if not query(params, "SELECT to_regclass('pg_dist_node') IS NOT NULL")[0][0]:
+        return []
     rows = query(
-        params,
-        """SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeport"""
-        if query(params, "SELECT to_regclass('pg_dist_node') IS NOT NULL")[0][0]
-        else "SELECT NULL, NULL WHERE false",
+        params, "SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeport"
     )
     return [replace(params, host=host, port=port) for host, port in rows]
 
