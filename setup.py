@@ -62,6 +62,7 @@ setup(
         "psycopg2-binary>=2.9",
         "sqlparse>=0.5",
         "adbc-driver-postgresql>=1.0",
+        "msgspec>=0.18",
         "azure-identity>=1.15",
         "azure-keyvault-secrets>=4.7",
         "confluent-kafka>=2.3",

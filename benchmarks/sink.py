@@ -46,8 +46,8 @@ from benchmarks.common import (
     write_result,
 )
 from clickstream_pipeline.database import ConnectionParams, connect, fetch
-from clickstream_pipeline.schema import EVENT_COLUMNS
-from clickstream_pipeline.sink import OUTPUT_SCHEMA, SinkSettings, to_csv, write_and_route
+from clickstream_pipeline.schema import EVENT_COLUMNS, ROUTED_SCHEMA
+from clickstream_pipeline.sink import SinkSettings, to_csv, write_and_route
 from clickstream_pipeline.spark import build_spark
 
 
@@ -148,7 +148,7 @@ def ours(
         batch_id=0,
         copy_format=copy_format,
     )
-    stats = df.mapInArrow(write_and_route(settings), OUTPUT_SCHEMA).collect()
+    stats = df.mapInArrow(write_and_route(settings), ROUTED_SCHEMA).collect()
     written = sum(r["written"] or 0 for r in stats if r["kind"] == "stats")
     if written != expected:
         raise RuntimeError(f"our sink wrote {written} rows, expected {expected}")

@@ -26,10 +26,11 @@ from pyspark.sql.streaming import StreamingQuery
 from clickstream_pipeline import dead_letters
 from clickstream_pipeline.config import Config
 from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.schema import ROUTED_SCHEMA
 from clickstream_pipeline.secrets import Secrets
 from clickstream_pipeline.sink import (
-    OUTPUT_SCHEMA,
     SinkSettings,
+    check_and_route,
     retrying,
     write_and_route,
 )
@@ -48,6 +49,7 @@ class IngestSettings:
     schema_name: str
     table_name: str
     copy_format: Literal["binary", "csv"] = "binary"
+    validation: Literal["worker", "spark"] = "worker"
     rollup_after_batch: bool = False
     max_attempts: int = 8
     backoff_s: float = 0.25
@@ -68,12 +70,42 @@ class IngestSettings:
         )
 
 
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
+# The sink name (in the ledger) of records the worker left to Spark's rules
+SPARK_RULES_SUFFIX = ":spark-rules"
+
+
 def route(records: DataFrame, sink: SinkSettings, rules: Rules) -> DataFrame:
-    """Kafka-shaped rows through validation and the sink; the dead letters and counts, cached."""
+    """Kafka-shaped rows through Spark's rules and the sink; dead letters and counts, cached."""
     return (
         validate(records, rules)
-        .mapInArrow(write_and_route(sink), OUTPUT_SCHEMA)
+        .mapInArrow(write_and_route(sink), ROUTED_SCHEMA)
         .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+
+
+def route_in_worker(
+    records: DataFrame, sink: SinkSettings, rules: Rules, now: datetime
+) -> DataFrame:
+    """The same, validated in the Python worker (`arrow_validation`); records it leaves to
+    Spark come back as kind "undecided"."""
+    now_us = int(now.timestamp() * 1_000_000)
+    return (
+        records.select(*KAFKA_COLUMNS)
+        .mapInArrow(check_and_route(sink, rules, now_us), ROUTED_SCHEMA)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+
+
+def undecided_records(routed: DataFrame) -> DataFrame:
+    """The raw Kafka rows the worker left to Spark's rules."""
+    return routed.filter(F.col("kind") == "undecided").select(
+        F.col("raw_key").alias("key"),
+        F.col("raw_value").alias("value"),
+        "topic",
+        "partition",
+        "offset",
+        F.col("kafka_timestamp").alias("timestamp"),
     )
 
 
@@ -106,6 +138,7 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         schema_name=cfg.database.schema_name,
         table_name=cfg.database.events_table,
         copy_format=cfg.ingest.sink_copy_format,
+        validation=cfg.ingest.validation,
         rollup_after_batch=cfg.ingest.rollup_after_batch,
         max_attempts=cfg.ingest.sink_max_attempts,
         backoff_s=cfg.ingest.sink_backoff_s,
@@ -126,13 +159,24 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     started = time.monotonic()
     started_at = datetime.now(UTC)
     spark = batch_df.sparkSession
-    routed = route(batch_df, settings.sink(settings.query_name, batch_id), settings.rules)
+    sink = settings.sink(settings.query_name, batch_id)
+    if settings.validation == "worker":
+        passes = [route_in_worker(batch_df, sink, settings.rules, started_at)]
+    else:
+        passes = [route(batch_df, sink, settings.rules)]
     try:
-        stats = routed.filter(F.col("kind") == "stats").collect()
+        stats = passes[0].filter(F.col("kind") == "stats").collect()
+        if any(r["undecided"] for r in stats):
+            name = settings.query_name + SPARK_RULES_SUFFIX
+            left = undecided_records(passes[0])
+            passes.append(route(left, settings.sink(name, batch_id, "runs"), settings.rules))
+            stats += passes[1].filter(F.col("kind") == "stats").collect()
         sink_s = time.monotonic() - started
         rows_dead = sum(r["dead"] for r in stats)
         if rows_dead:
-            dead = routed.filter(F.col("kind") == "dead")
+            dead = functools.reduce(
+                DataFrame.unionByName, [p.filter(F.col("kind") == "dead") for p in passes]
+            )
             if any(r["db_rejected"] for r in stats):
                 dead = _with_raw_records(dead, batch_df)
             # the streaming query's id is stable across restarts from the same checkpoint
@@ -155,7 +199,8 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
                 batch_id,
             )
     finally:
-        routed.unpersist()
+        for routed in passes:
+            routed.unpersist()
     committed_at = datetime.now(UTC)
     delays = [
         (committed_at - r[key].replace(tzinfo=UTC)).total_seconds()
@@ -169,9 +214,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         rows_written=sum(r["written"] for r in stats),
         rows_duplicate=sum(r["duplicates"] for r in stats),
         rows_dead=rows_dead,
-        offsets={
-            f"{r['topic']}/{r['partition']}": [r["first_offset"], r["last_offset"]] for r in stats
-        },
+        offsets=offset_spans(stats),
         seconds=time.monotonic() - started,
         max_delay_s=max(delays) if delays else None,
         min_delay_s=min(delays) if delays else None,
@@ -201,6 +244,16 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     if not report.balanced:
         raise RuntimeError(f"batch {batch_id} does not balance: {report}")
     return report
+
+
+def offset_spans(stats: list[Any]) -> dict[str, list[int]]:
+    """First and last offset read per `topic/partition` over a batch's statistics rows."""
+    spans: dict[str, list[int]] = {}
+    for r in stats:
+        key = f"{r['topic']}/{r['partition']}"
+        low, high = spans.get(key, (r["first_offset"], r["last_offset"]))
+        spans[key] = [min(low, r["first_offset"]), max(high, r["last_offset"])]
+    return dict(sorted(spans.items()))
 
 
 def _with_raw_records(dead: DataFrame, batch_df: DataFrame) -> DataFrame:

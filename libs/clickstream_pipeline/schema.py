@@ -1,6 +1,15 @@
 """Explicit schemas: the Kafka message, the events row, the dead letter."""
 
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    BinaryType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
 
 LAB_FIELDS = ("customer_id", "event_type", "country", "browser", "device_id", "session_id")
 ID_FIELDS = ("customer_id", "device_id", "session_id")
@@ -41,4 +50,54 @@ EVENT_COLUMNS = (
     "kafka_partition",
     "kafka_offset",
     "source_event_id",
+)
+
+# What validation gives per record (`transforms.validate` in Spark, `arrow_validation` in the
+# Python worker): the events columns, the Kafka timestamp, the first rule broken (null when
+# valid) and, for rejected records only, the raw key and value.
+VALIDATED_SCHEMA = StructType(
+    [
+        StructField("event_time", TimestampType()),
+        StructField("customer_id", LongType()),
+        StructField("event_type", StringType()),
+        StructField("country", StringType()),
+        StructField("browser", StringType()),
+        StructField("device_id", LongType()),
+        StructField("session_id", LongType()),
+        StructField("kafka_topic", StringType()),
+        StructField("kafka_partition", IntegerType()),
+        StructField("kafka_offset", LongType()),
+        StructField("source_event_id", LongType()),
+        StructField("kafka_timestamp", TimestampType()),
+        StructField("reject_reason", StringType()),
+        StructField("raw_key", BinaryType()),
+        StructField("raw_value", BinaryType()),
+    ]
+)
+assert tuple(f.name for f in VALIDATED_SCHEMA.fields[: len(EVENT_COLUMNS)]) == EVENT_COLUMNS
+
+# What each sink task returns (`sink.write_and_route`): its dead letters (kind "dead", with the
+# reason), the records left to Spark's rules (kind "undecided", raw) and one statistics row per
+# Kafka partition (kind "stats": counts, offsets, oldest and newest Kafka timestamp).
+ROUTED_SCHEMA = StructType(
+    [
+        StructField("kind", StringType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("kafka_timestamp", TimestampType()),
+        StructField("raw_key", BinaryType()),
+        StructField("raw_value", BinaryType()),
+        StructField("reason", StringType()),
+        *[
+            StructField(name, LongType())
+            for name in ("rows_in", "written", "duplicates", "dead", "db_rejected", "undecided")
+        ],
+        StructField("first_offset", LongType()),
+        StructField("last_offset", LongType()),
+        StructField("oldest", TimestampType()),
+        StructField("newest", TimestampType()),
+        StructField("attempts", IntegerType()),
+        StructField("seconds", DoubleType()),
+    ]
 )

@@ -35,18 +35,13 @@ import psycopg2.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from pyspark.sql.pandas.types import to_arrow_schema
 
-from clickstream_pipeline.schema import EVENT_COLUMNS
+from clickstream_pipeline.arrow_validation import check_batch
+from clickstream_pipeline.schema import EVENT_COLUMNS, ROUTED_SCHEMA
+from clickstream_pipeline.transforms import Rules
 
 log = logging.getLogger(__name__)
-
-# What a task returns: dead letters (kind "dead") and per-Kafka-partition counts (kind "stats").
-OUTPUT_SCHEMA = (
-    "kind string, topic string, partition int, offset long, kafka_timestamp timestamp, "
-    "raw_key binary, raw_value binary, reason string, rows_in long, written long, "
-    "duplicates long, dead long, db_rejected long, first_offset long, last_offset long, "
-    "oldest timestamp, newest timestamp, attempts int, seconds double"
-)
 
 # SQLSTATEs worth retrying: connection trouble, server shutting down or starting, serialization
 # failure, deadlock, too many connections, and a unique violation (only the ledger has a unique
@@ -332,13 +327,12 @@ def adbc_connection(connect_kwargs: dict[str, Any]) -> adbc.Connection:
     return root.adbc_clone()
 
 
-def partitions_of(table: pa.Table) -> Iterator[tuple[str, int, pa.Table]]:
+def partitions_of(
+    table: pa.Table, topic_column: str = "kafka_topic", partition_column: str = "kafka_partition"
+) -> Iterator[tuple[str, int, pa.Table]]:
     """(topic, partition, rows) for each Kafka partition in `table`."""
-    keys = (
-        table.select(["kafka_topic", "kafka_partition"])
-        .group_by(["kafka_topic", "kafka_partition"])
-        .aggregate([])
-    )
+    names = [topic_column, partition_column]
+    keys = table.select(names).group_by(names).aggregate([])
     if keys.num_rows == 1:
         yield keys.column(0)[0].as_py(), keys.column(1)[0].as_py(), table
         return
@@ -346,8 +340,8 @@ def partitions_of(table: pa.Table) -> Iterator[tuple[str, int, pa.Table]]:
         keys.column(0).to_pylist(), keys.column(1).to_pylist(), strict=True
     ):
         mask = pc.and_(
-            pc.equal(table.column("kafka_topic"), topic),
-            pc.equal(table.column("kafka_partition"), partition),
+            pc.equal(table.column(topic_column), topic),
+            pc.equal(table.column(partition_column), partition),
         )
         yield topic, partition, table.filter(mask)
 
@@ -476,7 +470,6 @@ def write_and_route(
         table = pa.Table.from_batches(received)
         if table.num_rows == 0:
             return
-        schema = output_arrow_schema()
         for topic, partition, rows in partitions_of(table):
             valid_rows = valid_rows_of(rows).select(list(EVENT_COLUMNS))
             if streamed is not None:
@@ -492,27 +485,27 @@ def write_and_route(
                 written = write_range(settings, topic, partition, valid_rows)
             else:
                 written = NOTHING_WRITTEN
-            yield from route_outputs(schema, topic, partition, rows, written)
+            yield from route_outputs(topic, partition, rows, written)
 
     return run
 
 
 def route_outputs(
-    schema: pa.Schema, topic: str, partition: int, rows: pa.Table, written: dict[str, Any]
+    topic: str, partition: int, rows: pa.Table, written: dict[str, Any]
 ) -> Iterator[pa.RecordBatch]:
     """One Kafka partition's dead letters (invalid or refused rows) and its statistics row."""
     invalid = pc.is_valid(rows.column("reject_reason"))
     dead = rows.filter(invalid)
     rejected = dict(zip(written["rejected_offsets"], written["rejected_errors"], strict=True))
     if dead.num_rows:
-        yield _dead_batch(schema, dead, dead.column("reject_reason"), with_raw=True)
+        yield _dead_batch(dead, dead.column("reject_reason"), with_raw=True)
     if rejected:
         # raw key and value are filled in by the driver from the micro-batch
         refused = rows.filter(
             pc.is_in(rows.column("kafka_offset"), pa.array(list(rejected), pa.int64()))
         )
         reasons = [rejected[o] for o in refused.column("kafka_offset").to_pylist()]
-        yield _dead_batch(schema, refused, pa.array(reasons, pa.string()), with_raw=False)
+        yield _dead_batch(refused, pa.array(reasons, pa.string()), with_raw=False)
     offsets, stamps = rows.column("kafka_offset"), rows.column("kafka_timestamp")
     stats = {
         "kind": "stats",
@@ -523,6 +516,7 @@ def route_outputs(
         "duplicates": written["duplicates"],
         "dead": dead.num_rows + len(rejected),
         "db_rejected": len(rejected),
+        "undecided": 0,
         "first_offset": pc.min(offsets).as_py(),
         "last_offset": pc.max(offsets).as_py(),
         "oldest": pc.min(stamps).as_py(),
@@ -530,58 +524,85 @@ def route_outputs(
         "attempts": written["attempts"],
         "seconds": written["seconds"],
     }
-    yield pa.RecordBatch.from_pylist([stats], schema=schema)
+    yield pa.RecordBatch.from_pylist([stats], schema=ROUTED_ARROW_SCHEMA)
 
 
-def _dead_batch(
-    schema: pa.Schema, rows: pa.Table, reasons: pa.Array, with_raw: bool
-) -> pa.RecordBatch:
-    """Dead-letter rows of the output schema from validated rows."""
-    n = rows.num_rows
-    columns = {
-        "kind": pa.array(["dead"] * n),
-        "topic": rows.column("kafka_topic"),
-        "partition": rows.column("kafka_partition"),
-        "offset": rows.column("kafka_offset"),
-        "kafka_timestamp": rows.column("kafka_timestamp"),
-        "reason": reasons,
-    }
-    if with_raw:
-        columns["raw_key"] = rows.column("raw_key")
-        columns["raw_value"] = rows.column("raw_value")
+def routed_batch(n: int, **columns: Any) -> pa.RecordBatch:
+    """`n` rows of the routed schema: the columns given, nulls elsewhere."""
     arrays = []
-    for f in schema:
+    for f in ROUTED_ARROW_SCHEMA:
         column = columns.get(f.name)
         if column is None:
             arrays.append(pa.nulls(n, f.type))
         else:
             column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
             arrays.append(column.cast(f.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.RecordBatch.from_arrays(arrays, schema=ROUTED_ARROW_SCHEMA)
 
 
-def output_arrow_schema() -> pa.Schema:
-    ts = pa.timestamp("us", tz="UTC")
-    return pa.schema(
-        [
-            ("kind", pa.string()),
-            ("topic", pa.string()),
-            ("partition", pa.int32()),
-            ("offset", pa.int64()),
-            ("kafka_timestamp", ts),
-            ("raw_key", pa.binary()),
-            ("raw_value", pa.binary()),
-            ("reason", pa.string()),
-            ("rows_in", pa.int64()),
-            ("written", pa.int64()),
-            ("duplicates", pa.int64()),
-            ("dead", pa.int64()),
-            ("db_rejected", pa.int64()),
-            ("first_offset", pa.int64()),
-            ("last_offset", pa.int64()),
-            ("oldest", ts),
-            ("newest", ts),
-            ("attempts", pa.int32()),
-            ("seconds", pa.float64()),
-        ]
+def _dead_batch(rows: pa.Table, reasons: pa.Array, with_raw: bool) -> pa.RecordBatch:
+    """Dead-letter rows of the routed schema from validated rows."""
+    raw = {"raw_key": rows.column("raw_key"), "raw_value": rows.column("raw_value")}
+    return routed_batch(
+        rows.num_rows,
+        kind=pa.array(["dead"] * rows.num_rows),
+        topic=rows.column("kafka_topic"),
+        partition=rows.column("kafka_partition"),
+        offset=rows.column("kafka_offset"),
+        kafka_timestamp=rows.column("kafka_timestamp"),
+        reason=reasons,
+        **(raw if with_raw else {}),
     )
+
+
+def _undecided_batches(raw: pa.Table) -> Iterator[pa.RecordBatch]:
+    """Records left to Spark's rules, raw, and one statistics row per Kafka partition."""
+    table = raw.rename_columns(
+        {"key": "raw_key", "value": "raw_value", "timestamp": "kafka_timestamp"}
+    ).select(["raw_key", "raw_value", "topic", "partition", "offset", "kafka_timestamp"])
+    yield routed_batch(
+        table.num_rows,
+        kind=pa.array(["undecided"] * table.num_rows),
+        **{name: table.column(name) for name in table.column_names},
+    )
+    for topic, partition, rows in partitions_of(table, "topic", "partition"):
+        offsets = rows.column("offset")
+        yield routed_batch(
+            1,
+            kind=pa.array(["stats"]),
+            topic=pa.array([topic]),
+            partition=pa.array([partition]),
+            undecided=pa.array([rows.num_rows]),
+            first_offset=pa.array([pc.min(offsets).as_py()]),
+            last_offset=pa.array([pc.max(offsets).as_py()]),
+            **{k: pa.array([0]) for k in ("rows_in", "written", "duplicates", "dead")},
+        )
+
+
+def check_and_route(
+    settings: SinkSettings, rules: Rules, now_us: int
+) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
+    """The `mapInArrow` function over raw Kafka rows: validated in the worker, then routed.
+
+    Records the worker's rules leave to Spark come back as kind "undecided" rows.
+    """
+    route_validated = write_and_route(settings)
+
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        left: list[pa.RecordBatch] = []
+
+        def validated() -> Iterator[pa.RecordBatch]:
+            for raw in batches:
+                checked = check_batch(raw, rules, now_us)
+                if checked.undecided.num_rows:
+                    left.append(checked.undecided)
+                yield checked.validated
+
+        yield from route_validated(validated())
+        if left:
+            yield from _undecided_batches(pa.Table.from_batches(left))
+
+    return run
+
+
+ROUTED_ARROW_SCHEMA = to_arrow_schema(ROUTED_SCHEMA)

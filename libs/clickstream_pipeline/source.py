@@ -71,6 +71,8 @@ def kafka_read_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
         "failOnDataLoss": str(kafka.fail_on_data_loss).lower(),
         "includeHeaders": "false",
         "kafka.fetch.max.wait.ms": str(kafka.fetch_max_wait_ms),
+        "kafka.max.poll.records": str(kafka.max_poll_records),
+        "kafka.max.partition.fetch.bytes": str(kafka.max_partition_fetch_bytes),
     }
     if kafka.topic_pattern:
         options["subscribePattern"] = kafka.topic_pattern

@@ -22,6 +22,8 @@ def test_plaintext_options_from_config():
         fail_on_data_loss=False,
         starting_offsets="latest",
         fetch_max_wait_ms=30,
+        max_poll_records=700,
+        max_partition_fetch_bytes=4096,
     )
     assert kafka_read_options(kafka, secrets()) == {
         "kafka.bootstrap.servers": "b:9092",
@@ -30,6 +32,8 @@ def test_plaintext_options_from_config():
         "failOnDataLoss": "false",
         "includeHeaders": "false",
         "kafka.fetch.max.wait.ms": "30",
+        "kafka.max.poll.records": "700",
+        "kafka.max.partition.fetch.bytes": "4096",
         "maxOffsetsPerTrigger": "100",
         "minPartitions": "8",
     }

@@ -1,0 +1,120 @@
+"""The Python worker's rules against Spark's: same verdict and same columns, record by record."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from clickstream_pipeline.arrow_validation import check_batch
+from clickstream_pipeline.transforms import Rules, validate
+from tests.unit.test_transforms import LAB, RULE_CASES, kafka_rows, message
+
+NOW = datetime.now(UTC).replace(tzinfo=None)
+HOUR_AGO = (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+MS_AGO = int((NOW - timedelta(minutes=5)).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def raw(text: str) -> bytes:
+    return text.encode()
+
+
+# Records the worker decides itself (valid ones in every form the producers send, and
+# invalid ones of each rule it covers).
+PLAIN = [
+    message(),
+    message(event_id=5),
+    message(event_time=HOUR_AGO + ".250Z"),
+    message(event_time=HOUR_AGO + "Z"),
+    message(event_time=HOUR_AGO + ".123456+02:00"),
+    message(event_time=HOUR_AGO + "-05:30"),
+    message(event_time=str(MS_AGO)),
+    message(event_time=MS_AGO),
+    message(customer_id="71", device_id="007"),
+    message(event_type=" Click ", browser="FireFox"),
+    message(country="Côte d'Ivoire \"quoted\" \\ 😀 '); DROP TABLE events; --"),
+    json.dumps({**LAB, "country": "emoji 😀 \u2028"}, ensure_ascii=True).encode(),
+    message(country="  spaced  "),
+    message(extra={"x": [1, {"y": None}]}, more="text"),
+    message(customer_id=None),
+    message(customer_id=0),
+    message(customer_id=-5),
+    message(session_id="0"),
+    message(country=""),
+    message(browser="   "),
+    message(country="x" * 257),
+    message(event_type="cl\u0000ick"),
+    message(country="tab\there"),
+    message(country="[list"),
+    message(event_id=0),
+    message(event_time=(NOW - timedelta(days=3)).isoformat() + "Z"),
+    message(event_time=(NOW + timedelta(hours=1)).isoformat() + "Z"),
+    raw(
+        '{"customer_id":1,"event_type":"a","country":"b","browser":"c","device_id":2,'
+        '"session_id":3,"country":"last wins"}'
+    ),
+    raw('{"Customer_ID": 5}'),
+    raw("{}"),
+    None,
+]
+# Records Spark judges (the worker hands them back undecided).
+SPARK_DECIDES = [
+    message(browser={"name": "opera"}),
+    raw('{"customer_id": NaN}'),
+    raw("{'customer_id': 70}"),
+    raw('{"customer_id": 70} trailing'),
+    raw('{"customer_id": 01}'),
+    raw('{"_corrupt_record": "x", "customer_id": 1}'),
+    raw('{"\\u005fcorrupt_record": 1}'),
+    message(customer_id=" 71"),
+    message(customer_id="+71"),
+    message(customer_id=1.0),
+    message(customer_id=True),
+    message(customer_id=2**63),
+    message(country=70),
+    message(event_type="CLİCK"),
+    message(browser="Σafari"),
+    message(event_time="2026-02-30T00:00:00Z"),
+    message(event_time=HOUR_AGO),
+    message(event_time=HOUR_AGO.replace("T", " ") + "Z"),
+    message(event_time="2026-11-26"),
+    message(event_time=HOUR_AGO + "+19:00"),
+    message(event_time=123),
+    message(event_time=f"{MS_AGO}\n"),
+    raw(' {"customer_id": 1} '),
+    raw("null"),
+    raw('"text"'),
+    raw("{" + '"x":"' + "y" * 1000 + '"}'),
+    b"\xef\xbb\xbf" + message(),
+]
+
+
+def spark_rows(spark, values, rules):
+    return {
+        r["kafka_offset"]: r.asDict() for r in validate(kafka_rows(spark, values), rules).collect()
+    }
+
+
+def worker_rows(values, rules, spark):
+    batch = kafka_rows(spark, values).toArrow().combine_chunks().to_batches()[0]
+    now_us = int(datetime.now(UTC).timestamp() * 1e6)
+    checked = check_batch(batch, rules, now_us)
+    rows = {r["kafka_offset"]: r for r in checked.validated.to_pylist()}
+    return rows, set(checked.undecided.column("offset").to_pylist())
+
+
+@pytest.mark.parametrize("rules", [Rules(), Rules(max_text_length=10)], ids=["default", "short"])
+def test_worker_and_spark_agree_on_every_decided_record(spark, rules):
+    values = PLAIN + SPARK_DECIDES + [value for value, _ in RULE_CASES]
+    expected = spark_rows(spark, values, rules)
+    got, undecided = worker_rows(values, rules, spark)
+    assert set(got) | undecided == set(expected) and not set(got) & undecided
+    for offset, row in got.items():
+        want = expected[offset]
+        want["event_time"] = want["event_time"].replace(tzinfo=UTC)
+        want["kafka_timestamp"] = want["kafka_timestamp"].replace(tzinfo=UTC)
+        assert row == want, values[offset]
+    decided = {values[offset] for offset in got}
+    assert [v for v in PLAIN if v not in decided] == [], "plain records are decided"
+    assert [v for v in SPARK_DECIDES if v in decided] == [], "the others are left to Spark"
