@@ -112,6 +112,29 @@ def copy_baseline(db: Any, folder: Path, n: int) -> dict[str, Any]:
     return result
 
 
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def breakdown(ingest: dict[str, Any], n: int) -> dict[str, float]:
+    """Where the wall time went: warm-up, steady batches, time between batches."""
+    seconds = ingest["batch_seconds"]
+    busy = [s for s, r in zip(seconds, ingest["batch_rows_per_s"], strict=True) if r > 1000]
+    median = sorted(busy)[len(busy) // 2] if busy else 0.0
+    first = seconds[0] if seconds else 0.0
+    other = sum(seconds[1:])
+    outside = ingest["wall_seconds"] - sum(seconds)
+    rows_after_first = n - (ingest["batch_rows_per_s"][0] * first if seconds else 0)
+    return {
+        "first_batch_s": round(first, 3),
+        "warm_up_s": round(max(first - median, 0.0), 3),
+        "other_batches_s": round(other, 3),
+        "steady_rows_per_s": rows_after_first / other if other else 0.0,
+        "outside_batches_s": round(outside, 3),
+        "outside_per_batch_s": round(outside / max(len(seconds), 1), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2_000_000)
@@ -202,6 +225,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = results["ingest"]["rows_per_s"] / results["copy_1"]["rows_per_s"]
     results["ratio_ingest_over_copy_1"] = ratio
+    results["breakdown"] = breakdown(results["ingest"], n)
+    b = results["breakdown"]
+    print(
+        f"\nwhere the {results['ingest']['wall_seconds']:.1f}s went: first batch "
+        f"{b['first_batch_s']:.1f}s ({b['warm_up_s']:.1f}s of it warm-up over the median batch); "
+        f"{b['other_batches_s']:.1f}s in the other batches ({_n(b['steady_rows_per_s'])} rows/s; "
+        f"per stage: benchmarks/stages.py); {b['outside_batches_s']:.1f}s outside batches "
+        f"(query start, checkpoint writes, offsets, planning: "
+        f"{b['outside_per_batch_s']:.2f}s a batch)"
+    )
     results["targets"] = {"e2e_ge_40pct_of_copy_1": ratio >= 0.4}
     print(
         f"\nend to end {results['ingest']['rows_per_s']:,.0f} rows/s vs psql \\copy x1 "

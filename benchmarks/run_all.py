@@ -1,8 +1,9 @@
 """Run every benchmark, one process each, then write the combined results.
 
 `.venv/bin/python -m benchmarks.run_all [--quick] [--only sink,freshness]` (or `make bench`):
-producer, sink, end_to_end, freshness, dashboard, rollups, bootstrap in turn, each writing
-`benchmarks/results/<name>.json`; sink, end_to_end, freshness and dashboard run a second time
+producer, sink, stages, end_to_end, freshness, dashboard, rollups, bootstrap in turn, each
+writing `benchmarks/results/<name>.json`; sink, stages, end_to_end, freshness and dashboard run a
+second time
 against the Citus cluster (`--env local-citus`, `<name>_citus.json`) when the stack has one;
 then `results.json`, `results.md` and `results.png`.
 A failed benchmark is reported and the others still run; the exit code is 1 if any failed.
@@ -24,7 +25,16 @@ from benchmarks.common import RESULTS, ROOT, machine_facts, say, write_result
 from benchmarks.report import ON_BOTH
 from tests.integration.conftest import CITUS_UNAVAILABLE
 
-ORDER = ("producer", "sink", "end_to_end", "freshness", "dashboard", "rollups", "bootstrap")
+ORDER = (
+    "producer",
+    "sink",
+    "stages",
+    "end_to_end",
+    "freshness",
+    "dashboard",
+    "rollups",
+    "bootstrap",
+)
 PRODUCER_LINES = {
     "raw_msg_per_s": r"raw confluent-kafka \(baseline\):\s+([\d,]+) msg/s",
     "storefront_msg_per_s": r"clickstream-produce, storefront:\s+([\d,]+) msg/s",

@@ -19,6 +19,7 @@ import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="100,000 messages, 1 run each")
+    parser.add_argument("--out", type=Path, default=None)
     add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["stages"] = figures
         finally:
             spark.stop()
-    write_result(result_name("stages", args.env), results)
+    write_result(result_name("stages", args.env), results, args.out)
     return results
 
 

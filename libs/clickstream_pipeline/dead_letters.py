@@ -9,6 +9,8 @@ batch id), so a replayed micro-batch adds nothing twice.
 
 from __future__ import annotations
 
+from typing import Any
+
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -41,7 +43,19 @@ KEY = ("query_name", "topic", "partition", "offset")
 
 
 def ensure_table(spark: SparkSession, path: str) -> None:
-    DeltaTable.createIfNotExists(spark).location(path).addColumns(DEAD_LETTER_SCHEMA).execute()
+    """Create the table unless its Delta log is there (checked without a Spark job)."""
+    if not _has_delta_log(spark, path):
+        DeltaTable.createIfNotExists(spark).location(path).addColumns(DEAD_LETTER_SCHEMA).execute()
+
+
+def _has_delta_log(spark: SparkSession, path: str) -> bool:
+    try:
+        jvm: Any = spark.sparkContext._jvm
+        log = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
+        fs = log.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        return bool(fs.exists(log))
+    except Exception:  # Spark Connect (no JVM here): let Delta decide
+        return False
 
 
 def append(path: str, dead: DataFrame, app_id: str, batch_id: int) -> None:

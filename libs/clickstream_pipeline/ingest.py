@@ -26,6 +26,7 @@ from pyspark.sql.streaming import StreamingQuery
 from clickstream_pipeline import dead_letters
 from clickstream_pipeline.config import Config
 from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.rollup_runner import runner_for
 from clickstream_pipeline.schema import ROUTED_SCHEMA
 from clickstream_pipeline.secrets import Secrets
 from clickstream_pipeline.sink import (
@@ -51,6 +52,8 @@ class IngestSettings:
     copy_format: Literal["binary", "csv"] = "binary"
     validation: Literal["worker", "spark"] = "worker"
     rollup_after_batch: bool = False
+    rollup_in_background: bool = True
+    max_tasks: int | None = None
     max_attempts: int = 8
     backoff_s: float = 0.25
 
@@ -140,6 +143,8 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         copy_format=cfg.ingest.sink_copy_format,
         validation=cfg.ingest.validation,
         rollup_after_batch=cfg.ingest.rollup_after_batch,
+        rollup_in_background=cfg.ingest.rollup_in_background,
+        max_tasks=cfg.ingest.max_tasks,
         max_attempts=cfg.ingest.sink_max_attempts,
         backoff_s=cfg.ingest.sink_backoff_s,
     )
@@ -148,6 +153,14 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
 def write_batch(batch_df: DataFrame, batch_id: int, *, settings: IngestSettings) -> None:
     """The foreachBatch function (bind `settings` with functools.partial)."""
     process_batch(batch_df, batch_id, settings)
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """The cores Spark runs tasks on (2 under local[2]); 8 where the session cannot say."""
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no SparkContext
+        return int(spark.conf.get("spark.default.parallelism", "8") or 8)
 
 
 def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) -> BatchReport:
@@ -160,10 +173,11 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     started_at = datetime.now(UTC)
     spark = batch_df.sparkSession
     sink = settings.sink(settings.query_name, batch_id)
+    records = batch_df.coalesce(settings.max_tasks or default_parallelism(spark))
     if settings.validation == "worker":
-        passes = [route_in_worker(batch_df, sink, settings.rules, started_at)]
+        passes = [route_in_worker(records, sink, settings.rules, started_at)]
     else:
-        passes = [route(batch_df, sink, settings.rules)]
+        passes = [route(records, sink, settings.rules)]
     try:
         stats = passes[0].filter(F.col("kind") == "stats").collect()
         if any(r["undecided"] for r in stats):
@@ -222,7 +236,10 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     _record(settings, report, started_at, committed_at)
     rollups_started = time.monotonic()
     if settings.rollup_after_batch and report.rows_written:
-        _run_rollups(settings)
+        if settings.rollup_in_background:
+            runner_for(settings.query_name, functools.partial(_run_rollups, settings)).request()
+        else:
+            _run_rollups(settings)
     log.info(
         "batch %d: read %d, written %d, duplicates skipped %d, dead-lettered %d in %.2fs "
         "(%.0f rows/s; read+sink %.2fs, dead letters %.2fs, rollups %.2fs); delay %s; "
@@ -335,6 +352,12 @@ def _run_rollups_once(settings: IngestSettings) -> None:
         conn.close()
 
 
+CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
+IN_PLACE_CHECKPOINTS = (
+    "org.apache.spark.internal.io.cloud.AbortableStreamBasedCheckpointFileManager"
+)
+
+
 def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
     settings = ingest_settings(cfg, secrets)
@@ -349,7 +372,17 @@ def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> Streamin
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=cfg.ingest.trigger_interval)
-    query = writer.start()
+    in_place = cfg.storage.s3a_checkpoint_in_place and cfg.checkpoint_location.startswith("s3a:")
+    previous = spark.conf.get(CHECKPOINT_MANAGER, None)
+    if in_place:  # for this query only: its logs take the setting when it starts
+        spark.conf.set(CHECKPOINT_MANAGER, IN_PLACE_CHECKPOINTS)
+    try:
+        query = writer.start()
+    finally:
+        if in_place and previous is None:
+            spark.conf.unset(CHECKPOINT_MANAGER)
+        elif in_place and previous is not None:
+            spark.conf.set(CHECKPOINT_MANAGER, previous)
     log.info(
         "ingest query %s started: checkpoint %s, dead letters %s",
         cfg.ingest.query_name,

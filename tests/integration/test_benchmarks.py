@@ -104,3 +104,42 @@ def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> N
         assert ratio == pytest.approx(citus["us_per_event"] / plain["us_per_event"])
         assert f"ratio citus_over_postgres_s_per_event_20000: {ratio:.2f}" in stdout
         assert len(citus["servers"]) == 3
+
+
+@pytest.mark.timeout(600)
+def test_stages_benchmark_quick_mode_times_both_designs(tmp_path: Path) -> None:
+    result, stdout = run_quick("stages", tmp_path / "stages.json", 540)
+    stages = result["stages"]
+    for design, names in (
+        ("kafka", ("kafka defaults", "kafka")),
+        ("spark rules", ("parse", "validate", "to python", "sink")),
+        ("worker rules", ("to python", "validate", "sink")),
+    ):
+        for name in names:
+            figures = stages[f"{design}: {name}"]
+            assert figures["seconds"] > 0 and figures["rows_per_s"] > 0, (design, name)
+            assert f"{design:>12} {name:>14}:" in stdout
+    ratio = result["worker_over_spark_rules"]
+    assert ratio == pytest.approx(
+        stages["spark rules: sink"]["seconds"] / stages["worker rules: sink"]["seconds"]
+    )
+    assert f"worker rules over Spark rules, Kafka to events: {ratio:.2f}x" in stdout
+
+
+@pytest.mark.timeout(600)
+def test_freshness_benchmark_quick_mode_reports_each_scenario(tmp_path: Path) -> None:
+    result, stdout = run_quick("freshness", tmp_path / "freshness.json", 540)
+    for key in ("visible_in_events_batch_commit", "counted_in_rollup_5min"):
+        assert result[key]["n"] == result["events"] > 0
+        assert 0 < result[key]["p50_s"] <= result[key]["p95_s"] <= result[key]["max_s"]
+    sustained = result["sustained"]
+    assert sustained["events"] > 0 and sustained["rate_msg_per_s"] == 20_000
+    fixed = result["fixed_cost"]
+    assert fixed["batches"] >= 3 and fixed["trigger_ms_median"] > 0
+    assert set(result["targets"]) == {
+        "events_p95_le_2s",
+        "rollup_p95_le_3s",
+        "sustained_p95_le_5s_not_growing",
+        "fixed_cost_le_0_3s",
+    }
+    assert f"fixed cost of a one-message batch (trigger, median of {fixed['batches']})" in stdout

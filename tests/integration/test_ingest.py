@@ -14,6 +14,7 @@ from clickstream_pipeline.ingest import (
     replay_dead_letters,
     start_ingest,
 )
+from clickstream_pipeline.rollup_runner import runner_for
 from clickstream_pipeline.secrets import Secrets
 from clickstream_pipeline.source import kafka_read_options, producer_config
 from tests.integration.db import query
@@ -25,13 +26,15 @@ from tests.integration.ingest_support import (
 )
 
 
-def ingest_config(base: Config, topic: str, **kafka: object) -> Config:
+def ingest_config(
+    base: Config, topic: str, ingest: dict[str, object] | None = None, **kafka: object
+) -> Config:
     name = f"q-{topic}"
     return base.model_copy(
         update={
             "kafka": base.kafka.model_copy(update={"topics": [topic], **kafka}),
             "ingest": base.ingest.model_copy(
-                update={"query_name": name, "trigger": "available_now"}
+                update={"query_name": name, "trigger": "available_now", **(ingest or {})}
             ),
         }
     )
@@ -70,6 +73,47 @@ def test_200k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
     assert batches >= 4  # 200k at 60k per trigger
     assert read == sent.total == written + duplicates + dead_count
     assert (written, dead_count) == (len(sent.valid), len(sent.invalid))
+
+
+def test_spark_rules_for_every_record_land_the_same_records(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 20_000, seed=5, malformed_share=0.05)
+    cfg = ingest_config(tier.config, topic, {"validation": "spark"})
+
+    run_available_now(spark, cfg, tier.secrets)
+
+    assert_exactly_once(db, sent)
+    dead = dead_letter_values(spark, cfg, cfg.ingest.query_name)
+    assert collections.Counter(v for v, _ in dead) == collections.Counter(sent.invalid)
+    _, read, written, duplicates, dead_count = batch_totals(db, cfg.ingest.query_name)
+    assert read == sent.total == written + duplicates + dead_count
+
+
+def test_background_rollups_count_every_event_once(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 30_000, seed=6, malformed_share=0)
+    cfg = ingest_config(
+        tier.config,
+        topic,
+        {"rollup_after_batch": True, "rollup_in_background": True},
+        max_offsets_per_trigger=5_000,
+    )
+
+    run_available_now(spark, cfg, tier.secrets)
+    runner = runner_for(cfg.ingest.query_name, lambda: None)
+    assert runner.wait_idle(120) and runner.runs >= 1 and runner.last_error is None
+
+    assert_exactly_once(db, sent)
+    ((events, last_id),) = query(db, "SELECT count(*), max(event_id) FROM events")
+    ((counted, aggregated_to),) = query(
+        db,
+        """SELECT (SELECT sum(event_count) FROM rollup_events_5min),
+                  (SELECT last_aggregated_id FROM rollups WHERE name = 'rollup_events_5min')""",
+    )
+    assert aggregated_to >= last_id
+    assert counted == events
 
 
 def test_a_replayed_batch_writes_nothing_twice(spark, tier, db):

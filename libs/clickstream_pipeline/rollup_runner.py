@@ -1,0 +1,81 @@
+"""Rollups after ingest batches, off the batches' critical path.
+
+One driver thread per query runs `five_minutely_aggregation()`, `hourly_aggregation()` and
+`dashboard_aggregation()` whenever a batch asks; requests that arrive during a run are served
+by one more run (coalesced), never by two at once. The functions themselves keep every event
+counted once (`incremental_rollup_window` locks the rollup's row and waits out in-flight
+writers), so a run that dies half-way is simply rolled back and done by the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class RollupRunner:
+    def __init__(self, name: str, run: Callable[[], None]) -> None:
+        self.name = name
+        self._run = run
+        self._wanted = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+        self.last_error: BaseException | None = None
+
+    def request(self) -> None:
+        """Ask for a run after the current one (if any); returns at once."""
+        with self._lock:
+            self._idle.clear()
+            self._wanted.set()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name=f"rollups-{self.name}", daemon=True
+                )
+                self._thread.start()
+
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Block until no run is wanted or running (tests, shutdown)."""
+        return self._idle.wait(timeout_s)
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait(60)
+            with self._lock:
+                if not self._wanted.is_set():  # idle for a minute: the next request starts one
+                    self._thread = None
+                    return
+                self._wanted.clear()
+            started = time.monotonic()
+            try:
+                self._run()
+                self.runs += 1
+                self.last_error = None
+                log.info("rollups of %s in %.2fs", self.name, time.monotonic() - started)
+            except Exception as exc:  # incremental functions: the next run catches up
+                self.last_error = exc
+                log.warning(
+                    "rollups of %s failed (%s); run again after the next batch", self.name, exc
+                )
+            with self._lock:
+                if not self._wanted.is_set():
+                    self._idle.set()
+
+
+_RUNNERS: dict[str, RollupRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def runner_for(name: str, run: Callable[[], None]) -> RollupRunner:
+    """The query's runner (one per query name in this driver)."""
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(name)
+        if runner is None:
+            runner = _RUNNERS[name] = RollupRunner(name, run)
+        return runner
