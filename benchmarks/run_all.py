@@ -25,16 +25,7 @@ from benchmarks.common import RESULTS, ROOT, machine_facts, say, write_result
 from benchmarks.report import ON_BOTH
 from tests.integration.conftest import CITUS_UNAVAILABLE
 
-ORDER = (
-    "producer",
-    "sink",
-    "stages",
-    "end_to_end",
-    "freshness",
-    "dashboard",
-    "rollups",
-    "bootstrap",
-)
+ORDER = report.PARTS
 PRODUCER_LINES = {
     "raw_msg_per_s": r"raw confluent-kafka \(baseline\):\s+([\d,]+) msg/s",
     "storefront_msg_per_s": r"clickstream-produce, storefront:\s+([\d,]+) msg/s",

@@ -14,31 +14,9 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    BinaryType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
 
-DEAD_LETTER_SCHEMA = StructType(
-    [
-        StructField("raw_key", BinaryType()),
-        StructField("raw_value", BinaryType()),
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
-        StructField("kafka_timestamp", TimestampType()),
-        StructField("batch_id", LongType()),
-        StructField("query_name", StringType()),
-        StructField("reason", StringType()),
-        StructField("dead_lettered_at", TimestampType()),
-        StructField("replayed_at", TimestampType()),
-    ]
-)
+from clickstream_pipeline.schema import DEAD_LETTER_SCHEMA
+
 KEY = ("query_name", "topic", "partition", "offset")
 
 

@@ -102,7 +102,13 @@ def route_in_worker(
 
 def undecided_records(routed: DataFrame) -> DataFrame:
     """The raw Kafka rows the worker left to Spark's rules."""
-    return routed.filter(F.col("kind") == "undecided").select(
+    return as_kafka_records(routed.filter(F.col("kind") == "undecided"))
+
+
+def as_kafka_records(rows: DataFrame) -> DataFrame:
+    """Rows with raw key, value and Kafka coordinates (dead letters, undecided records) in the
+    Kafka source's shape, for validation."""
+    return rows.select(
         F.col("raw_key").alias("key"),
         F.col("raw_value").alias("value"),
         "topic",
@@ -414,14 +420,7 @@ def replay_dead_letters(
     )
     if reason is not None:
         letters = letters.filter(F.col("reason") == reason)
-    records = letters.select(
-        F.col("raw_key").alias("key"),
-        F.col("raw_value").alias("value"),
-        "topic",
-        "partition",
-        "offset",
-        F.col("kafka_timestamp").alias("timestamp"),
-    )
+    records = as_kafka_records(letters)
     # one task per Kafka partition, each recording its exact runs of offsets in the ledger
     records = records.repartition("topic", "partition").persist(StorageLevel.MEMORY_AND_DISK)
     try:

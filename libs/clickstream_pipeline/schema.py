@@ -101,3 +101,21 @@ ROUTED_SCHEMA = StructType(
         StructField("seconds", DoubleType()),
     ]
 )
+
+# The dead-letter store's row (`dead_letters`): the raw record, its Kafka coordinates, the batch,
+# the query, the reason and when it was stored and replayed.
+DEAD_LETTER_SCHEMA = StructType(
+    [
+        StructField("raw_key", BinaryType()),
+        StructField("raw_value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("kafka_timestamp", TimestampType()),
+        StructField("batch_id", LongType()),
+        StructField("query_name", StringType()),
+        StructField("reason", StringType()),
+        StructField("dead_lettered_at", TimestampType()),
+        StructField("replayed_at", TimestampType()),
+    ]
+)

@@ -1,12 +1,14 @@
 """The events sink: Arrow batches from each Spark task into PostgreSQL COPY, exactly once.
 
-Each task (one Kafka offset range: narrow transforms keep Spark's Kafka partitioning) receives
+Each task (whole Kafka offset ranges: narrow transforms and coalesce never split them) receives
 its validated rows as Arrow record batches (`mapInArrow`). On the fast path every batch goes
 into ONE binary COPY (ADBC's PostgreSQL driver) as soon as it arrives, so Spark, Python and the
 database work at the same time, and the server decodes binary values instead of parsing text.
 The offset ranges written are recorded in `clickstream_ingest_ledger` in the same transaction.
 The task returns the invalid rows (dead letters) and one statistics row per Kafka partition,
-so the batch is read and parsed once.
+so the batch is read and parsed once. `check_and_route` is the same function over raw Kafka
+rows, validated in the worker first (`arrow_validation`); the records it leaves to Spark's
+rules come back raw, as kind "undecided".
 
 A replayed batch (Spark re-runs the last uncommitted one after a crash) finds its ranges
 already committed and skips those rows, so no row is written twice; a concurrent duplicate
@@ -42,6 +44,8 @@ from clickstream_pipeline.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.transforms import Rules
 
 log = logging.getLogger(__name__)
+
+ROUTED_ARROW_SCHEMA = to_arrow_schema(ROUTED_SCHEMA)
 
 # SQLSTATEs worth retrying: connection trouble, server shutting down or starting, serialization
 # failure, deadlock, too many connections, and a unique violation (only the ledger has a unique
@@ -603,6 +607,3 @@ def check_and_route(
             yield from _undecided_batches(pa.Table.from_batches(left))
 
     return run
-
-
-ROUTED_ARROW_SCHEMA = to_arrow_schema(ROUTED_SCHEMA)
