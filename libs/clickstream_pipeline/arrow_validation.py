@@ -24,23 +24,24 @@ import pyarrow.compute as pc
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from clickstream_pipeline.schema import ID_FIELDS, TEXT_FIELDS, VALIDATED_SCHEMA
-from clickstream_pipeline.transforms import Rules
+from clickstream_pipeline.transforms import CONTROL_CHARS, Rules
+from clickstream_pipeline.transforms import EPOCH_MILLIS as EPOCH_MILLIS_PATTERN
 
 # Longer values go to Spark: Jackson's limits (nesting depth 1000, numbers of 1000 digits)
 # cannot be reached below this size, so msgspec and Spark accept the same documents here.
 PLAIN_MAX_BYTES = 1000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DIGITS = re.compile(r"[0-9]{1,18}")
-EPOCH_MILLIS = re.compile(r"[0-9]{10,15}")
+EPOCH_MILLIS = re.compile(EPOCH_MILLIS_PATTERN)  # used with fullmatch: no trailing newline
 ISO_TIME = (
     r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
     r"(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9])$"
 )
-CONTROL_CHARS = r"[\x00-\x1F\x7F]"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 VALIDATED_ARROW_SCHEMA = to_arrow_schema(VALIDATED_SCHEMA)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = datetime.resolution
 
 
 class Payload(msgspec.Struct):
@@ -123,9 +124,6 @@ def _event_time_us(value: int | str | None) -> tuple[int | None, bool]:
     return None, True
 
 
-_MICROSECOND = datetime.resolution
-
-
 def event_times(values: list[int | str | None]) -> tuple[pa.Array, list[bool] | None]:
     """Payload event times in microseconds since the epoch, and which are not plain."""
     try:
@@ -170,14 +168,17 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     """Validate Kafka rows (`key`, `value`, `topic`, `partition`, `offset`, `timestamp`);
     `now_us` (microseconds since the epoch) is the batch's clock for the event-time bounds."""
     n = raw.num_rows
-    payloads, undecided = _decoded(raw.column("value").to_pylist())
+    payloads, not_decoded = _decoded(raw.column("value").to_pylist())
+    left = pa.array(not_decoded, pa.bool_())
 
     def field(name: str) -> list[int | str | None]:
         return [getattr(p, name) for p in payloads]
 
-    def note(not_plain: list[bool] | None) -> None:
+    def note(not_plain: list[bool] | pa.Array | None) -> None:
+        nonlocal left
         if not_plain is not None:
-            undecided[:] = [a or b for a, b in zip(undecided, not_plain, strict=True)]
+            mask = not_plain if isinstance(not_plain, pa.Array) else pa.array(not_plain, pa.bool_())
+            left = pc.or_(left, mask)
 
     ids: dict[str, pa.Array] = {}
     for name in (*ID_FIELDS, "event_id"):
@@ -185,7 +186,7 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
         note(not_plain)
     text = {name: pa.array(field(name), pa.string()) for name in TEXT_FIELDS}
     for name in ("event_type", "browser"):  # Spark's lower() of other text is Java's
-        note(pc.invert(pc.fill_null(pc.string_is_ascii(text[name]), True)).to_pylist())
+        note(pc.invert(pc.fill_null(pc.string_is_ascii(text[name]), True)))
     payload_us, not_plain = event_times(field("event_time"))
     note(not_plain)
 
@@ -226,7 +227,6 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
         pc.if_else(rejected, raw.column("value"), pa.scalar(None, pa.binary())),
     ]
     validated = pa.RecordBatch.from_arrays(columns, schema=VALIDATED_ARROW_SCHEMA)
-    left = pa.array(undecided, pa.bool_())
     if not left.true_count:
         return Checked(validated, raw.slice(0, 0))
     return Checked(validated.filter(pc.invert(left)), raw.filter(left))
