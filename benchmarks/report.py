@@ -16,6 +16,7 @@ PARTS = (
     "producer",
     "sink",
     "stages",
+    "startup",
     "end_to_end",
     "freshness",
     "dashboard",
@@ -169,6 +170,18 @@ def table(parts: dict[str, Any]) -> list[str]:
             f"{_n(f['kafka: kafka defaults']['rows_per_s'])}) | "
             f"{stages['worker_over_spark_rules']:.2f}x | us per row, each stage: {own} |"
         )
+    start = parts.get("startup")
+    if start:
+        m, base = start["medians"], start["medians"]["spark.jars"]
+        ours = m["class path + archive"]
+        lines.append(
+            f"| job start to last commit, {start['messages']:,} messages, class path + archive | "
+            f"{ours['last_commit_s']:.1f} s (session {ours['session_s']:.1f} s, query "
+            f"{ours['query_start_s']:.1f} s, first commit {ours['first_commit_s']:.1f} s) | "
+            f"`spark.jars` {base['last_commit_s']:.1f} s (session {base['session_s']:.1f} s); "
+            f"class path alone {m['class path']['last_commit_s']:.1f} s | "
+            f"{ours['speed_over_spark_jars']:.2f}x | |"
+        )
     e2e = parts.get("end_to_end")
     if e2e:
         i = e2e["ingest"]
@@ -190,8 +203,9 @@ def table(parts: dict[str, Any]) -> list[str]:
                 f"| end to end, where the time went | first batch {b['first_batch_s']:.1f} s "
                 f"(warm-up {b['warm_up_s']:.1f} s); other batches {b['other_batches_s']:.1f} s "
                 f"at {_n(b['steady_rows_per_s'])} rows/s; outside batches "
-                f"{b['outside_batches_s']:.1f} s ({b['outside_per_batch_s']:.2f} s a batch) "
-                "| | | |"
+                f"{b['outside_batches_s']:.1f} s ({b['outside_per_batch_s']:.2f} s a batch; "
+                f"query start to first trigger {b.get('start_s', 0):.1f} s, checkpoint and "
+                f"offset commits {b.get('checkpoint_s', 0):.1f} s) | | | |"
             )
     fresh = parts.get("freshness")
     if fresh:

@@ -28,6 +28,7 @@ from tests.integration.conftest import CITUS_UNAVAILABLE
 ORDER = report.PARTS
 PRODUCER_LINES = {
     "raw_msg_per_s": r"raw confluent-kafka \(baseline\):\s+([\d,]+) msg/s",
+    "same_messages_msg_per_s": r"clickstream-produce, same msgs:\s+([\d,]+) msg/s",
     "storefront_msg_per_s": r"clickstream-produce, storefront:\s+([\d,]+) msg/s",
     "lab_uniform_msg_per_s": r"clickstream-produce, lab-uniform:\s+([\d,]+) msg/s",
 }

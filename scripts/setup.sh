@@ -3,7 +3,8 @@
 #   1. Debian packages: PostgreSQL 15 with hll, pg_cron, pg_partman; the libraries the Citus
 #      bundle links; kcat; Java 17; Maven; Chromium and its driver (the dashboard test)
 #   2. .venv with the package (editable) and its local, dev and dashboard extras
-#   3. JVM jars for Spark resolved by Maven into .stack/jars (scripts/jars.sh)
+#   3. JVM jars for Spark resolved by Maven into .stack/jars (scripts/jars.sh), and the local
+#      JVM's class archive (.stack/class-archive, clickstream_pipeline.class_archive)
 source "$(dirname "$0")/stack/common.sh"
 
 APT_PACKAGES=(postgresql-15 postgresql-15-hll postgresql-15-cron postgresql-15-partman kcat
@@ -55,4 +56,6 @@ else
 fi
 
 "$PROJECT_DIR/scripts/jars.sh"
+# local sessions map their classes from an archive trained once here (class_archive.py)
+(cd "$PROJECT_DIR" && "$VENV/bin/python" -m clickstream_pipeline.class_archive --env local)
 log "setup: done"

@@ -129,7 +129,10 @@ class StorageConfig(_Section):
 class SparkConfig(_Section):
     master: str | None = None  # None: use the cluster's (Databricks, spark-submit --master)
     app_name: str = "clickstream-pipeline"
-    jars_dir: str | None = None  # a folder of resolved jars added as spark.jars (local runs)
+    jars_dir: str | None = None  # a folder of resolved jars for sessions started here
+    # local[...] sessions map their classes from a class-data-sharing archive, trained by the
+    # first session (faster session start and first batch; see class_archive.py)
+    class_archive: bool = True
     shuffle_partitions: int = Field(default=4, gt=0)
     ui: bool = False
     conf: dict[str, str] = Field(default_factory=dict)

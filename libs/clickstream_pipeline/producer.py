@@ -1,10 +1,12 @@
 """Send clickstream events to Kafka / Event Hubs: rate control, progress, delivery accounting.
 
 `send_events` takes librdkafka settings (`clickstream_pipeline.source.producer_config`), an
-event iterator (`clickstream_pipeline.generator`) and `SendOptions`. Messages are keyed by
-customer_id (per-tenant ordering), batched and compressed. Every message ends acknowledged or
-failed: delivery reports are counted, and whatever is still queued when the final flush gives up
-is counted as failed too. Nothing is dropped silently.
+event iterator (`clickstream_pipeline.generator`) and `SendOptions`; `send_messages` sends
+already encoded (key, value) pairs the same way. Messages are keyed by customer_id (per-tenant
+ordering), batched and compressed. Every message ends acknowledged or failed: librdkafka reports
+each failed delivery (and only those, which keeps Python out of the per-message path), a message
+neither failed nor queued is acknowledged, and whatever is still queued when the final flush
+gives up is counted as failed. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ def kafka_settings(conf: ClientConf, options: SendOptions) -> ClientConf:
         "message.timeout.ms": options.delivery_timeout_ms,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 512 * 1024,
+        # a report per failed message only: the others are acknowledged once off the queue
+        "delivery.report.only.error": True,
     }
     settings.update(options.extra_conf)
     return settings
@@ -209,14 +213,38 @@ def send_events(
     options: SendOptions,
     producer_factory: Callable[[ClientConf], Producer] = Producer,
 ) -> DeliveryStats:
-    """Send events until the count, the duration or the events run out; count every delivery."""
+    """Send events until the count, the duration or the events run out; count every delivery.
+
+    Each event is encoded as it is sent: the lab's JSON, with an event time (now, or late for
+    `late_share` of them) and an event id unless `lab_fields_only`.
+    """
+    clock = EventClock(options.late_share, options.late_min_s, options.late_max_s, options.seed)
+
+    def messages() -> Iterator[tuple[bytes, bytes]]:
+        if options.lab_fields_only:
+            for event in events:
+                yield str(event[0]).encode(), encode_event(event)
+        else:
+            for event_id, event in enumerate(events, 1):
+                yield str(event[0]).encode(), encode_event(event, clock.event_time_ms(), event_id)
+
+    stats = send_messages(conf, messages(), options, producer_factory)
+    stats.late = clock.late
+    return stats
+
+
+def send_messages(
+    conf: ClientConf,
+    messages: Iterator[tuple[bytes | None, bytes]],
+    options: SendOptions,
+    producer_factory: Callable[[ClientConf], Producer] = Producer,
+) -> DeliveryStats:
+    """Send (key, value) pairs until the count, the duration or the messages run out."""
     stats = DeliveryStats()
     errors = stats.errors
 
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            stats.acked += 1
-        else:
+    def on_failure(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:  # librdkafka reports failed deliveries only
             stats.failed += 1
             errors[err.str()] += 1
 
@@ -229,45 +257,38 @@ def send_events(
         options.compression,
         f"{options.rate:g} msg/s" if options.rate else "unlimited",
     )
-    clock = EventClock(options.late_share, options.late_min_s, options.late_max_s, options.seed)
     bucket = TokenBucket(options.rate) if options.rate else None
     progress = _Progress(options.count, options.progress)
     produce = producer.produce
     poll = producer.poll
     topic = options.topic
-    lab_only = options.lab_fields_only
     count = options.count
     started = time.monotonic()
     deadline = started + options.duration_s if options.duration_s else None
     sent = 0
-    source = itertools.islice(events, count) if count is not None else events
+    source = itertools.islice(messages, count) if count is not None else messages
     try:
-        for event in source:
+        for key, value in source:
             if bucket is not None:
                 bucket.take()
-            if lab_only:
-                value = encode_event(event)
-            else:
-                value = encode_event(event, clock.event_time_ms(), sent + 1)
-            key = str(event[0]).encode()
             while True:
                 try:
-                    produce(topic, value, key, on_delivery=on_delivery)
+                    produce(topic, value, key, on_delivery=on_failure)
                     break
                 except BufferError:  # local queue full: serve delivery reports, then retry
                     poll(0.05)
             sent += 1
-            if sent & 255 == 0 or bucket is not None:
+            if sent & 1023 == 0 or bucket is not None:
                 poll(0)
-                if sent & 1023 == 0 or bucket is not None:
-                    stats.sent = sent
-                    progress.update(stats, len(producer))
-                    if deadline is not None and time.monotonic() >= deadline:
-                        stats.stopped_because = "duration reached"
-                        break
-                    if options.max_failures is not None and stats.failed > options.max_failures:
-                        stats.stopped_because = f"more than {options.max_failures} failures"
-                        break
+                stats.sent = sent
+                stats.acked = sent - stats.failed - len(producer)
+                progress.update(stats, len(producer))
+                if deadline is not None and time.monotonic() >= deadline:
+                    stats.stopped_because = "duration reached"
+                    break
+                if options.max_failures is not None and stats.failed > options.max_failures:
+                    stats.stopped_because = f"more than {options.max_failures} failures"
+                    break
         else:
             reached = count is not None and sent >= count
             stats.stopped_because = "count reached" if reached else "events exhausted"
@@ -278,7 +299,6 @@ def send_events(
         stats.stopped_because = f"bad input: {exc}"
     finally:
         stats.sent = sent
-        stats.late = clock.late
         _drain(producer, stats, progress, options.delivery_timeout_ms / 1000 + 10)
         progress.update(stats, len(producer), force=True)
         progress.close()
@@ -292,10 +312,12 @@ def _drain(producer: Producer, stats: DeliveryStats, progress: _Progress, timeou
     try:
         while len(producer) > 0 and time.monotonic() < give_up:
             producer.flush(0.5)
+            stats.acked = stats.sent - stats.failed - len(producer)
             progress.update(stats, len(producer))
     except KeyboardInterrupt:
         log.warning("flush interrupted: counting %d queued messages as failed", len(producer))
-    left = stats.sent - stats.acked - stats.failed
+    left = len(producer)
+    stats.acked = stats.sent - stats.failed - left
     if left > 0:
         stats.unacknowledged = left
         stats.failed += left

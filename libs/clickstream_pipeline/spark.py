@@ -2,20 +2,27 @@
 
 Locally (`spark.master` set in config) the session gets every jar from `spark.jars_dir` (resolved
 by Maven at set-up, so no Ivy download at run time), Delta's extensions, and the object-store
-settings. On Databricks or under `spark-submit --master ...` the running session is reused and
-only the storage settings are applied to it.
+settings. Under a `local[...]` master the jars go on the JVM's class path, and the JVM maps its
+classes from a class-data-sharing archive (`class_archive.py`). On Databricks or under
+`spark-submit --master ...` the running session is reused and only the storage settings are
+applied to it.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import pyspark
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from clickstream_pipeline.config import Config, StorageConfig
+from clickstream_pipeline import class_archive
+from clickstream_pipeline.config import Config, SparkConfig, StorageConfig
 from clickstream_pipeline.errors import SparkSetupError
 from clickstream_pipeline.secrets import Secrets
 
@@ -100,6 +107,42 @@ def _adls_conf(storage: StorageConfig, secrets: Secrets) -> dict[str, str]:
     }
 
 
+def is_local(spark: SparkConfig) -> bool:
+    return (spark.master or "").startswith("local")
+
+
+def class_archive_option(conf: dict[str, str], spark: SparkConfig) -> str | None:
+    """The JVM options for the class archive of a session started with `conf`, if any."""
+    jars = conf.get("spark.driver.extraClassPath")
+    if not (spark.class_archive and jars and spark.jars_dir):
+        return None
+    spark_jars = sorted(str(p) for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar"))
+    folder = Path(spark.jars_dir).resolve().parent / "class-archive"
+    return class_archive.java_option(folder, jars.split(os.pathsep) + spark_jars)
+
+
+def _with_class_archive(conf: dict[str, str], spark: SparkConfig) -> None:
+    """Add the class archive's JVM options; a training JVM is waited for when Python exits."""
+    option = class_archive_option(conf, spark)
+    if option is None:
+        return
+    key = "spark.driver.extraJavaOptions"
+    conf[key] = f"{conf[key]} {option}" if conf.get(key) else option
+    if "ArchiveClassesAtExit" in option:
+        atexit.register(_wait_for_archive)
+
+
+def _wait_for_archive() -> None:
+    """Let the JVM write its class archive before this process exits (it exits on EOF)."""
+    proc = getattr(SparkContext._gateway, "proc", None)  # stays set after stop()
+    if isinstance(proc, subprocess.Popen) and proc.stdin is not None:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            log.warning("the JVM did not finish its class archive in 120 s")
+
+
 def session_conf(cfg: Config, secrets: Secrets) -> dict[str, str]:
     """Everything a locally built session is given."""
     conf = {
@@ -112,7 +155,10 @@ def session_conf(cfg: Config, secrets: Secrets) -> dict[str, str]:
         "spark.driver.bindAddress": "127.0.0.1",
         **DELTA_CONF,
     }
-    if cfg.spark.jars_dir:
+    if cfg.spark.jars_dir and is_local(cfg.spark):
+        # one JVM: on its class path the jars load without being copied for the executor
+        conf["spark.driver.extraClassPath"] = os.pathsep.join(resolved_jars(cfg.spark.jars_dir))
+    elif cfg.spark.jars_dir:
         conf["spark.jars"] = ",".join(resolved_jars(cfg.spark.jars_dir))
     conf.update({f"spark.hadoop.{k}": v for k, v in storage_conf(cfg.storage, secrets).items()})
     conf.update(cfg.spark.conf)
@@ -142,6 +188,7 @@ def build_spark(cfg: Config, secrets: Secrets) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         builder = builder.master(cfg.spark.master)
+        _with_class_archive(conf, cfg.spark)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

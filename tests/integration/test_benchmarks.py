@@ -143,3 +143,19 @@ def test_freshness_benchmark_quick_mode_reports_each_scenario(tmp_path: Path) ->
         "fixed_cost_le_0_3s",
     }
     assert f"fixed cost of a one-message batch (trigger, median of {fixed['batches']})" in stdout
+
+
+@pytest.mark.timeout(600)
+def test_startup_benchmark_quick_mode_times_each_way_of_starting_the_jvm(tmp_path: Path) -> None:
+    result, stdout = run_quick("startup", tmp_path / "startup.json", 540)
+    medians, base = result["medians"], result["medians"]["spark.jars"]
+    for design, runs in result["runs"].items():
+        run = runs[0]
+        assert run["rows"] == result["messages"]
+        assert 0 < run["session_s"] < run["query_start_s"] < run["first_commit_s"]
+        assert run["first_commit_s"] <= run["last_commit_s"]
+        assert ("SharedArchiveFile" in run["java_options"]) == (design == "class path + archive")
+        speed = medians[design]["speed_over_spark_jars"]
+        last = medians[design]["last_commit_s"]
+        assert speed == pytest.approx(base["last_commit_s"] / last, 0.01)
+        assert re.search(rf"{re.escape(design)}\s.*\s{speed:.2f}x", stdout), design

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from clickstream_pipeline.generator import LAB_FIELDS, storefront_events, write_csv_files
 from clickstream_pipeline.jobs import produce as produce_job
-from clickstream_pipeline.producer import ProducerError, SendOptions, send_events
+from clickstream_pipeline.producer import ProducerError, SendOptions, send_events, send_messages
 from clickstream_pipeline.source import producer_config
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -122,6 +122,21 @@ def test_csv_replay_sends_every_data_row(conf, topic, tmp_path):
     messages = consume_all(conf, topic, len(rows))
     sent = [tuple(json.loads(m.value())[f] for f in LAB_FIELDS) for m in messages]
     assert Counter(sent) == Counter(rows)  # the first row of each file included
+
+
+def test_encoded_messages_arrive_byte_for_byte_and_are_all_acknowledged(conf, topic):
+    pairs = [(None if i % 3 == 0 else b"k%d" % i, b'{"n":%d}' % i) for i in range(3000)]
+    stats = send_messages(conf, iter(pairs), options(topic))
+    # successes are counted without a report each (librdkafka reports failures only)
+    assert (stats.sent, stats.acked, stats.failed, stats.stopped_because) == (
+        3000,
+        3000,
+        0,
+        "events exhausted",
+    )
+    assert stats.ok
+    got = Counter((m.key(), m.value()) for m in consume_all(conf, topic, len(pairs)))
+    assert got == Counter(pairs)
 
 
 def test_rate_and_duration_are_honoured(conf, topic):

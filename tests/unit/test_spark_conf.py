@@ -46,12 +46,13 @@ def test_adls_account_key_and_missing_secrets():
         storage_conf(StorageConfig(adls_auth="service_principal"), secrets(adls_account_name="a"))
 
 
-def test_local_session_gets_every_resolved_jar(tmp_path: Path):
+def test_local_session_gets_every_resolved_jar_on_its_class_path(tmp_path: Path):
     for name in ("b.jar", "a.jar", "notes.txt"):
         (tmp_path / name).write_text("")
     cfg = load_config("local", [f"spark.jars_dir={tmp_path}"], environ={})
     conf = session_conf(cfg, secrets())
-    assert conf["spark.jars"] == f"{tmp_path / 'a.jar'},{tmp_path / 'b.jar'}"
+    assert conf["spark.driver.extraClassPath"] == f"{tmp_path / 'a.jar'}:{tmp_path / 'b.jar'}"
+    assert "spark.jars" not in conf
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:59000"
 
@@ -60,3 +61,13 @@ def test_missing_jars_folder_says_how_to_fix_it(tmp_path: Path):
     cfg = load_config("local", [f"spark.jars_dir={tmp_path / 'none'}"], environ={})
     with pytest.raises(SparkSetupError, match="make jars"):
         session_conf(cfg, secrets())
+
+
+def test_a_cluster_master_gets_the_jars_as_spark_jars(tmp_path: Path):
+    (tmp_path / "a.jar").write_text("")
+    cfg = load_config(
+        "local", [f"spark.jars_dir={tmp_path}", "spark.master=spark://host:7077"], environ={}
+    )
+    conf = session_conf(cfg, secrets())
+    assert conf["spark.jars"] == str(tmp_path / "a.jar")
+    assert "spark.driver.extraClassPath" not in conf
