@@ -26,6 +26,7 @@ from pyspark.sql.streaming import StreamingQuery
 from clickstream_pipeline import dead_letters
 from clickstream_pipeline.config import Config
 from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.ledger import BatchReport, offset_spans, record_batch
 from clickstream_pipeline.rollup_runner import runner_for
 from clickstream_pipeline.schema import ROUTED_SCHEMA
 from clickstream_pipeline.secrets import Secrets
@@ -116,23 +117,6 @@ def as_kafka_records(rows: DataFrame) -> DataFrame:
         "offset",
         F.col("kafka_timestamp").alias("timestamp"),
     )
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    batch_id: int
-    rows_read: int
-    rows_written: int
-    rows_duplicate: int
-    rows_dead: int
-    offsets: dict[str, list[int]]
-    seconds: float
-    max_delay_s: float | None
-    min_delay_s: float | None
-
-    @property
-    def balanced(self) -> bool:
-        return self.rows_read == self.rows_written + self.rows_duplicate + self.rows_dead
 
 
 def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
@@ -239,7 +223,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         max_delay_s=max(delays) if delays else None,
         min_delay_s=min(delays) if delays else None,
     )
-    _record(settings, report, started_at, committed_at)
+    record_batch(settings.connect_kwargs, settings.query_name, report, started_at, committed_at)
     rollups_started = time.monotonic()
     if settings.rollup_after_batch and report.rows_written:
         if settings.rollup_in_background:
@@ -269,16 +253,6 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     return report
 
 
-def offset_spans(stats: list[Any]) -> dict[str, list[int]]:
-    """First and last offset read per `topic/partition` over a batch's statistics rows."""
-    spans: dict[str, list[int]] = {}
-    for r in stats:
-        key = f"{r['topic']}/{r['partition']}"
-        low, high = spans.get(key, (r["first_offset"], r["last_offset"]))
-        spans[key] = [min(low, r["first_offset"]), max(high, r["last_offset"])]
-    return dict(sorted(spans.items()))
-
-
 def _with_raw_records(dead: DataFrame, batch_df: DataFrame) -> DataFrame:
     """Fill raw key and value of rows the database refused from the micro-batch itself."""
     raw = batch_df.select(
@@ -294,49 +268,6 @@ def _with_raw_records(dead: DataFrame, batch_df: DataFrame) -> DataFrame:
         .withColumn("raw_value", F.coalesce("raw_value", "batch_value"))
         .drop("batch_key", "batch_value")
     )
-
-
-def _record(
-    settings: IngestSettings, report: BatchReport, started_at: datetime, committed_at: datetime
-) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(**settings.connect_kwargs)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                """INSERT INTO clickstream_ingest_batches (query_name, batch_id, rows_read,
-                       rows_written, rows_duplicate, rows_dead_lettered, offsets, started_at,
-                       committed_at, seconds, rows_per_second, max_delay_seconds,
-                       min_delay_seconds)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (query_name, batch_id) DO UPDATE SET
-                       rows_read = excluded.rows_read, rows_written = excluded.rows_written,
-                       rows_duplicate = excluded.rows_duplicate,
-                       rows_dead_lettered = excluded.rows_dead_lettered,
-                       offsets = excluded.offsets, started_at = excluded.started_at,
-                       committed_at = excluded.committed_at, seconds = excluded.seconds,
-                       rows_per_second = excluded.rows_per_second,
-                       max_delay_seconds = excluded.max_delay_seconds,
-                       min_delay_seconds = excluded.min_delay_seconds""",
-                (
-                    settings.query_name,
-                    report.batch_id,
-                    report.rows_read,
-                    report.rows_written,
-                    report.rows_duplicate,
-                    report.rows_dead,
-                    json.dumps(report.offsets),
-                    started_at,
-                    committed_at,
-                    report.seconds,
-                    report.rows_read / report.seconds if report.seconds else 0.0,
-                    report.max_delay_s,
-                    report.min_delay_s,
-                ),
-            )
-    finally:
-        conn.close()
 
 
 def _run_rollups(settings: IngestSettings) -> None:

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from clickstream_pipeline import ledger
 from clickstream_pipeline.arrow_validation import check_batch
 from clickstream_pipeline.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.transforms import Rules
@@ -140,79 +141,6 @@ def to_csv(table: pa.Table) -> io.BytesIO:
     return buffer
 
 
-def ledger_ranges(
-    offsets: pa.Array | pa.ChunkedArray, mode: Literal["span", "runs"]
-) -> list[tuple[int, int, int]]:
-    """(start, end, rows) entries for the ledger: one span, or each run of consecutive offsets."""
-    if mode == "span":
-        return [(pc.min(offsets).as_py(), pc.max(offsets).as_py(), len(offsets))]
-    values = sorted(offsets.to_pylist())
-    runs: list[tuple[int, int, int]] = []
-    start = previous = values[0]
-    for value in values[1:]:
-        if value != previous + 1:
-            runs.append((start, previous, previous - start + 1))
-            start = value
-        previous = value
-    runs.append((start, previous, previous - start + 1))
-    return runs
-
-
-LEDGER_LOOKUP = """SELECT start_offset, end_offset FROM clickstream_ingest_ledger
-    WHERE sink = %s AND kafka_topic = %s AND kafka_partition = %s
-      AND start_offset <= %s AND end_offset >= %s"""
-LEDGER_INSERT = """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic, kafka_partition,
-    start_offset, end_offset, batch_id, row_count) VALUES ({})"""
-NO_OFFSET_ABOVE = 2**63 - 1
-
-
-def committed_ranges(
-    cur: Any, settings: SinkSettings, topic: str, partition: int, low: int, high: int
-) -> list[tuple[int, int]]:
-    """The ranges this sink committed that overlap [low, high]."""
-    cur.execute(LEDGER_LOOKUP, (settings.sink, topic, partition, high, low))
-    return [(int(start), int(end)) for start, end in cur.fetchall()]
-
-
-def in_ranges(offsets: pa.Array | pa.ChunkedArray, ranges: list[tuple[int, int]]) -> pa.Array:
-    """True for offsets inside any of `ranges`."""
-    mask = pc.is_null(offsets)  # all false: offsets are never null
-    for start, end in ranges:
-        inside = pc.and_(pc.greater_equal(offsets, start), pc.less_equal(offsets, end))
-        mask = pc.or_(mask, inside)
-    return mask
-
-
-class LedgerLookup:
-    """Committed ranges per Kafka partition, read once per task on a connection of its own.
-
-    The fast path cannot query while its COPY streams; reading committed ranges elsewhere is
-    as safe as in the transaction (each statement sees what was committed when it started), and
-    an attempt that commits the same range meanwhile still collides on the ledger's key.
-    """
-
-    def __init__(self, settings: SinkSettings) -> None:
-        self.settings = settings
-        self.conn: Any = None
-        self.known: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
-
-    def ranges(self, topic: str, partition: int, low: int) -> list[tuple[int, int]]:
-        """Committed ranges ending at or after `low` (offsets above it, in a task, ascend)."""
-        cached = self.known.get((topic, partition))
-        if cached is None or low < cached[0]:
-            if self.conn is None:
-                self.conn = psycopg2.connect(**self.settings.connect_kwargs)
-                self.conn.autocommit = True
-            with self.conn.cursor() as cur:
-                found = committed_ranges(cur, self.settings, topic, partition, low, NO_OFFSET_ABOVE)
-            cached = self.known[(topic, partition)] = (low, found)
-        return cached[1]
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-
 # Citus relays a worker's error during COPY with its message but SQLSTATE XX000 (internal
 # error); these are PostgreSQL's messages for the errors one row causes.
 _CITUS_RELAYED_ROW_ERROR = re.compile(
@@ -264,8 +192,9 @@ def write_range(
             with conn.cursor() as cur:
                 offsets = rows.column("kafka_offset")
                 low, high = pc.min(offsets).as_py(), pc.max(offsets).as_py()
-                done = in_ranges(
-                    offsets, committed_ranges(cur, settings, topic, partition, low, high)
+                done = ledger.in_ranges(
+                    offsets,
+                    ledger.committed_ranges(cur, settings.sink, topic, partition, low, high),
                 )
                 todo = rows.filter(pc.invert(done))
                 rejected: list[tuple[int, str]] = []
@@ -274,10 +203,10 @@ def write_range(
                     # a concurrent attempt that committed this range first makes this insert
                     # fail on the primary key (a 23505, retried below): nothing is written twice
                     cur.executemany(
-                        LEDGER_INSERT.format(", ".join(["%s"] * 7)),
+                        ledger.insert_sql(lambda _: "%s"),
                         [
                             (settings.sink, topic, partition, start, end, settings.batch_id, count)
-                            for start, end, count in ledger_ranges(
+                            for start, end, count in ledger.ledger_ranges(
                                 todo.column("kafka_offset"), settings.ledger
                             )
                         ],
@@ -383,7 +312,7 @@ def stream_copy(
     received: list[pa.RecordBatch] = []
     streamed = Streamed()
     input_error: list[BaseException] = []
-    lookup = LedgerLookup(settings)
+    lookup = ledger.LedgerLookup(settings.connect_kwargs, settings.sink)
     started = time.monotonic()
     batches = itertools.chain([first], rest)
 
@@ -403,7 +332,7 @@ def stream_copy(
                     continue
                 offsets = valid.column("kafka_offset")
                 done = lookup.ranges(topic, partition, pc.min(offsets).as_py())
-                todo = valid.filter(pc.invert(in_ranges(offsets, done))) if done else valid
+                todo = valid.filter(pc.invert(ledger.in_ranges(offsets, done))) if done else valid
                 if todo.num_rows:
                     streamed.note(topic, partition, todo.column("kafka_offset"))
                     yield from todo.select(list(EVENT_COLUMNS)).to_batches()
@@ -424,8 +353,7 @@ def stream_copy(
                     for (topic, partition), (count, low, high) in streamed.written.items()
                 ]
                 if entries:
-                    placeholders = ", ".join(f"${i}" for i in range(1, 8))
-                    cur.executemany(LEDGER_INSERT.format(placeholders), entries)
+                    cur.executemany(ledger.insert_sql(lambda i: f"${i}"), entries)
             conn.commit()
         finally:
             conn.close()

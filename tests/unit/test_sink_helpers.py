@@ -6,7 +6,8 @@ import psycopg2
 import pyarrow as pa
 import pytest
 
-from clickstream_pipeline.sink import is_transient, ledger_ranges, row_specific, to_csv
+from clickstream_pipeline.ledger import ledger_ranges
+from clickstream_pipeline.sink import is_transient, row_specific, to_csv
 
 
 def test_a_span_covers_a_tasks_contiguous_range():
