@@ -20,6 +20,10 @@ from clickstream_pipeline.errors import DatabaseConfigError
 DEFAULT_PORT = 5432
 
 
+# TLS files libpq and PostgreSQL's JDBC driver both take from the connection string
+TLS_FILE_OPTIONS = {"sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY"}
+
+
 @dataclass(frozen=True)
 class ConnectionParams:
     host: str
@@ -74,6 +78,7 @@ class ConnectionParams:
             kwargs["password"] = self.password.get_secret_value()
         if self.sslmode:
             kwargs["sslmode"] = self.sslmode
+        kwargs.update({k: v for k, v in self.options.items() if k in TLS_FILE_OPTIONS})
         return kwargs
 
     def libpq_env(self) -> dict[str, str]:
@@ -85,6 +90,8 @@ class ConnectionParams:
             env["PGPASSWORD"] = self.password.get_secret_value()
         if self.sslmode:
             env["PGSSLMODE"] = self.sslmode
+        files = {k: v for k, v in self.options.items() if k in TLS_FILE_OPTIONS}
+        env.update({TLS_FILE_OPTIONS[k]: v for k, v in files.items()})
         return env
 
     def jdbc_url(self) -> str:

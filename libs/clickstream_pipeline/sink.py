@@ -37,6 +37,7 @@ import psycopg2.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from psycopg2.extensions import make_dsn
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from clickstream_pipeline import ledger
@@ -234,11 +235,7 @@ def write_range(
 
 def conninfo(connect_kwargs: dict[str, Any]) -> str:
     """libpq's `key='value'` form of psycopg2's connect arguments (ADBC takes this form)."""
-
-    def quoted(value: Any) -> str:
-        return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-    return " ".join(f"{k}={quoted(v)}" for k, v in connect_kwargs.items() if v is not None)
+    return make_dsn(**{k: v for k, v in connect_kwargs.items() if v is not None})
 
 
 _ADBC_ROOTS: dict[str, adbc.Connection] = {}

@@ -102,12 +102,15 @@ start() {
     if ready "$port"; then continue; fi
     [ -f "$(node_data "$name")/PG_VERSION" ] || init_node "$name" "$port"
     ln -sfn "$(node_data "$name")/server.log" "$LOG_DIR/citus-$name.log"
+    pg_tls "$(node_data "$name")"
+    # the nodes reach each other over TLS too, verified against the stack's CA
+    echo "citus.node_conninfo = 'sslmode=verify-full sslrootcert=$(node_data "$name")/root.crt'" \
+      >>"$(node_data "$name")/tls.conf"
     pg_start "$PG_BIN" "$(node_data "$name")" "$port" PGPASSFILE="$PGPASS"
     started+=("$name")
   done
   join_cluster
-  secret_set Citus-Database-Connection-String \
-    "jdbc:postgresql://127.0.0.1:$CITUS_PORT/$PG_DB?user=$PG_USER&password=$(pg_password)&sslmode=disable"
+  secret_set Citus-Database-Connection-String "$(pg_url "$CITUS_PORT")"
   if ((${#started[@]})); then
     log "citus: running (${started[*]} started) from $SOURCE: coordinator 127.0.0.1:$CITUS_PORT, workers ${WORKER_PORTS[*]}, database $PG_DB"
   else

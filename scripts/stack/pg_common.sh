@@ -3,6 +3,8 @@
 
 PG_USER=citus
 PG_DB=citus
+TLS_DIR="$STACK_DIR/tls"
+PG_CA="$TLS_DIR/ca.crt"   # clients verify the servers with it (sslmode=verify-full)
 
 run_as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -28,6 +30,54 @@ pg_password() {
     secret_set PG_PASSWORD "$password"
   fi
   echo "$password"
+}
+
+# pg_tls_ca: the stack's private CA for PostgreSQL, made once (.stack/tls/ca.{crt,key}).
+pg_tls_ca() {
+  [ -f "$PG_CA" ] && [ -f "$TLS_DIR/ca.key" ] && return 0
+  command -v openssl >/dev/null || die "postgres: openssl is needed to make the stack's TLS CA"
+  install -d -m 700 "$TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=clickstream-pipeline local CA" \
+    -keyout "$TLS_DIR/ca.key" -out "$PG_CA" >/dev/null 2>&1 || die "postgres: openssl could not make the CA"
+  chmod 600 "$TLS_DIR/ca.key"; chmod 644 "$PG_CA"
+  log "postgres: made the stack's TLS CA $PG_CA"
+}
+
+# pg_tls DATA [CLIENT_CA_COPY]: TLS for the server in DATA: a certificate for localhost and
+# 127.0.0.1 signed by the stack's CA (made once per data folder), `ssl = on`, and TCP logins
+# over TLS only (hostssl). Applied at every start, so older data folders get it too.
+pg_tls() {
+  local data="$1" tmp
+  pg_tls_ca
+  if ! openssl verify -CAfile "$PG_CA" "$data/server.crt" >/dev/null 2>&1; then
+    tmp="$(mktemp -d)"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tmp/ext"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tmp/server.key" \
+      -out "$tmp/server.csr" >/dev/null 2>&1 || die "postgres: openssl could not make a key"
+    openssl x509 -req -in "$tmp/server.csr" -CA "$PG_CA" -CAkey "$TLS_DIR/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$tmp/ext" -out "$tmp/server.crt" >/dev/null 2>&1 \
+      || die "postgres: openssl could not sign the server certificate"
+    install -o postgres -g postgres -m 600 "$tmp/server.key" "$data/server.key"
+    install -o postgres -g postgres -m 644 "$tmp/server.crt" "$data/server.crt"
+    rm -rf "$tmp"
+  fi
+  install -o postgres -g postgres -m 644 "$PG_CA" "$data/root.crt"
+  cat >"$data/tls.conf" <<CONF
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_ca_file = 'root.crt'
+ssl_min_protocol_version = 'TLSv1.2'
+CONF
+  chown postgres:postgres "$data/tls.conf"
+  grep -q "^include_if_exists = 'tls.conf'" "$data/postgresql.conf" ||
+    echo "include_if_exists = 'tls.conf'" >>"$data/postgresql.conf"
+  sed -i -E 's/^host(\s)/hostssl\1/' "$data/pg_hba.conf"
+}
+
+# pg_url PORT: the stack's JDBC URL for the server on PORT, verifying it against the CA.
+pg_url() {
+  echo "jdbc:postgresql://127.0.0.1:$1/$PG_DB?user=$PG_USER&password=$(pg_password)&sslmode=verify-full&sslrootcert=$PG_CA"
 }
 
 # pg_initdb BIN DATA PORT SOCKET_DIR PRELOAD: a new data folder owned by `postgres`, user

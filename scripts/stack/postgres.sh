@@ -17,12 +17,13 @@ start() {
     log "postgres: initialised $PG_DATA (user $PG_USER)"
   fi
   ln -sfn "$PG_DATA/server.log" "$LOG_DIR/postgres.log"
+  pg_tls "$PG_DATA"
   pg_start "$PG_BIN" "$PG_DATA" "$PG_PORT"
   pg_ensure_database "$PG_DATA" "$PG_PORT"
-  # The lab's secret: a JDBC URL with user and password (resolved by the pipeline's secret resolver).
-  secret_set Database-Connection-String \
-    "jdbc:postgresql://127.0.0.1:$PG_PORT/$PG_DB?user=$PG_USER&password=$(pg_password)&sslmode=disable"
-  log "postgres: running on 127.0.0.1:$PG_PORT, database $PG_DB, data $PG_DATA"
+  # The lab's secret: a JDBC URL with user and password (resolved by the pipeline's secret
+  # resolver), TLS verified against the stack's CA.
+  secret_set Database-Connection-String "$(pg_url "$PG_PORT")"
+  log "postgres: running on 127.0.0.1:$PG_PORT (TLS, CA $PG_CA), database $PG_DB, data $PG_DATA"
 }
 
 stop() {

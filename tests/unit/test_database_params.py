@@ -58,3 +58,26 @@ def test_libpq_environment_for_psql():
     }
     bare = ConnectionParams.from_jdbc_url("jdbc:postgresql://db:6432/x").libpq_env()
     assert bare == {"PGHOST": "db", "PGPORT": "6432", "PGDATABASE": "x"}
+
+
+def test_tls_files_in_the_url_reach_libpq_psql_and_jdbc():
+    params = ConnectionParams.from_jdbc_url(
+        "jdbc:postgresql://db:5432/citus?user=u&password=p&sslmode=verify-full"
+        "&sslrootcert=/ca.crt&sslcert=/c.crt&sslkey=/c.key&ApplicationName=x"
+    )
+    kwargs = params.psycopg_kwargs("app", 5)
+    assert {k: kwargs[k] for k in ("sslmode", "sslrootcert", "sslcert", "sslkey")} == {
+        "sslmode": "verify-full",
+        "sslrootcert": "/ca.crt",
+        "sslcert": "/c.crt",
+        "sslkey": "/c.key",
+    }
+    assert "ApplicationName" not in kwargs  # a JDBC-only option stays out of libpq's
+    env = params.libpq_env()
+    assert (env["PGSSLMODE"], env["PGSSLROOTCERT"], env["PGSSLCERT"], env["PGSSLKEY"]) == (
+        "verify-full",
+        "/ca.crt",
+        "/c.crt",
+        "/c.key",
+    )
+    assert "sslrootcert=%2Fca.crt" in params.jdbc_url()
