@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     base = medians[BASELINE]["last_commit_s"]
     print(f"\njob start, {args.messages:,} messages, medians of {args.repeat}:")
     print(
-        f"  {'design':24} {'session':>8} {'query':>8} {'1st commit':>11} {'last':>8} {'ratio':>6}"
+        f"  {'design':24} {'session':>8} {'query':>8} {'1st commit':>11} {'last':>8} {'speed':>6}"
     )
     for name, m in medians.items():
         m["speed_over_spark_jars"] = round(base / m["last_commit_s"], 3)
