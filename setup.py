@@ -79,6 +79,7 @@ setup(
         # from the package itself, so it works without internet access.
         "dashboard": [
             "dash>=2.17",
+            "dash-auth>=2.3",  # HTTP basic auth in front of every page and callback
         ],
         "dev": [
             "chispa>=0.10",

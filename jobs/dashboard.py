@@ -1,8 +1,10 @@
 """Dashboard job: serve the live dashboard (rollups and pipeline health) on localhost.
 
 Resolves the database secret (a read-only role is enough: sql/roles/dashboard_readonly.sql),
-checks the database answers, then serves the page until stopped (Ctrl-C). Needs the wheel's
-`dashboard` extra (Dash).
+checks the database answers, then serves the page until stopped (Ctrl-C). With the
+`Dashboard-Password` secret every page and callback needs HTTP basic auth (user `--user`); bound
+to anything but a loopback address it refuses to start without that secret. Needs the wheel's
+`dashboard` extra (Dash, dash-auth).
 
 Run: `clickstream-dashboard --env local` (installed), then open http://127.0.0.1:8050/.
 """
@@ -10,6 +12,7 @@ Run: `clickstream-dashboard --env local` (installed), then open http://127.0.0.1
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Sequence
 
@@ -24,10 +27,20 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parser() -> argparse.ArgumentParser:
     p = job_parser("clickstream-dashboard", "Serve the live clickstream dashboard.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
     p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--user", default="clickstream", help="login name (with Dashboard-Password)")
     p.add_argument(
         "--refresh-seconds",
         type=positive_seconds,
@@ -49,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
             "pip install 'clickstream-pipeline[dashboard]'"
         ) from None
     cfg = config_from_args(args)
-    secrets = resolve_secrets(cfg.secrets, ["database"])
+    secrets = resolve_secrets(cfg.secrets, ["database"], optional=["dashboard_password"])
     params = ConnectionParams.from_jdbc_url(secrets["database"])
+    password = secrets.get("dashboard_password")
+    if password is None and not is_loopback(args.host):
+        raise SetupError(
+            f"--host {args.host} serves beyond this machine: set the "
+            f"{cfg.secrets.name_of('dashboard_password')} secret for a login, or use 127.0.0.1"
+        )
     serve(
         params,
         args.host,
@@ -58,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         args.refresh_seconds,
         schema=cfg.database.schema_name,
         connect_timeout=cfg.database.connect_timeout_s,
+        login=(args.user, password) if password is not None else None,
     )
     return 0
 

@@ -42,6 +42,7 @@ DEFAULT_SECRET_NAMES = {
     "s3_access_key": "S3-Access-Key",
     "s3_secret_key": "S3-Secret-Key",
     "kafka_truststore_password": "Kafka-Truststore-Password",
+    "dashboard_password": "Dashboard-Password",
 }
 
 

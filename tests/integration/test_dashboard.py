@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -72,11 +73,11 @@ def free_port() -> int:
 
 
 def jdbc_url(params: ConnectionParams) -> str:
+    """The login's JDBC URL with its password, TLS settings kept."""
     password = params.password.get_secret_value() if params.password else ""
-    return (
-        f"jdbc:postgresql://{params.host}:{params.port}/{params.dbname}"
-        f"?user={params.user}&password={password}"
-    )
+    url = params.jdbc_url()
+    credentials = urllib.parse.urlencode({"user": params.user, "password": password})
+    return f"{url}{'&' if '?' in url else '?'}{credentials}"
 
 
 def rollups(db: ConnectionParams) -> None:

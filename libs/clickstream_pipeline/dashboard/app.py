@@ -8,6 +8,7 @@ line and the next refresh tries again.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import queue
 from collections import defaultdict
@@ -20,6 +21,7 @@ from typing import Any
 from dash import Dash, Input, Output, dcc, html, no_update
 from psycopg2 import Error as PsycopgError
 from psycopg2.extensions import connection
+from pydantic import SecretStr
 
 from clickstream_pipeline.dashboard.panels import (
     DEFAULT_RANGE,
@@ -378,6 +380,18 @@ def create_app(
     return app
 
 
+def require_login(app: Dash, user: str, password: SecretStr) -> None:
+    """HTTP basic auth (dash-auth) on every page, asset and callback of `app`."""
+    from dash_auth import BasicAuth
+
+    def allowed(given_user: str, given_password: str) -> bool:
+        return hmac.compare_digest(given_user.encode(), user.encode()) & hmac.compare_digest(
+            given_password.encode(), password.get_secret_value().encode()
+        )
+
+    BasicAuth(app, auth_func=allowed)
+
+
 def serve(
     params: ConnectionParams,
     host: str,
@@ -385,18 +399,22 @@ def serve(
     refresh_seconds: float,
     schema: str = "public",
     connect_timeout: int = 5,
+    login: tuple[str, SecretStr] | None = None,
 ) -> None:
-    """Serve the dashboard until interrupted."""
+    """Serve the dashboard until interrupted; behind a login when `login` is given."""
     pool = ConnectionPool(params, connect_timeout=connect_timeout)
     with pool.connection() as conn:  # fail at start-up when the database is unreachable
         load_snapshot(conn, View(schema=schema))
     app = create_app(pool.snapshot, refresh_seconds, schema)
+    if login is not None:
+        require_login(app, *login)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     log.info(
-        "dashboard on http://%s:%d/ (database %s, refresh every %gs)",
+        "dashboard on http://%s:%d/ (database %s, refresh every %gs, %s)",
         host,
         port,
         params.describe(),
         refresh_seconds,
+        f"login as {login[0]}" if login else "no login",
     )
     app.run(host=host, port=port, debug=False)
