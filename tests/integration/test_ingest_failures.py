@@ -1,6 +1,6 @@
-"""The real ingest job killed with SIGKILL, and the database restarted under it (on Citus, a
-worker node, which Citus's two-phase-commit recovery must bring back in step): no loss, no
-dups."""
+"""The real ingest job killed with SIGKILL, the database restarted under it (on Citus, a
+worker node, which Citus's two-phase-commit recovery must bring back in step), and the Kafka
+broker stopped and restarted under it: no loss, no dups."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from clickstream_pipeline.database import ConnectionParams
 from clickstream_pipeline.source import producer_config
@@ -132,6 +134,33 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
         first.invalid += second.invalid
         wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job, every=0.5)
         assert job.poll() is None, "the job died with the database"
+    finally:
+        kill_group(job)
+    assert_exactly_once(db, first)
+
+
+def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
+    if tier.citus:
+        pytest.skip("one broker for both tiers: its outage is tested on plain PostgreSQL")
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    log = tmp_path / "ingest.log"
+    kafka = str(STACK / "kafka.sh")
+    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
+    try:
+        first = produce_mix(conf, topic, 3_000, seed=41)
+        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job)
+        subprocess.run([kafka, "stop"], check=True, timeout=90)
+        try:
+            time.sleep(15)  # the job keeps polling a broker that is not there
+            assert job.poll() is None, "the job died while the broker was away"
+        finally:
+            subprocess.run([kafka, "start"], check=True, timeout=180)
+        second = produce_mix(conf, topic, 3_000, seed=42, first_id=10**6)
+        first.valid.update(second.valid)
+        first.invalid += second.invalid
+        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 240, job, every=0.5)
+        assert job.poll() is None, "the job died with the broker"
     finally:
         kill_group(job)
     assert_exactly_once(db, first)
