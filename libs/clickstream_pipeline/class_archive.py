@@ -2,9 +2,11 @@
 
 A local session loads tens of thousands of classes from Spark's and the connectors' jars.
 Mapping them from an archive instead of reading and verifying them saves about 2.5 s of session
-start and 1.5 s of a query's start and first batch here (`benchmarks/startup.py`). The first
+start and 2.5 s of a query's start and first batch here (`benchmarks/startup.py`). Set-up trains
+one (`python -m clickstream_pipeline.class_archive`, a local workload); otherwise the first
 session without an archive writes one when its JVM exits (`-XX:ArchiveClassesAtExit`, to a file
-of its own); a later session promotes it and maps it (`-XX:SharedArchiveFile`). The archive's
+of its own, while other sessions run without). A later session promotes it and maps it
+(`-XX:SharedArchiveFile`). The archive's
 name carries a digest of the class path (each jar's path, size and mtime) and of the java binary,
 so a new jar or JDK trains a new one. A JVM that cannot use an archive runs without it.
 """
