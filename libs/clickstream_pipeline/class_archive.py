@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     cfg = config_from_args(args)
     secrets = Secrets({}, "none")
-    option = (
-        class_archive_option(session_conf(cfg, secrets), cfg.spark) if cfg.spark.master else None
-    )
+    option = class_archive_option(session_conf(cfg, secrets), cfg.spark)
     if option is None or "ArchiveClassesAtExit" not in option:
         where = option.split()[0].split("=", 1)[1] if option else "none (no local master or java)"
         log.info("class archive: %s", where)

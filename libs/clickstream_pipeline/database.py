@@ -78,8 +78,12 @@ class ConnectionParams:
             kwargs["password"] = self.password.get_secret_value()
         if self.sslmode:
             kwargs["sslmode"] = self.sslmode
-        kwargs.update({k: v for k, v in self.options.items() if k in TLS_FILE_OPTIONS})
+        kwargs.update(self.tls_files())
         return kwargs
+
+    def tls_files(self) -> dict[str, str]:
+        """The connection string's TLS files (`sslrootcert`, `sslcert`, `sslkey`)."""
+        return {k: v for k, v in self.options.items() if k in TLS_FILE_OPTIONS}
 
     def libpq_env(self) -> dict[str, str]:
         """The same connection as libpq environment variables (for psql and other tools)."""
@@ -90,8 +94,7 @@ class ConnectionParams:
             env["PGPASSWORD"] = self.password.get_secret_value()
         if self.sslmode:
             env["PGSSLMODE"] = self.sslmode
-        files = {k: v for k, v in self.options.items() if k in TLS_FILE_OPTIONS}
-        env.update({TLS_FILE_OPTIONS[k]: v for k, v in files.items()})
+        env.update({TLS_FILE_OPTIONS[k]: v for k, v in self.tls_files().items()})
         return env
 
     def jdbc_url(self) -> str:

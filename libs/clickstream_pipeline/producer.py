@@ -85,6 +85,10 @@ class DeliveryStats:
     stopped_because: str = "done"
     input_error: str | None = None  # the events' source failed (e.g. a bad CSV row)
 
+    def settle(self, queued: int) -> None:
+        """Acknowledged: sent, not failed, no longer queued (failures alone are reported)."""
+        self.acked = self.sent - self.failed - queued
+
     @property
     def rate(self) -> float:
         return self.acked / self.seconds if self.seconds > 0 else 0.0
@@ -281,7 +285,7 @@ def send_messages(
             if sent & 1023 == 0 or bucket is not None:
                 poll(0)
                 stats.sent = sent
-                stats.acked = sent - stats.failed - len(producer)
+                stats.settle(len(producer))
                 progress.update(stats, len(producer))
                 if deadline is not None and time.monotonic() >= deadline:
                     stats.stopped_because = "duration reached"
@@ -312,12 +316,12 @@ def _drain(producer: Producer, stats: DeliveryStats, progress: _Progress, timeou
     try:
         while len(producer) > 0 and time.monotonic() < give_up:
             producer.flush(0.5)
-            stats.acked = stats.sent - stats.failed - len(producer)
+            stats.settle(len(producer))
             progress.update(stats, len(producer))
     except KeyboardInterrupt:
         log.warning("flush interrupted: counting %d queued messages as failed", len(producer))
     left = len(producer)
-    stats.acked = stats.sent - stats.failed - left
+    stats.settle(left)
     if left > 0:
         stats.unacknowledged = left
         stats.failed += left

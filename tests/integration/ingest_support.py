@@ -105,6 +105,11 @@ class Sent:
     def total(self) -> int:
         return len(self.valid) + len(self.invalid)
 
+    def add(self, more: Sent) -> None:
+        """Count the records of a later send to the same topic too."""
+        self.valid.update(more.valid)
+        self.invalid += more.invalid
+
 
 def new_topic(kafka_conf: dict, partitions: int = 4) -> str:
     topic = f"test-ingest-{uuid.uuid4().hex[:10]}"

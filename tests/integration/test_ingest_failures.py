@@ -130,8 +130,7 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
         second = produce_mix(conf, topic, 3_000, seed=32, first_id=10**6)
         time.sleep(3)
         subprocess.run([stop[0], "start"], check=True, timeout=60)
-        first.valid.update(second.valid)
-        first.invalid += second.invalid
+        first.add(second)
         wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job, every=0.5)
         assert job.poll() is None, "the job died with the database"
     finally:
@@ -157,8 +156,7 @@ def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
         finally:
             subprocess.run([kafka, "start"], check=True, timeout=180)
         second = produce_mix(conf, topic, 3_000, seed=42, first_id=10**6)
-        first.valid.update(second.valid)
-        first.invalid += second.invalid
+        first.add(second)
         wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 240, job, every=0.5)
         assert job.poll() is None, "the job died with the broker"
     finally:
