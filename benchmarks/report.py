@@ -17,6 +17,7 @@ PARTS = (
     "sink",
     "stages",
     "startup",
+    "objectstore",
     "end_to_end",
     "freshness",
     "dashboard",
@@ -181,6 +182,17 @@ def table(parts: dict[str, Any]) -> list[str]:
             f"`spark.jars` {base['last_commit_s']:.1f} s (session {base['session_s']:.1f} s); "
             f"class path alone {m['class path']['last_commit_s']:.1f} s | "
             f"{ours['speed_over_spark_jars']:.2f}x | |"
+        )
+    store = parts.get("objectstore")
+    if store:
+        ours, moto, r = store["stores"]["s3proxy"], store["stores"]["moto"], store["ratios"]
+        lines.append(
+            f"| object store: S3Proxy on a folder | start {ours['start_s']:.1f} s, checkpoint "
+            f"entry {ours['checkpoint_cycle_ms']:.0f} ms, 100-row Delta append "
+            f"{ours['delta_append_s']:.2f} s | moto (in memory): {moto['start_s']:.1f} s, "
+            f"{moto['checkpoint_cycle_ms']:.0f} ms, {moto['delta_append_s']:.2f} s | "
+            f"{r['s3proxy_over_moto_delta_append']:.2f}x the append's time | keeps data across "
+            f"a restart: {_met(ours['keeps_data_across_restart'])} |"
         )
     e2e = parts.get("end_to_end")
     if e2e:

@@ -159,3 +159,19 @@ def test_startup_benchmark_quick_mode_times_each_way_of_starting_the_jvm(tmp_pat
         last = medians[design]["last_commit_s"]
         assert speed == pytest.approx(base["last_commit_s"] / last, 0.01)
         assert re.search(rf"{re.escape(design)}\s.*\s{speed:.2f}x", stdout), design
+
+
+@pytest.mark.timeout(600)
+def test_objectstore_benchmark_quick_mode_measures_both_stores(tmp_path: Path) -> None:
+    result, stdout = run_quick("objectstore", tmp_path / "objectstore.json", 540)
+    stores = result["stores"]
+    for name, figures in stores.items():
+        assert 0 < figures["start_s"] < 120, name
+        assert figures["checkpoint_cycle_ms"] > 0 and figures["delta_append_s"] > 0, name
+        assert re.search(rf"^{name}\s+{figures['start_s']:.2f}\s", stdout, re.M), name
+    assert stores["s3proxy"]["keeps_data_across_restart"] is True
+    assert stores["moto"]["keeps_data_across_restart"] is False
+    ratio = result["ratios"]["s3proxy_over_moto_delta_append"]
+    assert ratio == pytest.approx(
+        stores["s3proxy"]["delta_append_s"] / stores["moto"]["delta_append_s"]
+    )

@@ -1,19 +1,22 @@
 """The real ingest job killed with SIGKILL, the database restarted under it (on Citus, a
-worker node, which Citus's two-phase-commit recovery must bring back in step), and the Kafka
-broker stopped and restarted under it: no loss, no dups."""
+worker node, which Citus's two-phase-commit recovery must bring back in step), the database
+refusing every connection for a while, and the Kafka broker and the object store stopped and
+restarted under it: no loss, no dups. The checkpoint and dead letters outlive the store."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.database import ConnectionParams, connect
 from clickstream_pipeline.source import producer_config
 from tests.conftest import PROJECT_DIR
 from tests.integration.db import query
@@ -162,3 +165,131 @@ def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
     finally:
         kill_group(job)
     assert_exactly_once(db, first)
+
+
+def test_object_store_outage_while_the_stream_runs(tier, db, tmp_path):
+    if tier.citus:
+        pytest.skip("one object store for both tiers: its outage is tested on plain PostgreSQL")
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    log = tmp_path / "ingest.log"
+    store = str(STACK / "objectstore.sh")
+    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
+    try:
+        first = produce_mix(conf, topic, 3_000, seed=51)
+        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job)
+        subprocess.run([store, "stop"], check=True, timeout=60)
+        try:
+            # these arrive while the checkpoint and the dead letters cannot be written
+            second = produce_mix(conf, topic, 3_000, seed=52, first_id=10**6)
+            time.sleep(15)
+            assert job.poll() is None, f"the job died with the object store:\n{tail(log)}"
+        finally:
+            subprocess.run([store, "start"], check=True, timeout=120)
+        first.add(second)
+        # a batch's record is the last thing it writes
+        wait_until(lambda: batch_totals(db, f"q-{topic}")[0] >= first.total, 240, job, every=0.5)
+        assert job.poll() is None, f"the job died with the object store:\n{tail(log)}"
+    finally:
+        kill_group(job)
+    assert_exactly_once(db, first)
+    read, written, duplicate, dead = batch_totals(db, f"q-{topic}")
+    assert (written, dead) == (len(first.valid), len(first.invalid))
+    assert read == first.total + duplicate
+
+
+def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, db, tmp_path):
+    if tier.citus:
+        pytest.skip("one object store for both tiers: tested on plain PostgreSQL")
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    log = tmp_path / "ingest.log"
+    store = str(STACK / "objectstore.sh")
+    sent = produce_mix(conf, topic, 2_000, seed=61, malformed_share=0.05)
+    job = start_job(tier.env, topic, log, "--available-now")
+    assert job.wait(timeout=300) == 0, tail(log)
+    subprocess.run([store, "stop"], check=True, timeout=60)
+    subprocess.run([store, "start"], check=True, timeout=120)
+    more = produce_mix(conf, topic, 1_000, seed=62, malformed_share=0.05, first_id=10**6)
+    sent.add(more)
+    job = start_job(tier.env, topic, log, "--available-now")
+    assert job.wait(timeout=300) == 0, tail(log)
+
+    assert_exactly_once(db, sent)
+    # the second run started from the checkpoint: nothing read twice
+    assert batch_totals(db, f"q-{topic}") == (sent.total, len(sent.valid), 0, len(sent.invalid))
+    listing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clickstream_pipeline.jobs.dead_letters",
+            "list",
+            "--env",
+            tier.env,
+            "--set",
+            f"ingest.query_name=q-{topic}",
+            "--limit",
+            "0",
+        ],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    counts = [int(line.split()[0]) for line in listing.splitlines()[1:] if line.strip()]
+    assert sum(counts) == len(sent.invalid), listing
+
+
+def batch_totals(db: ConnectionParams, sink: str) -> tuple[int, int, int, int]:
+    (row,) = query(
+        db,
+        """SELECT sum(rows_read), sum(rows_written), sum(rows_duplicate), sum(rows_dead_lettered)
+           FROM clickstream_ingest_batches WHERE query_name = %s""",
+        (sink,),
+    )
+    return tuple(int(v or 0) for v in row)  # type: ignore[return-value]
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:]
+
+
+def test_database_refusing_connections_while_the_stream_runs(tier, db, tmp_path):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    log = tmp_path / "ingest.log"
+    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
+    try:
+        first = produce_mix(conf, topic, 3_000, seed=71)
+        wait_until(lambda: batch_totals(db, f"q-{topic}")[0] >= first.total, 180, job)
+        with every_connection_slot_taken(db):
+            second = produce_mix(conf, topic, 3_000, seed=72, first_id=10**6)
+            time.sleep(12)  # "too many clients already" for every connection the job opens
+            assert job.poll() is None, f"the job died while refused:\n{tail(log)}"
+        first.add(second)
+        wait_until(lambda: batch_totals(db, f"q-{topic}")[0] >= first.total, 240, job, every=0.5)
+        assert job.poll() is None, f"the job died after being refused:\n{tail(log)}"
+    finally:
+        kill_group(job)
+    assert_exactly_once(db, first)
+    assert "transient database error" in tail(log, 10**7), "the job was never refused"
+
+
+@contextlib.contextmanager
+def every_connection_slot_taken(db: ConnectionParams) -> Iterator[None]:
+    """Hold every connection the server allows (superuser slots too), then let them go."""
+    held = []
+    try:
+        for _ in range(1000):
+            try:
+                held.append(connect(db))
+            except ConnectionError as exc:  # the builtin, raised by database.connect
+                assert "too many clients" in str(exc) or "reserved" in str(exc), exc
+                break
+        else:
+            raise AssertionError("the server accepted 1000 connections")
+        yield
+    finally:
+        for conn in held:
+            conn.close()
