@@ -40,6 +40,10 @@ setup(
     },
     packages=[
         PACKAGE,
+        f"{PACKAGE}.core",
+        f"{PACKAGE}.warehouse",
+        f"{PACKAGE}.traffic",
+        f"{PACKAGE}.ingest",
         f"{PACKAGE}.dashboard",
         f"{PACKAGE}.jobs",
         f"{PACKAGE}.sql",

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import db_params, machine_facts, say, setup_env, write_result
-from clickstream_pipeline.config import load_config
-from clickstream_pipeline.database import ConnectionParams, connect, fetch
-from clickstream_pipeline.migrations import load_migrations, migrate
-from tests.integration.conftest import CITUS_UNAVAILABLE
-from tests.integration.db import create_database, drop_database
+from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
+from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
+from devkit.db import CITUS_UNAVAILABLE, create_database, drop_database
 
 SERVERS = {"postgres": "local", "citus": "local-citus"}
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from clickstream_pipeline.config import Config, load_config
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.secrets import Secrets, resolve_secrets
-from tests.integration.db import bootstrapped_database, citus_workers
+from clickstream_pipeline.core.config import Config, load_config
+from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from devkit.db import bootstrapped_database, citus_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

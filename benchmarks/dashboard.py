@@ -40,10 +40,10 @@ from benchmarks.common import (
     write_result,
 )
 from clickstream_pipeline.dashboard.panels import DEFAULT_RANGE, PANELS, RANGES, View
-from clickstream_pipeline.database import ConnectionParams, connect, fetch
-from clickstream_pipeline.migrations import load_migrations, migrate
-from clickstream_pipeline.queries import load_queries
-from tests.integration.db import bootstrap, create_database, drop_database
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
+from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
+from clickstream_pipeline.warehouse.queries import load_queries
+from devkit.db import bootstrap, create_database, drop_database
 
 LOAD_CHUNK = """
 INSERT INTO events (event_time, customer_id, event_type, country, browser, device_id, session_id)

@@ -46,15 +46,15 @@ from benchmarks.ingest_support import (
     ingest_config,
     jvm_pid,
 )
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.database import fetch
-from clickstream_pipeline.generator import encode_event, lab_uniform_events
-from clickstream_pipeline.ingest import start_ingest
-from clickstream_pipeline.producer import SendOptions, kafka_settings
-from clickstream_pipeline.schema import EVENT_COLUMNS
-from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.source import producer_config
-from clickstream_pipeline.spark import build_spark
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.schema import EVENT_COLUMNS
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.core.spark import build_spark
+from clickstream_pipeline.ingest.source import producer_config
+from clickstream_pipeline.ingest.stream import start_ingest
+from clickstream_pipeline.traffic.generator import encode_event, lab_uniform_events
+from clickstream_pipeline.traffic.producer import SendOptions, kafka_settings
+from clickstream_pipeline.warehouse.database import fetch
 
 
 def load_topic(cfg: Config, secrets: Secrets, topic: str, n: int) -> float:

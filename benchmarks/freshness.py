@@ -39,12 +39,12 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config, wait_for
-from clickstream_pipeline.database import ConnectionParams, connect, fetch
-from clickstream_pipeline.generator import storefront_events
-from clickstream_pipeline.ingest import start_ingest
-from clickstream_pipeline.producer import SendOptions, send_events
-from clickstream_pipeline.source import producer_config
-from clickstream_pipeline.spark import build_spark
+from clickstream_pipeline.core.spark import build_spark
+from clickstream_pipeline.ingest.source import producer_config
+from clickstream_pipeline.ingest.stream import start_ingest
+from clickstream_pipeline.traffic.generator import storefront_events
+from clickstream_pipeline.traffic.producer import SendOptions, send_events
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 
 
 class RollupPoller(threading.Thread):

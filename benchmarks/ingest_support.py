@@ -9,28 +9,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, NewTopic
 from pyspark.sql import SparkSession
 
 from benchmarks.common import _cmdline, descendants, say, vm_kib
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.source import producer_config
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.ingest.source import producer_config
+from clickstream_pipeline.traffic.producer import create_topic, delete_topic
 
 
 @contextlib.contextmanager
 def fresh_topic(cfg: Config, secrets: Secrets, prefix: str, partitions: int = 4) -> Iterator[str]:
     conf = producer_config(cfg.kafka, secrets)
-    admin = AdminClient(conf)
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
-        topic
-    ].result(30)
+    create_topic(conf, topic, partitions)
     say(f"topic {topic} ({partitions} partitions)")
     try:
         yield topic
     finally:
-        admin.delete_topics([topic])[topic].result(30)
+        delete_topic(conf, topic)
 
 
 def ingest_config(cfg: Config, topic: str, query_name: str, **ingest: object) -> Config:

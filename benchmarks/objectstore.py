@@ -150,7 +150,7 @@ def survives_restart(store: Store) -> bool:
 @contextmanager
 def spark_for(stores: list[Store]) -> Iterator[Any]:
     """One local session; each store's bucket reached through S3A per-bucket settings."""
-    from clickstream_pipeline.spark import build_spark
+    from clickstream_pipeline.core.spark import build_spark
 
     cfg, secrets = setup_env("local")
     per_bucket: dict[str, str] = {}
@@ -175,8 +175,8 @@ def bucket_of(store: Store) -> str:
 
 def delta_appends(spark: Any, store: Store, n: int) -> float:
     """Median seconds of a 100-row dead-letter append (after one warm-up) on the store."""
-    from clickstream_pipeline import dead_letters
-    from clickstream_pipeline.schema import DEAD_LETTER_SCHEMA
+    from clickstream_pipeline.core.schema import DEAD_LETTER_SCHEMA
+    from clickstream_pipeline.ingest import dead_letters
 
     store.client().create_bucket(Bucket=bucket_of(store))
     path = f"s3a://{bucket_of(store)}/dead_letters"

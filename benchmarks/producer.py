@@ -19,13 +19,23 @@ import time
 import uuid
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from clickstream_pipeline.config import load_config
-from clickstream_pipeline.generator import encode_event, lab_uniform_events, storefront_events
-from clickstream_pipeline.producer import SendOptions, kafka_settings, send_events, send_messages
-from clickstream_pipeline.secrets import resolve_secrets
-from clickstream_pipeline.source import producer_config
+from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.core.secrets import resolve_secrets
+from clickstream_pipeline.ingest.source import producer_config
+from clickstream_pipeline.traffic.generator import (
+    encode_event,
+    lab_uniform_events,
+    storefront_events,
+)
+from clickstream_pipeline.traffic.producer import (
+    SendOptions,
+    create_topic,
+    delete_topic,
+    kafka_settings,
+    send_events,
+    send_messages,
+)
 
 
 def raw_baseline(conf: dict, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
@@ -65,9 +75,8 @@ def main() -> None:
     cfg = load_config("local")
     secrets = resolve_secrets(cfg.secrets, optional=("kafka_server", "kafka_connection_string"))
     conf = producer_config(cfg.kafka, secrets)
-    admin = AdminClient(conf)
     topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
+    create_topic(conf, topic, 4)
     n = args.messages
     try:
         now_ms = int(time.time() * 1000)
@@ -93,7 +102,7 @@ def main() -> None:
         lab = ours(conf, topic, n, lab_uniform=True)
         print(f"clickstream-produce, lab-uniform: {lab:>10,.0f} msg/s  ratio {lab / raw:.2f}")
     finally:
-        admin.delete_topics([topic])[topic].result(30)
+        delete_topic(conf, topic)
 
 
 if __name__ == "__main__":

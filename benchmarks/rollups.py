@@ -29,8 +29,8 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.dashboard import LOAD_CHUNK
-from clickstream_pipeline.database import ConnectionParams
-from tests.integration.conftest import CITUS_UNAVAILABLE
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import CITUS_UNAVAILABLE
 
 FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
 SERVERS = {"postgres": "local", "citus": "local-citus"}

@@ -22,7 +22,7 @@ import time
 from benchmarks import report
 from benchmarks.common import RESULTS, ROOT, machine_facts, say, write_result
 from benchmarks.report import ON_BOTH
-from tests.integration.conftest import CITUS_UNAVAILABLE
+from devkit.db import CITUS_UNAVAILABLE
 
 ORDER = report.PARTS
 PRODUCER_LINES = {

@@ -45,10 +45,10 @@ from benchmarks.common import (
     tree_cpu_s,
     write_result,
 )
-from clickstream_pipeline.database import ConnectionParams, connect, fetch
-from clickstream_pipeline.schema import EVENT_COLUMNS, ROUTED_SCHEMA
-from clickstream_pipeline.sink import SinkSettings, to_csv, write_and_route
-from clickstream_pipeline.spark import build_spark
+from clickstream_pipeline.core.schema import EVENT_COLUMNS, ROUTED_SCHEMA
+from clickstream_pipeline.core.spark import build_spark
+from clickstream_pipeline.ingest.sink import SinkSettings, to_csv, write_and_route
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 
 
 def prepare(spark: SparkSession, rows: int, partitions: int) -> DataFrame:

@@ -39,14 +39,19 @@ from benchmarks.common import (
 )
 from benchmarks.end_to_end import load_topic
 from benchmarks.ingest_support import fresh_topic
-from clickstream_pipeline.arrow_validation import check_batch
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.ingest import KAFKA_COLUMNS, ingest_settings, route, route_in_worker
-from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.sink import SinkSettings
-from clickstream_pipeline.source import kafka_read_options
-from clickstream_pipeline.spark import build_spark
-from clickstream_pipeline.transforms import Rules, validate, with_payload
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.core.spark import build_spark
+from clickstream_pipeline.ingest.arrow_validation import check_batch
+from clickstream_pipeline.ingest.sink import SinkSettings
+from clickstream_pipeline.ingest.source import kafka_read_options
+from clickstream_pipeline.ingest.stream import (
+    KAFKA_COLUMNS,
+    ingest_settings,
+    route,
+    route_in_worker,
+)
+from clickstream_pipeline.ingest.transforms import Rules, validate, with_payload
 
 
 def read_topic(

@@ -38,8 +38,8 @@ from benchmarks.common import (
 )
 from benchmarks.end_to_end import load_topic
 from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.warehouse.database import ConnectionParams
 
 DESIGNS = {
     "spark.jars": {"class_archive": False, "spark_jars": True},
@@ -65,9 +65,9 @@ def child_config(cfg: Config, topic: str, design: dict[str, bool], per_batch: in
 
 def child(args: argparse.Namespace) -> None:
     """One job start in this fresh process; prints its figures as one JSON line."""
-    from clickstream_pipeline import spark as spark_module
-    from clickstream_pipeline.database import fetch
-    from clickstream_pipeline.ingest import start_ingest
+    from clickstream_pipeline.core import spark as spark_module
+    from clickstream_pipeline.ingest.stream import start_ingest
+    from clickstream_pipeline.warehouse.database import fetch
 
     started = time.perf_counter()
     design = DESIGNS[args.child]
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         args.repeat, args.messages, args.per_batch = 1, 50_000, 25_000
     say("class archive: training it if missing (not timed)")
     subprocess.run(  # a process of its own: its JVM writes the archive as it exits
-        [sys.executable, "-m", "clickstream_pipeline.class_archive", "--env", args.env],
+        [sys.executable, "-m", "clickstream_pipeline.ingest.warm_up", "--env", args.env],
         cwd=ROOT,
         check=True,
     )

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.cli import config_from_args, job_parser, run_job
+from clickstream_pipeline.core.cli import config_from_args, job_parser, run_job
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.database import (
+    from clickstream_pipeline.core.secrets import resolve_secrets
+    from clickstream_pipeline.warehouse.database import (
         ConnectionParams,
         connect,
         server_facts,
     )
-    from clickstream_pipeline.migrations import load_migrations, migrate, pending, report_lines
-    from clickstream_pipeline.secrets import resolve_secrets
+    from clickstream_pipeline.warehouse.migrations import (
+        load_migrations,
+        migrate,
+        pending,
+        report_lines,
+    )
 
     cfg = config_from_args(args)
     secrets = resolve_secrets(cfg.secrets, ["database"])

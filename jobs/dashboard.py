@@ -16,8 +16,8 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.cli import config_from_args, job_parser, run_job
-from clickstream_pipeline.errors import SetupError
+from clickstream_pipeline.core.cli import config_from_args, job_parser, run_job
+from clickstream_pipeline.core.errors import SetupError
 
 
 def positive_seconds(text: str) -> float:
@@ -51,8 +51,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.database import ConnectionParams
-    from clickstream_pipeline.secrets import resolve_secrets
+    from clickstream_pipeline.core.secrets import resolve_secrets
+    from clickstream_pipeline.warehouse.database import ConnectionParams
 
     try:
         from clickstream_pipeline.dashboard.app import serve

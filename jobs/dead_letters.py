@@ -10,8 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.cli import config_from_args, job_parser, run_job
-from clickstream_pipeline.jobs.ingest import OPTIONAL_SECRETS, REQUIRED_SECRETS
+from clickstream_pipeline.core.cli import config_from_args, job_parser, run_job
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,39 +27,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pyspark.sql.functions as F
+    from clickstream_pipeline.ingest import dead_letters
+    from clickstream_pipeline.ingest.session import open_spark_job
+    from clickstream_pipeline.ingest.stream import replay_dead_letters
 
-    from clickstream_pipeline import dead_letters
-    from clickstream_pipeline.config import resolve_storage_paths
-    from clickstream_pipeline.ingest import replay_dead_letters
-    from clickstream_pipeline.secrets import resolve_secrets
-    from clickstream_pipeline.spark import build_spark
-
-    cfg = config_from_args(args)
-    secrets = resolve_secrets(cfg.secrets, REQUIRED_SECRETS, OPTIONAL_SECRETS)
-    cfg = resolve_storage_paths(cfg, secrets)
-    spark = build_spark(cfg, secrets)
+    job = open_spark_job(config_from_args(args), progress_log=False)
+    cfg, name = job.cfg, job.cfg.ingest.query_name
     if args.action == "replay":
-        report = replay_dead_letters(spark, cfg, secrets, args.reason)
+        report = replay_dead_letters(job.spark, cfg, job.secrets, args.reason)
         print(
             f"replayed {report.considered}: written {report.written}, already written "
             f"{report.duplicates}, still dead {sum(report.still_dead.values())} "
             f"{report.still_dead or ''}".rstrip()
         )
         return 0
-    letters = dead_letters.read(spark, cfg.dead_letter_path).filter(
-        F.col("query_name") == cfg.ingest.query_name
-    )
-    if args.reason:
-        letters = letters.filter(F.col("reason") == args.reason)
-    counts = letters.groupBy("reason").count().orderBy(F.desc("count"), "reason").collect()
-    print(f"dead letters of {cfg.ingest.query_name} in {cfg.dead_letter_path} (not replayed):")
-    for row in counts:
-        print(f"{row['count']:>10}  {row['reason']}")
-    for row in letters.orderBy("topic", "partition", "offset").limit(args.limit).collect():
-        raw = bytes(row["raw_value"] or b"")
-        preview = raw[:80].decode("utf-8", "backslashreplace").encode("unicode_escape").decode()
-        print(f"{row['topic']}/{row['partition']}@{row['offset']}  {row['reason']}  {preview}")
+    print(f"dead letters of {name} in {cfg.dead_letter_path} (not replayed):")
+    for reason, count in dead_letters.summary(job.spark, cfg.dead_letter_path, name, args.reason):
+        print(f"{count:>10}  {reason}")
+    for line in dead_letters.sample(job.spark, cfg.dead_letter_path, name, args.reason, args.limit):
+        print(line)
     return 0
 
 

@@ -15,8 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.cli import EXIT_OK, config_from_args, job_parser, run_job
-from clickstream_pipeline.errors import ConfigError
+from clickstream_pipeline.core.cli import EXIT_OK, config_from_args, job_parser, run_job
+from clickstream_pipeline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.database import ConnectionParams
-    from clickstream_pipeline.generator import csv_paths
-    from clickstream_pipeline.loader import CsvHeaderError, load_files
-    from clickstream_pipeline.secrets import resolve_secrets
+    from clickstream_pipeline.core.secrets import resolve_secrets
+    from clickstream_pipeline.traffic.generator import csv_paths
+    from clickstream_pipeline.traffic.loader import CsvHeaderError, load_files
+    from clickstream_pipeline.warehouse.database import ConnectionParams
 
     cfg = config_from_args(args)
     if args.streams < 1:

@@ -16,8 +16,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from clickstream_pipeline.cli import EXIT_FAILED, EXIT_OK, config_from_args, job_parser, run_job
-from clickstream_pipeline.errors import ConfigError
+from clickstream_pipeline.core.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    config_from_args,
+    job_parser,
+    run_job,
+)
+from clickstream_pipeline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _events(args: argparse.Namespace) -> Iterator[Any]:
-    from clickstream_pipeline.generator import StorefrontConfig, synthetic_events
+    from clickstream_pipeline.traffic.generator import StorefrontConfig, synthetic_events
 
     try:
         config = StorefrontConfig(
@@ -126,7 +132,7 @@ def _events(args: argparse.Namespace) -> Iterator[Any]:
 def write_csv(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from clickstream_pipeline.generator import write_csv_files
+    from clickstream_pipeline.traffic.generator import write_csv_files
 
     if args.csv:
         raise ConfigError("--to-csv writes synthetic data; it cannot be combined with --csv")
@@ -153,15 +159,15 @@ def run(args: argparse.Namespace) -> int:
     if args.to_csv:
         return write_csv(args)
 
-    from clickstream_pipeline.generator import csv_column_order, csv_paths, read_csv_events
-    from clickstream_pipeline.producer import (
+    from clickstream_pipeline.core.secrets import resolve_secrets
+    from clickstream_pipeline.ingest.source import producer_config
+    from clickstream_pipeline.traffic.generator import csv_column_order, csv_paths, read_csv_events
+    from clickstream_pipeline.traffic.producer import (
         ProducerError,
         SendOptions,
         send_events,
         target_defaults,
     )
-    from clickstream_pipeline.secrets import resolve_secrets
-    from clickstream_pipeline.source import producer_config
 
     cfg = config_from_args(args)
     defaults = target_defaults(cfg.kafka.security == "eventhubs")

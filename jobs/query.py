@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.cli import config_from_args, job_parser, run_job
+from clickstream_pipeline.core.cli import config_from_args, job_parser, run_job
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,9 +22,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.database import ConnectionParams, connect
-    from clickstream_pipeline.queries import get_query, load_queries, print_queries
-    from clickstream_pipeline.secrets import resolve_secrets
+    from clickstream_pipeline.core.secrets import resolve_secrets
+    from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+    from clickstream_pipeline.warehouse.queries import get_query, load_queries, print_queries
 
     queries = load_queries()
     if args.action == "list":

@@ -15,11 +15,11 @@
 
 # COMMAND ----------
 
-from clickstream_pipeline.cli import setup_logging
-from clickstream_pipeline.config import load_config
-from clickstream_pipeline.database import ConnectionParams, connect, server_facts
-from clickstream_pipeline.migrations import load_migrations, migrate, report_lines
-from clickstream_pipeline.secrets import resolve_secrets
+from clickstream_pipeline.core.cli import setup_logging
+from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.core.secrets import resolve_secrets
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect, server_facts
+from clickstream_pipeline.warehouse.migrations import load_migrations, migrate, report_lines
 
 dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
 if dbutils is not None:

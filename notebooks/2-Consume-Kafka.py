@@ -18,14 +18,12 @@
 
 import json
 
-from clickstream_pipeline.cli import setup_logging
-from clickstream_pipeline.config import load_config, resolve_storage_paths
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.ingest import start_ingest
-from clickstream_pipeline.jobs.ingest import OPTIONAL_SECRETS, REQUIRED_SECRETS
-from clickstream_pipeline.metrics import flush_progress, format_progress, register_progress_logger
-from clickstream_pipeline.secrets import resolve_secrets
-from clickstream_pipeline.spark import build_spark
+from clickstream_pipeline.core.cli import setup_logging
+from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.ingest.metrics import flush_progress, format_progress
+from clickstream_pipeline.ingest.session import open_spark_job
+from clickstream_pipeline.ingest.stream import start_ingest
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 
 dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
 if dbutils is not None:
@@ -37,14 +35,13 @@ setup_logging("INFO")
 
 # COMMAND ----------
 
-# MAGIC %md Config, secrets (resolved once) and the Spark session (the cluster's on Databricks).
+# MAGIC %md Config, secrets (resolved once), the Spark session (the cluster's on Databricks)
+# MAGIC and a listener that logs one line per micro-batch.
 
 # COMMAND ----------
 
-cfg = load_config(ENV, [f"ingest.trigger={TRIGGER}"])
-secrets = resolve_secrets(cfg.secrets, REQUIRED_SECRETS, OPTIONAL_SECRETS)
-cfg = resolve_storage_paths(cfg, secrets)
-spark = build_spark(cfg, secrets)
+job = open_spark_job(load_config(ENV, [f"ingest.trigger={TRIGGER}"]))
+cfg, secrets, spark = job.cfg, job.secrets, job.spark
 print(
     f"env {ENV}: topics {cfg.kafka.topics} ({cfg.kafka.security}), query {cfg.ingest.query_name}, "
     f"trigger {cfg.ingest.trigger}, checkpoint {cfg.checkpoint_location}"
@@ -52,11 +49,10 @@ print(
 
 # COMMAND ----------
 
-# MAGIC %md Start the ingest; the listener logs one line per micro-batch.
+# MAGIC %md Start the ingest.
 
 # COMMAND ----------
 
-listener = register_progress_logger(spark)
 query = start_ingest(spark, cfg, secrets)
 if cfg.ingest.trigger == "available_now":
     query.awaitTermination()
@@ -100,6 +96,7 @@ print(
 
 if query.isActive:
     query.stop()
-spark.streams.removeListener(listener)
+if job.progress is not None:
+    spark.streams.removeListener(job.progress)
 if dbutils is None:
     spark.stop()

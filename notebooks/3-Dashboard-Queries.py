@@ -10,11 +10,11 @@
 
 # COMMAND ----------
 
-from clickstream_pipeline.cli import setup_logging
-from clickstream_pipeline.config import load_config
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.queries import load_queries, print_queries
-from clickstream_pipeline.secrets import resolve_secrets
+from clickstream_pipeline.core.cli import setup_logging
+from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.core.secrets import resolve_secrets
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.queries import load_queries, print_queries
 
 dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
 if dbutils is not None:

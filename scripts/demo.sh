@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED=1
 
 echo "== 1. bootstrap: migrations, rollup functions, pg_cron schedules"
 "$bin/clickstream-bootstrap" --env local --log-level WARNING
-echo "== 2. smoke path: Kafka -> Spark -> PostgreSQL with an s3a:// checkpoint"
+echo "== 2. smoke path: the ingest on a small fresh topic, Kafka -> Spark -> events, s3a:// checkpoint"
 "$bin/clickstream-smoke" --env local --messages 1000 --log-level WARNING
 echo "== 3. produce 100,000 storefront events (skewed tenants, sessions, 2% late)"
 "$bin/clickstream-produce" --env local --count 100000 --seed 7 --late-share 0.02 --no-progress

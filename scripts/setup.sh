@@ -4,7 +4,7 @@
 #      bundle links; kcat; Java 17; Maven; Chromium and its driver (the dashboard test)
 #   2. .venv with the package (editable) and its local, dev and dashboard extras
 #   3. JVM jars for Spark resolved by Maven into .stack/jars (scripts/jars.sh), and the local
-#      JVM's class archive (.stack/class-archive, clickstream_pipeline.class_archive)
+#      JVM's class archive (.stack/class-archive, clickstream_pipeline.ingest.warm_up)
 source "$(dirname "$0")/stack/common.sh"
 
 APT_PACKAGES=(postgresql-15 postgresql-15-hll postgresql-15-cron postgresql-15-partman kcat
@@ -57,5 +57,5 @@ fi
 
 "$PROJECT_DIR/scripts/jars.sh"
 # local sessions map their classes from an archive trained once here (class_archive.py)
-(cd "$PROJECT_DIR" && "$VENV/bin/python" -m clickstream_pipeline.class_archive --env local)
+(cd "$PROJECT_DIR" && "$VENV/bin/python" -m clickstream_pipeline.ingest.warm_up --env local)
 log "setup: done"

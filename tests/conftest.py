@@ -10,28 +10,35 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from clickstream_pipeline.config import Config, load_config
-from clickstream_pipeline.secrets import Secrets, resolve_secrets
-from clickstream_pipeline.spark import build_spark
+from clickstream_pipeline.core.config import Config, load_config
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.core.spark import build_spark
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-LOCAL_SECRETS = (
-    "database",
-    "kafka_server",
-    "kafka_connection_string",
-    "s3_access_key",
-    "s3_secret_key",
-    "kafka_truststore_password",
+# settings that name files; conf/local*.toml gives them relative to the project root
+PATH_KEYS = (
+    "secrets.file",
+    "secrets.vault_ca_file",
+    "kafka.ssl_truststore",
+    "kafka.ssl_ca_pem",
+    "spark.jars_dir",
 )
 
 
 def config_for_tests(env: str = "local") -> Config:
-    """The env's config as the tests run it: local[2], 2 shuffle partitions."""
-    os.chdir(PROJECT_DIR)  # conf/local*.toml paths are relative to the project root
-    return load_config(env, ["spark.master=local[2]", "spark.shuffle_partitions=2"], environ={})
+    """The env's config as the tests run it: local[2], 2 shuffle partitions, and every path
+    rooted at the project (whatever the working folder)."""
+    overrides = ["spark.master=local[2]", "spark.shuffle_partitions=2"]
+    cfg = load_config(env, overrides, environ={})
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value and not Path(value).is_absolute():
+            overrides.append(f'{key}="{PROJECT_DIR / value}"')
+    return load_config(env, overrides, environ={})
 
 
 @pytest.fixture(scope="session")
@@ -40,19 +47,27 @@ def local_config() -> Config:
 
 
 @pytest.fixture(scope="session")
-def local_secrets(local_config: Config) -> Secrets:
-    """The stack's secrets when `make up` has run, else none (unit tests need none)."""
-    if not Path(local_config.secrets.file or "").is_file():
-        return Secrets({}, "none")
-    return resolve_secrets(local_config.secrets, optional=LOCAL_SECRETS)
+def local_secrets() -> Secrets:
+    """None: unit tests need none (tests/integration/conftest.py gives the stack's)."""
+    return Secrets({}, "none")
 
 
 @pytest.fixture(scope="session")
-def spark(local_config: Config, local_secrets: Secrets) -> Iterator[SparkSession]:
-    """Local session with the resolved jars when present (integration), plain otherwise."""
+def spark(
+    local_config: Config, local_secrets: Secrets, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SparkSession]:
+    """One local session for the run, built as the jobs build theirs, with the resolved jars
+    when set-up has fetched them and its warehouse in a temporary folder."""
     cfg = local_config
-    if not Path(cfg.spark.jars_dir or "").is_dir():
-        cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"jars_dir": None})})
-    session = build_spark(cfg, local_secrets)
+    spark_cfg = cfg.spark.model_copy(
+        update={
+            "jars_dir": cfg.spark.jars_dir if Path(cfg.spark.jars_dir or "").is_dir() else None,
+            "conf": {
+                **cfg.spark.conf,
+                "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("spark-warehouse")),
+            },
+        }
+    )
+    session = build_spark(cfg.model_copy(update={"spark": spark_cfg}), local_secrets)
     yield session
     session.stop()

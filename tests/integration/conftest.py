@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.secrets import Secrets, resolve_secrets
-from tests.conftest import LOCAL_SECRETS, PROJECT_DIR, config_for_tests
-from tests.integration.db import bootstrap
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import CITUS_UNAVAILABLE, bootstrap
+from tests.conftest import config_for_tests
 
 SERVICES = {
     "postgres": 55432,
@@ -26,7 +26,14 @@ SERVICES = {
     "key vault": 58443,
 }
 CITUS_PORTS = {"citus coordinator": 55433, "citus worker 1": 55434, "citus worker 2": 55435}
-CITUS_UNAVAILABLE = PROJECT_DIR / ".stack/citus.unavailable"
+LOCAL_SECRETS = (
+    "database",
+    "kafka_server",
+    "kafka_connection_string",
+    "s3_access_key",
+    "s3_secret_key",
+    "kafka_truststore_password",
+)
 
 
 def _open(port: int) -> bool:
@@ -49,6 +56,12 @@ def stack_is_up():
     down = [name for name, port in wanted.items() if not _open(port)]
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)}): run `make up`", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def local_secrets(local_config: Config) -> Secrets:
+    """The stack's secrets (`make up` writes them); the session then reaches s3a:// too."""
+    return resolve_secrets(local_config.secrets, optional=LOCAL_SECRETS)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.database import ConnectionParams
-from tests.integration.db import query
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.traffic.producer import create_topic
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import query
 
 AWKWARD = [
     'O\'Brien "quoted", with, commas',
@@ -113,11 +113,7 @@ class Sent:
 
 def new_topic(kafka_conf: dict, partitions: int = 4) -> str:
     topic = f"test-ingest-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient(kafka_conf)  # kept alive until the future resolves
-    futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
-    )
-    futures[topic].result(timeout=30)
+    create_topic(kafka_conf, topic, partitions)
     return topic
 
 

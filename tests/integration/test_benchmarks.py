@@ -73,7 +73,7 @@ def test_sink_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> None:
 
 def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
     from benchmarks.common import DbCpuMeter
-    from tests.integration.db import citus_workers, query
+    from devkit.db import citus_workers, query
 
     nodes = [tier.db, *citus_workers(tier.db)]
     assert len(nodes) == (3 if tier.citus else 1)
@@ -90,7 +90,7 @@ def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
 
 @pytest.mark.timeout(300)
 def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> None:
-    from tests.integration.conftest import CITUS_UNAVAILABLE
+    from devkit.db import CITUS_UNAVAILABLE
 
     result, stdout = run_quick("rollups", tmp_path / "rollups.json", 280)
     servers = ["postgres"] if CITUS_UNAVAILABLE.is_file() else ["postgres", "citus"]

@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams, connect
 from clickstream_pipeline.jobs import bootstrap
-from clickstream_pipeline.migrations import (
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.migrations import (
     EQUIVALENT_EARLIER_CHECKSUMS,
     LEDGER,
     Migration,
@@ -18,7 +18,7 @@ from clickstream_pipeline.migrations import (
     migrate,
     pending,
 )
-from tests.integration.db import query, scratch_database
+from devkit.db import query, scratch_database
 
 
 @pytest.fixture(scope="module")

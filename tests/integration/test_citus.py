@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
 from clickstream_pipeline.jobs import bootstrap
-from tests.integration.db import CITUS_SHARD_COUNT, query, scratch_database
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import CITUS_SHARD_COUNT, query, scratch_database
 
 DISTRIBUTED = {
     "events",

@@ -32,9 +32,9 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import bootstrapped_database, copy_events, create_login, query
 from tests.conftest import PROJECT_DIR
-from tests.integration.db import bootstrapped_database, copy_events, create_login, query
 from tests.integration.test_rollups import HEAVY, close, synthetic_events
 
 CHROMIUM = "/usr/bin/chromium"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
+from clickstream_pipeline.warehouse.database import ConnectionParams
 from tests.conftest import PROJECT_DIR
 from tests.integration.conftest import Tier
 from tests.integration.test_dashboard import free_port, jdbc_url

@@ -10,8 +10,8 @@ from importlib import resources
 import psycopg2
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
-from tests.integration.db import (
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import (
     bootstrapped_database,
     copy_events,
     create_login,

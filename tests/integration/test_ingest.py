@@ -6,18 +6,18 @@ import collections
 
 from pydantic import SecretStr
 
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.ingest import (
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.ingest.source import kafka_read_options, producer_config
+from clickstream_pipeline.ingest.stream import (
     ingest_settings,
     process_batch,
     replay_dead_letters,
     start_ingest,
 )
-from clickstream_pipeline.rollup_runner import runner_for
-from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.source import kafka_read_options, producer_config
-from tests.integration.db import query
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from clickstream_pipeline.warehouse.rollup_runner import runner_for
+from devkit.db import query
 from tests.integration.ingest_support import (
     assert_exactly_once,
     dead_letter_values,
@@ -122,7 +122,7 @@ def test_a_replayed_batch_writes_nothing_twice(spark, tier, db):
     sent = produce_mix(conf, topic, 5_000, seed=2, malformed_share=0.05)
     cfg = ingest_config(tier.config, topic)
     settings = ingest_settings(cfg, tier.secrets)
-    from clickstream_pipeline import dead_letters
+    from clickstream_pipeline.ingest import dead_letters
 
     dead_letters.ensure_table(spark, settings.dead_letter_path)
     options = kafka_read_options(cfg.kafka, tier.secrets)

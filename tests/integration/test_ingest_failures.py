@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.source import producer_config
+from clickstream_pipeline.ingest.source import producer_config
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from devkit.db import query
 from tests.conftest import PROJECT_DIR
-from tests.integration.db import query
 from tests.integration.ingest_support import (
+    Sent,
     assert_exactly_once,
     new_topic,
     produce_mix,
@@ -144,58 +145,71 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
 def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
     if tier.citus:
         pytest.skip("one broker for both tiers: its outage is tested on plain PostgreSQL")
-    conf = producer_config(tier.config.kafka, tier.secrets)
-    topic = new_topic(conf, partitions=2)
-    log = tmp_path / "ingest.log"
-    kafka = str(STACK / "kafka.sh")
-    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
-    try:
-        first = produce_mix(conf, topic, 3_000, seed=41)
-        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job)
-        subprocess.run([kafka, "stop"], check=True, timeout=90)
-        try:
-            time.sleep(15)  # the job keeps polling a broker that is not there
-            assert job.poll() is None, "the job died while the broker was away"
-        finally:
-            subprocess.run([kafka, "start"], check=True, timeout=180)
-        second = produce_mix(conf, topic, 3_000, seed=42, first_id=10**6)
-        first.add(second)
-        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 240, job, every=0.5)
-        assert job.poll() is None, "the job died with the broker"
-    finally:
-        kill_group(job)
-    assert_exactly_once(db, first)
+    # the job keeps polling a broker that is not there; the second lot is sent after it
+    ride_out(tier, db, tmp_path, 41, service_stopped("kafka.sh", 180), send_during=False)
 
 
 def test_object_store_outage_while_the_stream_runs(tier, db, tmp_path):
     if tier.citus:
         pytest.skip("one object store for both tiers: its outage is tested on plain PostgreSQL")
+    # the second lot arrives while the checkpoint and the dead letters cannot be written
+    ride_out(tier, db, tmp_path, 51, service_stopped("objectstore.sh", 120))
+
+
+def test_database_refusing_connections_while_the_stream_runs(tier, db, tmp_path):
+    # "too many clients already" for every connection the job opens
+    log = ride_out(tier, db, tmp_path, 71, every_connection_slot_taken(db), hold_s=12)
+    assert "transient database error" in log.read_text(errors="replace"), "never refused"
+
+
+def ride_out(
+    tier,
+    db: ConnectionParams,
+    tmp_path: Path,
+    seed: int,
+    outage: contextlib.AbstractContextManager,
+    send_during: bool = True,
+    hold_s: float = 15,
+) -> Path:
+    """A running job (1 s triggers) through `outage`, held `hold_s` seconds once the first
+    3,000 records are in: it stays up, and every record lands once, counted."""
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
     log = tmp_path / "ingest.log"
-    store = str(STACK / "objectstore.sh")
     job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
+    sink = f"q-{topic}"
     try:
-        first = produce_mix(conf, topic, 3_000, seed=51)
-        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job)
-        subprocess.run([store, "stop"], check=True, timeout=60)
-        try:
-            # these arrive while the checkpoint and the dead letters cannot be written
-            second = produce_mix(conf, topic, 3_000, seed=52, first_id=10**6)
-            time.sleep(15)
-            assert job.poll() is None, f"the job died with the object store:\n{tail(log)}"
-        finally:
-            subprocess.run([store, "start"], check=True, timeout=120)
-        first.add(second)
+        sent = produce_mix(conf, topic, 3_000, seed=seed)
         # a batch's record is the last thing it writes
-        wait_until(lambda: batch_totals(db, f"q-{topic}")[0] >= first.total, 240, job, every=0.5)
-        assert job.poll() is None, f"the job died with the object store:\n{tail(log)}"
+        wait_until(lambda: batch_totals(db, sink)[0] >= sent.total, 180, job)
+
+        def second_lot() -> Sent:
+            return produce_mix(conf, topic, 3_000, seed + 1, first_id=10**6)
+
+        with outage:
+            more = second_lot() if send_during else None
+            time.sleep(hold_s)
+            assert job.poll() is None, f"the job died in the outage:\n{tail(log)}"
+        sent.add(more or second_lot())
+        wait_until(lambda: batch_totals(db, sink)[0] >= sent.total, 240, job, every=0.5)
+        assert job.poll() is None, f"the job died after the outage:\n{tail(log)}"
     finally:
         kill_group(job)
-    assert_exactly_once(db, first)
-    read, written, duplicate, dead = batch_totals(db, f"q-{topic}")
-    assert (written, dead) == (len(first.valid), len(first.invalid))
-    assert read == first.total + duplicate
+    assert_exactly_once(db, sent)
+    read, written, duplicate, dead = batch_totals(db, sink)
+    assert (written, dead) == (len(sent.valid), len(sent.invalid))
+    assert read == sent.total + duplicate
+    return log
+
+
+@contextlib.contextmanager
+def service_stopped(script: str, start_timeout_s: float) -> Iterator[None]:
+    """One of the stack's services stopped, then started again."""
+    subprocess.run([str(STACK / script), "stop"], check=True, timeout=90)
+    try:
+        yield
+    finally:
+        subprocess.run([str(STACK / script), "start"], check=True, timeout=start_timeout_s)
 
 
 def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, db, tmp_path):
@@ -253,27 +267,6 @@ def batch_totals(db: ConnectionParams, sink: str) -> tuple[int, int, int, int]:
 
 def tail(log: Path, chars: int = 3000) -> str:
     return log.read_text(errors="replace")[-chars:]
-
-
-def test_database_refusing_connections_while_the_stream_runs(tier, db, tmp_path):
-    conf = producer_config(tier.config.kafka, tier.secrets)
-    topic = new_topic(conf, partitions=2)
-    log = tmp_path / "ingest.log"
-    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
-    try:
-        first = produce_mix(conf, topic, 3_000, seed=71)
-        wait_until(lambda: batch_totals(db, f"q-{topic}")[0] >= first.total, 180, job)
-        with every_connection_slot_taken(db):
-            second = produce_mix(conf, topic, 3_000, seed=72, first_id=10**6)
-            time.sleep(12)  # "too many clients already" for every connection the job opens
-            assert job.poll() is None, f"the job died while refused:\n{tail(log)}"
-        first.add(second)
-        wait_until(lambda: batch_totals(db, f"q-{topic}")[0] >= first.total, 240, job, every=0.5)
-        assert job.poll() is None, f"the job died after being refused:\n{tail(log)}"
-    finally:
-        kill_group(job)
-    assert_exactly_once(db, first)
-    assert "transient database error" in tail(log, 10**7), "the job was never refused"
 
 
 @contextlib.contextmanager

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.errors import DatabaseError
-from clickstream_pipeline.generator import (
+from clickstream_pipeline.core.errors import DatabaseError
+from clickstream_pipeline.jobs import load as load_job
+from clickstream_pipeline.traffic.generator import (
     LAB_HEADER,
     lab_uniform_events,
     storefront_events,
     write_csv_files,
 )
-from clickstream_pipeline.jobs import load as load_job
-from clickstream_pipeline.loader import load_files
-from tests.integration.db import bootstrapped_database, query
+from clickstream_pipeline.traffic.loader import load_files
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import bootstrapped_database, query
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.migrations import load_migrations
-from clickstream_pipeline.queries import load_queries
-from clickstream_pipeline.secrets import read_secret_file
-from clickstream_pipeline.source import producer_config
+from clickstream_pipeline.core.secrets import read_secret_file
+from clickstream_pipeline.ingest.source import producer_config
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from clickstream_pipeline.warehouse.migrations import load_migrations
+from clickstream_pipeline.warehouse.queries import load_queries
+from devkit.db import query, scratch_database
 from tests.conftest import PROJECT_DIR
-from tests.integration.db import query, scratch_database
 from tests.integration.ingest_support import assert_exactly_once, new_topic, produce_mix
 
 NOTEBOOKS = PROJECT_DIR / "notebooks"

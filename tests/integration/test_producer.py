@@ -13,12 +13,18 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from clickstream_pipeline.generator import LAB_FIELDS, storefront_events, write_csv_files
+from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.jobs import produce as produce_job
-from clickstream_pipeline.producer import ProducerError, SendOptions, send_events, send_messages
-from clickstream_pipeline.source import producer_config
+from clickstream_pipeline.traffic.generator import LAB_FIELDS, storefront_events, write_csv_files
+from clickstream_pipeline.traffic.producer import (
+    ProducerError,
+    SendOptions,
+    create_topic,
+    delete_topic,
+    send_events,
+    send_messages,
+)
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PLAIN = "127.0.0.1:59092"
@@ -33,11 +39,10 @@ def conf(local_config, local_secrets):
 @pytest.fixture
 def topic(conf):
     """A fresh 3-partition topic per test, deleted afterwards."""
-    admin = AdminClient(conf)
     name = f"test-produce-{uuid.uuid4().hex[:10]}"
-    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(30)
+    create_topic(conf, name, 3)
     yield name
-    admin.delete_topics([name])[name].result(30)
+    delete_topic(conf, name)
 
 
 def consume_all(conf, topic: str, expected: int, timeout_s: float = 30.0) -> list:
@@ -176,10 +181,8 @@ def test_lab_fields_only_sends_exactly_the_labs_message(conf, topic):
 
 def test_delivery_failures_are_counted_and_the_job_exits_non_zero(conf, local_config):
     # a topic that takes no batch as big as ours: the broker rejects every message
-    admin = AdminClient(conf)
     name = f"test-produce-small-{uuid.uuid4().hex[:10]}"
-    small = NewTopic(name, 1, 1, config={"max.message.bytes": "100"})
-    admin.create_topics([small])[name].result(30)
+    create_topic(conf, name, 1, config={"max.message.bytes": "100"})
     try:
         stats = send_events(conf, storefront_events(seed=1), options(name, count=200))
         assert (stats.sent, stats.acked, stats.failed) == (200, 0, 200)
@@ -195,7 +198,7 @@ def test_delivery_failures_are_counted_and_the_job_exits_non_zero(conf, local_co
         )
         assert code == 1
     finally:
-        admin.delete_topics([name])[name].result(30)
+        delete_topic(conf, name)
 
 
 def test_unreachable_brokers_fail_fast_with_a_clear_error():

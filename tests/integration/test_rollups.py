@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.queries import load_queries
-from tests.integration.db import bootstrapped_database, copy_events, query
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.queries import load_queries
+from devkit.db import bootstrapped_database, copy_events, query
 
 EVENT_TYPES = ("click", "buy", "scroll", "download")
 COUNTRIES = ("United States", "United Kingdom", "India", "France", "Germany", "China")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.config import load_config
-from clickstream_pipeline.errors import SecretError
-from clickstream_pipeline.secrets import env_variable_name, read_secret_file, resolve_secrets
+from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.core.errors import SecretError
+from clickstream_pipeline.core.secrets import env_variable_name, read_secret_file, resolve_secrets
 
 KEYS = ("database", "kafka_server", "kafka_connection_string", "s3_access_key", "s3_secret_key")
 TOKEN_URL = "http://127.0.0.1:58080/metadata/identity/oauth2/token"

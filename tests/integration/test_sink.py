@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.schema import EVENT_COLUMNS
-from clickstream_pipeline.sink import SinkSettings, write_and_route
-from tests.integration.db import bootstrapped_database, query
+from clickstream_pipeline.core.schema import EVENT_COLUMNS
+from clickstream_pipeline.ingest.sink import SinkSettings, write_and_route
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import bootstrapped_database, query
 
 UTC = datetime.UTC
 TS = pa.timestamp("us", tz="UTC")
@@ -121,7 +121,7 @@ def ledger(db: ConnectionParams, topic: str) -> list[tuple]:
 
 def test_binary_path_writes_every_valid_row_byte_exact_with_one_ledger_entry(db, caplog):
     records = rows("t-binary", 3, range(100, 1100), invalid_every=97)
-    with caplog.at_level(logging.WARNING, "clickstream_pipeline.sink"):
+    with caplog.at_level(logging.WARNING, "clickstream_pipeline.ingest.sink"):
         stats, dead = run(settings(db, "s1"), batches(records))
     assert not caplog.records  # the fast path did it all
     assert stored(db, "t-binary") == expected(records)
@@ -168,7 +168,7 @@ def test_a_row_the_database_refuses_sends_the_task_down_the_csv_path(tier, db, c
         "CHECK (kafka_topic <> 't-refused' OR device_id <> 333) NOT VALID",
     )
     try:
-        with caplog.at_level(logging.WARNING, "clickstream_pipeline.sink"):
+        with caplog.at_level(logging.WARNING, "clickstream_pipeline.ingest.sink"):
             stats, dead = run(settings(db, "s4"), batches(records))
     finally:
         query(db, "ALTER TABLE events DROP CONSTRAINT no_device_333")
@@ -198,7 +198,7 @@ def test_a_transient_failure_at_commit_is_retried_and_writes_once(db, caplog):
     )
     records = rows("t-transient", 0, range(0, 400))
     try:
-        with caplog.at_level(logging.WARNING, "clickstream_pipeline.sink"):
+        with caplog.at_level(logging.WARNING, "clickstream_pipeline.ingest.sink"):
             stats, _ = run(settings(db, "s5"), batches(records))
     finally:
         query(db, "DROP TRIGGER fail_first_commit ON clickstream_ingest_ledger")

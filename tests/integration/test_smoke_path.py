@@ -1,9 +1,10 @@
-"""Kafka -> Spark -> PostgreSQL with the checkpoint on the S3-compatible store via s3a://."""
+"""The smoke path: the real ingest on a small fresh topic, Kafka -> Spark -> events, with the
+checkpoint on the S3-compatible store via s3a://, on both servers."""
 
 import boto3
 from botocore.config import Config as BotoConfig
 
-from clickstream_pipeline.smoke import run_smoke
+from clickstream_pipeline.ingest.smoke import run_smoke
 
 
 def checkpoint_objects(local_config, local_secrets, checkpoint: str) -> set[str]:
@@ -20,23 +21,21 @@ def checkpoint_objects(local_config, local_secrets, checkpoint: str) -> set[str]
     return {obj["Key"][len(prefix) + 1 :] for page in pages for obj in page.get("Contents", [])}
 
 
-def test_stream_from_kafka_into_postgres_with_s3a_checkpoint(spark, local_config, local_secrets):
-    result = run_smoke(spark, local_config, local_secrets, messages=1500)
+def test_the_ingest_on_a_small_topic_with_an_s3a_checkpoint(spark, tier, local_secrets):
+    result = run_smoke(spark, tier.config, tier.secrets, messages=1500)
 
     assert result.sent == 1500
     assert result.rows_in_db == 1500
     assert result.distinct_offsets == 1500
     assert result.checkpoint.startswith("s3a://checkpoints/")
-    objects = checkpoint_objects(local_config, local_secrets, result.checkpoint)
+    objects = checkpoint_objects(tier.config, local_secrets, result.checkpoint)
     assert {"metadata", "offsets/0", "commits/0"} <= objects
 
 
-def test_same_path_through_the_event_hubs_style_sasl_ssl_listener(
-    spark, local_config, local_secrets
-):
-    kafka = local_config.kafka.model_copy(
+def test_same_path_through_the_event_hubs_style_sasl_ssl_listener(spark, tier):
+    kafka = tier.config.kafka.model_copy(
         update={"security": "eventhubs", "bootstrap_servers": None}  # server from Kafka-Server
     )
-    cfg = local_config.model_copy(update={"kafka": kafka})
-    result = run_smoke(spark, cfg, local_secrets, messages=300)
+    cfg = tier.config.model_copy(update={"kafka": kafka})
+    result = run_smoke(spark, cfg, tier.secrets, messages=300)
     assert (result.sent, result.rows_in_db, result.distinct_offsets) == (300, 300, 300)

@@ -9,8 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.source import producer_config
+from clickstream_pipeline.ingest.source import producer_config
+from clickstream_pipeline.warehouse.database import ConnectionParams
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import assert_exactly_once, new_topic, produce_mix
 

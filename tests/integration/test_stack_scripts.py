@@ -2,8 +2,8 @@
 
 import subprocess
 
+from devkit.db import CITUS_UNAVAILABLE
 from tests.conftest import PROJECT_DIR
-from tests.integration.conftest import CITUS_UNAVAILABLE
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.sink import adbc_connection
+from clickstream_pipeline.ingest.sink import adbc_connection
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from tests.integration.conftest import Tier
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from clickstream_pipeline.arrow_validation import check_batch
-from clickstream_pipeline.transforms import Rules, validate
+from clickstream_pipeline.ingest.arrow_validation import check_batch
+from clickstream_pipeline.ingest.transforms import Rules, validate
 from tests.unit.test_transforms import LAB, RULE_CASES, kafka_rows, message
 
 NOW = datetime.now(UTC).replace(tzinfo=None)

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from clickstream_pipeline.config import SecretsConfig, load_config, resolve_storage_paths
-from clickstream_pipeline.errors import ConfigError
-from clickstream_pipeline.secrets import Secrets
+from clickstream_pipeline.core.config import SecretsConfig, load_config, resolve_storage_paths
+from clickstream_pipeline.core.errors import ConfigError
+from clickstream_pipeline.core.secrets import Secrets
 from tests.conftest import PROJECT_DIR
 
 VAR = re.compile(r"\$\{var\.([A-Za-z0-9_]+)\}")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline import class_archive
-from clickstream_pipeline.class_archive import PART, archive_name, java_option
+from clickstream_pipeline.core import class_archive
+from clickstream_pipeline.core.class_archive import PART, archive_name, java_option
 
 
 @pytest.fixture

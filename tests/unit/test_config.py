@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.config import available_envs, load_config
-from clickstream_pipeline.errors import ConfigError
+from clickstream_pipeline.core.config import available_envs, load_config
+from clickstream_pipeline.core.errors import ConfigError
 
 
 def test_local_and_databricks_envs_ship_with_the_package():

@@ -1,7 +1,7 @@
 import pytest
 
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.errors import DatabaseConfigError
+from clickstream_pipeline.core.errors import DatabaseConfigError
+from clickstream_pipeline.warehouse.database import ConnectionParams
 
 AZURE = (
     "jdbc:postgresql://lab-c.postgres.database.azure.com:5432/citus"

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from clickstream_pipeline.generator import (
+from clickstream_pipeline.traffic.generator import (
     LAB_FIELDS,
     LAB_HEADER,
     EventClock,
@@ -20,7 +20,7 @@ from clickstream_pipeline.generator import (
     storefront_events,
     write_csv_files,
 )
-from clickstream_pipeline.producer import TokenBucket
+from clickstream_pipeline.traffic.producer import TokenBucket
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.metrics import format_progress, register_progress_logger
+from clickstream_pipeline.ingest.metrics import format_progress, register_progress_logger
 
 KAFKA_PROGRESS = {
     "id": "8c1f6c2e-0000-4000-8000-000000000001",
@@ -60,7 +60,7 @@ def test_the_listener_logs_one_line_per_batch_of_a_real_query(spark, tmp_path: P
         path.write_text("\n".join(lines) + "\n")
         os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))  # the file source's order
     listener = register_progress_logger(spark)
-    caplog.set_level(logging.INFO, logger="clickstream_pipeline.metrics")
+    caplog.set_level(logging.INFO, logger="clickstream_pipeline.ingest.metrics")
     try:
         query = (
             spark.readStream.schema("n INT")

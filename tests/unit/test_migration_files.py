@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from clickstream_pipeline.migrations import (
+from clickstream_pipeline.warehouse.migrations import (
     EQUIVALENT_EARLIER_CHECKSUMS,
     Migration,
     load_migrations,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from clickstream_pipeline.rollup_runner import RollupRunner
+from clickstream_pipeline.warehouse.rollup_runner import RollupRunner
 
 
 def test_requests_during_a_run_coalesce_into_one_more_run():

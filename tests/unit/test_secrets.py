@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.config import SecretsConfig
-from clickstream_pipeline.errors import SecretError
-from clickstream_pipeline.secrets import env_fetcher, env_variable_name, resolve_secrets
+from clickstream_pipeline.core.config import SecretsConfig
+from clickstream_pipeline.core.errors import SecretError
+from clickstream_pipeline.core.secrets import env_fetcher, env_variable_name, resolve_secrets
 
 VALUE = "jdbc:postgresql://h:5432/citus?user=citus&password=s3cr3t-Value"
 

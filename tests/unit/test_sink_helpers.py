@@ -6,8 +6,9 @@ import psycopg2
 import pyarrow as pa
 import pytest
 
-from clickstream_pipeline.ledger import ledger_ranges
-from clickstream_pipeline.sink import is_transient, row_specific, to_csv
+from clickstream_pipeline.ingest.ledger import ledger_ranges
+from clickstream_pipeline.ingest.sink import row_specific, to_csv
+from clickstream_pipeline.warehouse.database import is_transient
 
 
 def test_a_span_covers_a_tasks_contiguous_range():
@@ -73,7 +74,7 @@ def test_csv_for_copy_keeps_nulls_empty_and_quotes_apart():
 def test_conninfo_round_trips_awkward_values_and_drops_unset_ones():
     from psycopg2.extensions import parse_dsn
 
-    from clickstream_pipeline.sink import conninfo
+    from clickstream_pipeline.ingest.sink import conninfo
 
     kwargs = {
         "host": "db.example.com",

@@ -1,10 +1,10 @@
 import pytest
 from pydantic import SecretStr
 
-from clickstream_pipeline.config import KafkaConfig
-from clickstream_pipeline.errors import SourceConfigError
-from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.source import kafka_read_options, producer_config
+from clickstream_pipeline.core.config import KafkaConfig
+from clickstream_pipeline.core.errors import SourceConfigError
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.ingest.source import kafka_read_options, producer_config
 
 CONN = 'Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=k="1'
 

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from clickstream_pipeline.config import StorageConfig, load_config
-from clickstream_pipeline.errors import SparkSetupError
-from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.spark import session_conf, storage_conf
+from clickstream_pipeline.core.config import StorageConfig, load_config
+from clickstream_pipeline.core.errors import SparkSetupError
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.core.spark import session_conf, storage_conf
 
 
 def secrets(**values: str) -> Secrets:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from chispa import assert_df_equality
 
-from clickstream_pipeline.transforms import Rules, to_dead_letters, to_events, validate
+from clickstream_pipeline.ingest.transforms import Rules, to_events, validate
 
 NOW = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
 LAB = {
@@ -136,10 +136,10 @@ def test_every_record_is_an_event_or_a_dead_letter_with_its_source(spark):
     values = [message(), b"{broken", message(device_id="x"), message(country="ok")]
     validated = validate(kafka_rows(spark, values), Rules())
     events = to_events(validated).collect()
-    dead = to_dead_letters(validated, batch_id=7, query_name="q").orderBy("offset").collect()
+    dead = validated.filter("reject_reason IS NOT NULL").orderBy("kafka_offset").collect()
     assert len(events) + len(dead) == len(values)
-    assert [(d.offset, d.reason, bytes(d.raw_value), d.batch_id, d.query_name) for d in dead] == [
-        (1, "malformed_json", b"{broken", 7, "q"),
-        (2, "not_integer_device_id", values[2], 7, "q"),
+    assert [(d.kafka_offset, d.reject_reason, bytes(d.raw_value)) for d in dead] == [
+        (1, "malformed_json", b"{broken"),
+        (2, "not_integer_device_id", values[2]),
     ]
     assert {e.kafka_offset for e in events} == {0, 3}

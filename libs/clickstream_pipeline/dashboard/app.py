@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import logging
 import queue
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,11 +22,17 @@ from psycopg2 import Error as PsycopgError
 from psycopg2.extensions import connection
 from pydantic import SecretStr
 
+from clickstream_pipeline.dashboard.figures import (
+    bar_figure,
+    browser_country_figure,
+    label,
+    totals,
+    trend_figure,
+)
 from clickstream_pipeline.dashboard.panels import (
     DEFAULT_RANGE,
     RANGES,
     RANGES_BY_KEY,
-    BreakdownRow,
     PipelineStatus,
     Ranked,
     Snapshot,
@@ -35,13 +40,12 @@ from clickstream_pipeline.dashboard.panels import (
     load_snapshot,
     prepare_session,
 )
-from clickstream_pipeline.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 
 log = logging.getLogger(__name__)
 
 ALL_CUSTOMERS = "all"
 APPLICATION_NAME = "clickstream-dashboard"
-COLORS = {"events": "#2f6fba", "devices": "#e07b24", "sessions": "#3a9a5b"}
 
 
 class ConnectionPool:
@@ -179,84 +183,6 @@ def layout(refresh_seconds: float) -> html.Div:
     )
 
 
-def trend_figure(snap: Snapshot) -> dict[str, Any]:
-    """Events as bars, distinct devices and sessions as lines, per bucket."""
-    x = [p.bucket.isoformat() for p in snap.trend]
-    events = {
-        "type": "bar",
-        "name": "events",
-        "x": x,
-        "y": [p.events for p in snap.trend],
-        "marker": {"color": "#9dbbe0"},
-    }
-    distinct = {
-        "devices": [p.devices for p in snap.trend],
-        "sessions": [p.sessions for p in snap.trend],
-    }
-    lines = [
-        {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "name": name,
-            "x": x,
-            "y": y,
-            "line": {"color": COLORS[name]},
-        }
-        for name, y in distinct.items()
-    ]
-    step = "hourly" if snap.view.range.hourly else "5-minute"
-    return {"data": [events, *lines], "layout": _layout(f"{step} buckets (UTC)", legend=True)}
-
-
-def _layout(x_title: str = "", legend: bool = False, **extra: Any) -> dict[str, Any]:
-    return {
-        "margin": {"l": 10, "r": 10, "t": 40 if legend else 10, "b": 10},
-        "height": 260,
-        "showlegend": legend,
-        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-        "xaxis": {"title": {"text": x_title}, "automargin": True},
-        "yaxis": {"automargin": True},
-        **extra,
-    }
-
-
-def _totals(rows: list[BreakdownRow], key: Callable[[BreakdownRow], str]) -> dict[str, int]:
-    totals: dict[str, int] = defaultdict(int)
-    for row in rows:
-        totals[key(row)] += row.events
-    return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def _label(value: str | None) -> str:
-    return "(none)" if value is None else value
-
-
-def bar_figure(totals: dict[str, int], horizontal: bool = False) -> dict[str, Any]:
-    """Events per label, largest first (top to bottom when horizontal)."""
-    labels, values = list(totals), list(totals.values())
-    bar: dict[str, Any] = {"type": "bar", "name": "events", "marker": {"color": COLORS["events"]}}
-    if horizontal:
-        bar.update(orientation="h", x=values, y=labels)
-        layout = _layout(yaxis={"autorange": "reversed", "automargin": True})
-        return {"data": [bar], "layout": layout}
-    bar.update(x=labels, y=values)
-    return {"data": [bar], "layout": _layout()}
-
-
-def browser_country_figure(rows: list[BreakdownRow]) -> dict[str, Any]:
-    countries = list(_totals(rows, lambda r: _label(r.country)))
-    cells: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(countries, 0))
-    for row in rows:
-        cells[_label(row.browser)][_label(row.country)] += row.events
-    return {
-        "data": [
-            {"type": "bar", "name": browser, "x": countries, "y": list(by_country.values())}
-            for browser, by_country in sorted(cells.items())
-        ],
-        "layout": _layout(barmode="stack", legend=True),
-    }
-
-
 def ranked_table(header: tuple[str, str], rows: list[Ranked]) -> list[html.Tr]:
     head = html.Tr([html.Th(header[0]), html.Th(header[1])])
     rows_html = []
@@ -338,8 +264,8 @@ def render(snap: Snapshot) -> list[Any]:
         number(kpis.devices),
         number(kpis.sessions),
         trend_figure(snap),
-        bar_figure(_totals(snap.breakdown, lambda r: _label(r.country)), horizontal=True),
-        bar_figure(_totals(snap.breakdown, lambda r: _label(r.event_type))),
+        bar_figure(totals(snap.breakdown, lambda r: label(r.country)), horizontal=True),
+        bar_figure(totals(snap.breakdown, lambda r: label(r.event_type))),
         browser_country_figure(snap.breakdown),
         top_title,
         top_rows,

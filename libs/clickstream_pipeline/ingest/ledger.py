@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from clickstream_pipeline.warehouse.database import open_connection
 
 
 def ledger_ranges(
@@ -89,8 +90,7 @@ class LedgerLookup:
         cached = self.known.get((topic, partition))
         if cached is None or low < cached[0]:
             if self.conn is None:
-                self.conn = psycopg2.connect(**self.connect_kwargs)
-                self.conn.autocommit = True
+                self.conn = open_connection(self.connect_kwargs, autocommit=True)
             with self.conn.cursor() as cur:
                 found = committed_ranges(cur, self.sink, topic, partition, low, NO_OFFSET_ABOVE)
             cached = self.known[(topic, partition)] = (low, found)
@@ -136,7 +136,7 @@ def record_batch(
     committed_at: datetime,
 ) -> None:
     """The batch's row in `clickstream_ingest_batches` (a replayed batch's replaces it)."""
-    conn = psycopg2.connect(**connect_kwargs)
+    conn = open_connection(connect_kwargs)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(

@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg2.extensions import connection
 
-from clickstream_pipeline.errors import SetupError
+from clickstream_pipeline.core.errors import SetupError
 
 
 class UnknownQueryError(SetupError):

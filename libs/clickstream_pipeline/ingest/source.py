@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
 
-from clickstream_pipeline.config import KafkaConfig
-from clickstream_pipeline.errors import SourceConfigError
-from clickstream_pipeline.secrets import Secrets
+from clickstream_pipeline.core.config import KafkaConfig
+from clickstream_pipeline.core.errors import SourceConfigError
+from clickstream_pipeline.core.secrets import Secrets
 
 EVENT_HUBS_PORT = 9093
 

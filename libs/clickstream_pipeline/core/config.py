@@ -10,7 +10,7 @@ Precedence (last wins):
 Values given as text are read as TOML values when they parse (`8`, `true`, `["a","b"]`) and as
 plain strings otherwise. The result is validated once, at start-up; a bad file or key fails
 with a message naming the key. Secrets are never values here: config names them, and
-`clickstream_pipeline.secrets` resolves them.
+`clickstream_pipeline.core.secrets` resolves them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from clickstream_pipeline.errors import ConfigError
+from clickstream_pipeline.core.errors import ConfigError
 
 ENV_PREFIX = "CLICKSTREAM__"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from clickstream_pipeline.config import SecretsConfig
-from clickstream_pipeline.errors import SecretError
+from clickstream_pipeline.core.config import SecretsConfig
+from clickstream_pipeline.core.errors import SecretError
 
 Fetch = Callable[[str], "str | None"]
 

@@ -10,11 +10,13 @@ batch in `clickstream_ingest_batches`, and logs one line. read = written + dupli
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,55 +25,41 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from clickstream_pipeline import dead_letters
-from clickstream_pipeline.config import Config
-from clickstream_pipeline.database import ConnectionParams
-from clickstream_pipeline.ledger import BatchReport, offset_spans, record_batch
-from clickstream_pipeline.rollup_runner import runner_for
-from clickstream_pipeline.schema import ROUTED_SCHEMA
-from clickstream_pipeline.secrets import Secrets
-from clickstream_pipeline.sink import (
-    SinkSettings,
-    check_and_route,
-    retrying,
-    write_and_route,
-)
-from clickstream_pipeline.source import read_kafka_stream
-from clickstream_pipeline.transforms import Rules, validate
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.schema import ROUTED_SCHEMA
+from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.ingest import dead_letters
+from clickstream_pipeline.ingest.ledger import BatchReport, offset_spans, record_batch
+from clickstream_pipeline.ingest.sink import SinkSettings, check_and_route, write_and_route
+from clickstream_pipeline.ingest.source import read_kafka_stream
+from clickstream_pipeline.ingest.transforms import Rules, validate
+from clickstream_pipeline.warehouse.database import ConnectionParams, retrying
+from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class IngestSettings:
+    """What a micro-batch needs, picklable; `target` is the sink's, named per batch by `sink`."""
+
     query_name: str
     rules: Rules
     dead_letter_path: str
-    connect_kwargs: dict[str, Any] = field(repr=False)
-    schema_name: str
-    table_name: str
-    copy_format: Literal["binary", "csv"] = "binary"
+    target: SinkSettings  # database, table, COPY format and retries; its sink name is unset
     validation: Literal["worker", "spark"] = "worker"
     rollup_after_batch: bool = False
     rollup_in_background: bool = True
     max_tasks: int | None = None
-    max_attempts: int = 8
-    backoff_s: float = 0.25
 
     def sink(
         self, name: str, batch_id: int, ledger: Literal["span", "runs"] = "span"
     ) -> SinkSettings:
-        return SinkSettings(
-            connect_kwargs=self.connect_kwargs,
-            schema_name=self.schema_name,
-            table_name=self.table_name,
-            sink=name,
-            batch_id=batch_id,
-            ledger=ledger,
-            copy_format=self.copy_format,
-            max_attempts=self.max_attempts,
-            backoff_s=self.backoff_s,
-        )
+        return dataclasses.replace(self.target, sink=name, batch_id=batch_id, ledger=ledger)
+
+    def retrying(self, action: Callable[[], Any]) -> Any:
+        """`action` with the sink's retries of transient database errors."""
+        return retrying(action, self.target.max_attempts, self.target.backoff_s)
 
 
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
@@ -121,22 +109,27 @@ def as_kafka_records(rows: DataFrame) -> DataFrame:
 
 def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
     params = ConnectionParams.from_jdbc_url(secrets["database"])
-    return IngestSettings(
-        query_name=cfg.ingest.query_name,
-        rules=Rules(cfg.ingest.max_text_length, cfg.ingest.max_past_s, cfg.ingest.max_future_s),
-        dead_letter_path=cfg.dead_letter_path,
+    target = SinkSettings(
         connect_kwargs=params.psycopg_kwargs(
             cfg.database.application_name, cfg.database.connect_timeout_s
         ),
         schema_name=cfg.database.schema_name,
         table_name=cfg.database.events_table,
+        sink="",
+        batch_id=-1,
         copy_format=cfg.ingest.sink_copy_format,
+        max_attempts=cfg.ingest.sink_max_attempts,
+        backoff_s=cfg.ingest.sink_backoff_s,
+    )
+    return IngestSettings(
+        query_name=cfg.ingest.query_name,
+        rules=Rules(cfg.ingest.max_text_length, cfg.ingest.max_past_s, cfg.ingest.max_future_s),
+        dead_letter_path=cfg.dead_letter_path,
+        target=target,
         validation=cfg.ingest.validation,
         rollup_after_batch=cfg.ingest.rollup_after_batch,
         rollup_in_background=cfg.ingest.rollup_in_background,
         max_tasks=cfg.ingest.max_tasks,
-        max_attempts=cfg.ingest.sink_max_attempts,
-        backoff_s=cfg.ingest.sink_backoff_s,
     )
 
 
@@ -187,18 +180,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
             query_id = spark.sparkContext.getLocalProperty("sql.streaming.queryId")
             dead_letters.append(
                 settings.dead_letter_path,
-                dead.select(
-                    "raw_key",
-                    "raw_value",
-                    "topic",
-                    "partition",
-                    "offset",
-                    "kafka_timestamp",
-                    F.lit(batch_id).cast("bigint").alias("batch_id"),
-                    F.lit(settings.query_name).alias("query_name"),
-                    "reason",
-                    F.current_timestamp().alias("dead_lettered_at"),
-                ),
+                dead_letters.rows(dead, batch_id, settings.query_name),
                 f"dead-letters:{query_id or settings.query_name}",
                 batch_id,
             )
@@ -223,7 +205,11 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         max_delay_s=max(delays) if delays else None,
         min_delay_s=min(delays) if delays else None,
     )
-    record_batch(settings.connect_kwargs, settings.query_name, report, started_at, committed_at)
+    settings.retrying(
+        lambda: record_batch(
+            settings.target.connect_kwargs, settings.query_name, report, started_at, committed_at
+        )
+    )
     rollups_started = time.monotonic()
     if settings.rollup_after_batch and report.rows_written:
         if settings.rollup_in_background:
@@ -271,22 +257,7 @@ def _with_raw_records(dead: DataFrame, batch_df: DataFrame) -> DataFrame:
 
 
 def _run_rollups(settings: IngestSettings) -> None:
-    retrying(lambda: _run_rollups_once(settings), settings.max_attempts, settings.backoff_s)
-
-
-def _run_rollups_once(settings: IngestSettings) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(**settings.connect_kwargs)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT five_minutely_aggregation()")
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT hourly_aggregation()")
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT dashboard_aggregation()")
-    finally:
-        conn.close()
+    settings.retrying(lambda: aggregate(settings.target.connect_kwargs))
 
 
 CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"

@@ -6,8 +6,8 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 
-from clickstream_pipeline.config import Config, load_config
-from clickstream_pipeline.errors import DatabaseError, SetupError
+from clickstream_pipeline.core.config import Config, load_config
+from clickstream_pipeline.core.errors import DatabaseError, SetupError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from clickstream_pipeline.schema import (
+from clickstream_pipeline.core.schema import (
     EVENT_COLUMNS,
     ID_FIELDS,
     PAYLOAD_SCHEMA,
@@ -142,19 +142,3 @@ def validate(raw: DataFrame, rules: Rules) -> DataFrame:
 def to_events(validated: DataFrame) -> DataFrame:
     """Valid records as `events` rows: the lab's columns typed and normalised, plus source."""
     return validated.filter(F.col("reject_reason").isNull()).select(*EVENT_COLUMNS)
-
-
-def to_dead_letters(validated: DataFrame, batch_id: int, query_name: str) -> DataFrame:
-    """Invalid records with everything needed to inspect and replay them."""
-    return validated.filter(F.col("reject_reason").isNotNull()).select(
-        F.col("raw_key"),
-        F.col("raw_value"),
-        F.col("kafka_topic").alias("topic"),
-        F.col("kafka_partition").alias("partition"),
-        F.col("kafka_offset").alias("offset"),
-        F.col("kafka_timestamp"),
-        F.lit(batch_id).cast("bigint").alias("batch_id"),
-        F.lit(query_name).alias("query_name"),
-        F.col("reject_reason").alias("reason"),
-        F.current_timestamp().alias("dead_lettered_at"),
-    )

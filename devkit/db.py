@@ -1,31 +1,29 @@
-"""Helpers for tests that need a database of their own on the local PostgreSQL."""
+"""Databases of their own for tests and benchmarks, on the local PostgreSQL or Citus."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import io
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
+import psycopg2.errors
 from psycopg2 import sql
 from pydantic import SecretStr
 
-from clickstream_pipeline.config import load_config
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.database import fetch as query
-from clickstream_pipeline.migrations import load_migrations, migrate
+from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.core.schema import LAB_FIELDS
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.database import fetch as query
+from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
 
-LAB_COLUMNS = (
-    "event_time",
-    "customer_id",
-    "event_type",
-    "country",
-    "browser",
-    "device_id",
-    "session_id",
-)
+LAB_COLUMNS = ("event_time", *LAB_FIELDS)
+# written by `make up` where no Citus can run here, with the reason
+CITUS_UNAVAILABLE = Path(__file__).resolve().parent.parent / ".stack" / "citus.unavailable"
 
 
 def _autocommit(params: ConnectionParams, statements: Iterable[sql.Composable | str]) -> None:
@@ -82,7 +80,16 @@ def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
 def drop_database(params: ConnectionParams, name: str) -> None:
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     for node in (params, *citus_workers(params)):
-        _autocommit(replace(node, dbname="postgres"), [drop])
+        for attempt in range(10):
+            try:
+                _autocommit(replace(node, dbname="postgres"), [drop])
+                break
+            except psycopg2.errors.ObjectInUse:
+                # a Citus worker's maintenance daemon can reconnect between FORCE's
+                # termination and the drop; it lets go within a second
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
 
 
 # Shards of each distributed table on the Citus tier, as `--env local-citus` bootstraps them.

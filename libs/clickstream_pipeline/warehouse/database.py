@@ -8,14 +8,20 @@ plus properties for Spark; its `repr` never shows the password.
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
 from pydantic import SecretStr
 
-from clickstream_pipeline.errors import DatabaseConfigError
+from clickstream_pipeline.core.errors import DatabaseConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5432
 
@@ -127,6 +133,69 @@ def connect(
     except psycopg2.OperationalError as exc:
         # libpq's message names host and reason, never the password.
         raise ConnectionError(f"cannot connect to {params.describe()}: {exc}".strip()) from None
+
+
+def open_connection(
+    connect_kwargs: dict[str, Any], autocommit: bool = False
+) -> psycopg2.extensions.connection:
+    """A connection from psycopg2 keyword arguments (the picklable form tasks and driver
+    threads carry); libpq's errors propagate as they are, for `retrying` to classify."""
+    conn = psycopg2.connect(**connect_kwargs)
+    conn.autocommit = autocommit
+    return conn
+
+
+# SQLSTATEs worth retrying: connection trouble, server shutting down or starting, serialization
+# failure, deadlock, too many connections, and a unique violation (only the ledger has a unique
+# key: another attempt committed the same range, and the retry will find it and skip it).
+TRANSIENT_SQLSTATES = {
+    "08000",
+    "08001",
+    "08003",
+    "08004",
+    "08006",
+    "57P01",
+    "57P02",
+    "57P03",
+    "40001",
+    "40P01",
+    "53300",
+    "23505",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if isinstance(exc, psycopg2.OperationalError) and getattr(exc, "pgcode", None) is None:
+        return True  # connection refused, lost or reset: libpq reports no SQLSTATE
+    return getattr(exc, "pgcode", None) in TRANSIENT_SQLSTATES
+
+
+def retrying(
+    action: Callable[[], Any],
+    max_attempts: int,
+    backoff_s: float,
+    max_backoff_s: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Run `action`, retrying transient database errors with jittered exponential backoff."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return action()
+        except psycopg2.Error as exc:
+            if not is_transient(exc) or attempt >= max_attempts:
+                raise
+            delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+            log.warning(
+                "transient database error (attempt %d): %s; retrying in %.1fs",
+                attempt,
+                type(exc).__name__,
+                delay,
+            )
+            sleep(delay)
 
 
 def fetch(params: ConnectionParams, text: str, args: tuple[Any, ...] = ()) -> list[tuple]:

@@ -28,8 +28,8 @@ import sqlparse
 from psycopg2 import sql
 from psycopg2.extensions import connection
 
-from clickstream_pipeline.database import citus_layout, scheduled_jobs
-from clickstream_pipeline.errors import DatabaseError, SetupError
+from clickstream_pipeline.core.errors import DatabaseError, SetupError
+from clickstream_pipeline.warehouse.database import citus_layout, scheduled_jobs
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-import random
 import re
 import threading
 import time
@@ -38,34 +37,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg2.extensions import make_dsn
-from pyspark.sql.pandas.types import to_arrow_schema
 
-from clickstream_pipeline import ledger
-from clickstream_pipeline.arrow_validation import check_batch
-from clickstream_pipeline.schema import EVENT_COLUMNS, ROUTED_SCHEMA
-from clickstream_pipeline.transforms import Rules
+from clickstream_pipeline.core.schema import EVENT_COLUMNS
+from clickstream_pipeline.ingest import ledger
+from clickstream_pipeline.ingest.arrow_validation import check_batch
+from clickstream_pipeline.ingest.routed import (
+    NOTHING_WRITTEN,
+    partitions_of,
+    route_outputs,
+    undecided_batches,
+    valid_rows_of,
+)
+from clickstream_pipeline.ingest.transforms import Rules
+from clickstream_pipeline.warehouse.database import open_connection, retrying
 
 log = logging.getLogger(__name__)
-
-ROUTED_ARROW_SCHEMA = to_arrow_schema(ROUTED_SCHEMA)
-
-# SQLSTATEs worth retrying: connection trouble, server shutting down or starting, serialization
-# failure, deadlock, too many connections, and a unique violation (only the ledger has a unique
-# key: another attempt committed the same range, and the retry will find it and skip it).
-TRANSIENT_SQLSTATES = {
-    "08000",
-    "08001",
-    "08003",
-    "08004",
-    "08006",
-    "57P01",
-    "57P02",
-    "57P03",
-    "40001",
-    "40P01",
-    "53300",
-    "23505",
-}
 
 
 @dataclass(frozen=True)
@@ -94,40 +80,6 @@ class SinkSettings:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, psycopg2.InterfaceError):
-        return True
-    if isinstance(exc, psycopg2.OperationalError) and getattr(exc, "pgcode", None) is None:
-        return True  # connection refused, lost or reset: libpq reports no SQLSTATE
-    return getattr(exc, "pgcode", None) in TRANSIENT_SQLSTATES
-
-
-def retrying(
-    action: Callable[[], Any],
-    max_attempts: int,
-    backoff_s: float,
-    max_backoff_s: float = 10.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Any:
-    """Run `action`, retrying transient database errors with jittered exponential backoff."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return action()
-        except psycopg2.Error as exc:
-            if not is_transient(exc) or attempt >= max_attempts:
-                raise
-            delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-            log.warning(
-                "transient database error (attempt %d): %s; retrying in %.1fs",
-                attempt,
-                type(exc).__name__,
-                delay,
-            )
-            sleep(delay)
 
 
 def copy_sql(table: str) -> str:
@@ -188,7 +140,7 @@ def write_range(
     def attempt() -> dict[str, Any]:
         nonlocal attempts
         attempts += 1
-        conn = psycopg2.connect(**settings.connect_kwargs)
+        conn = open_connection(settings.connect_kwargs)
         try:
             with conn.cursor() as cur:
                 offsets = rows.column("kafka_offset")
@@ -255,32 +207,6 @@ def adbc_connection(connect_kwargs: dict[str, Any]) -> adbc.Connection:
         if root is None:
             root = _ADBC_ROOTS[info] = adbc.connect(info, autocommit=True)
     return root.adbc_clone()
-
-
-def partitions_of(
-    table: pa.Table, topic_column: str = "kafka_topic", partition_column: str = "kafka_partition"
-) -> Iterator[tuple[str, int, pa.Table]]:
-    """(topic, partition, rows) for each Kafka partition in `table`."""
-    names = [topic_column, partition_column]
-    keys = table.select(names).group_by(names).aggregate([])
-    if keys.num_rows == 1:
-        yield keys.column(0)[0].as_py(), keys.column(1)[0].as_py(), table
-        return
-    for topic, partition in zip(
-        keys.column(0).to_pylist(), keys.column(1).to_pylist(), strict=True
-    ):
-        mask = pc.and_(
-            pc.equal(table.column(topic_column), topic),
-            pc.equal(table.column(partition_column), partition),
-        )
-        yield topic, partition, table.filter(mask)
-
-
-def valid_rows_of(rows: pa.Table) -> pa.Table:
-    reasons = rows.column("reject_reason")
-    if reasons.null_count == len(reasons):
-        return rows  # no copy when every row is valid, the common case
-    return rows.filter(pc.is_null(reasons))
 
 
 @dataclass
@@ -371,16 +297,6 @@ def stream_copy(
     return received, streamed
 
 
-NOTHING_WRITTEN: dict[str, Any] = {
-    "written": 0,
-    "duplicates": 0,
-    "rejected_offsets": [],
-    "rejected_errors": [],
-    "attempts": 0,
-    "seconds": 0.0,
-}
-
-
 def write_and_route(
     settings: SinkSettings,
 ) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
@@ -419,95 +335,6 @@ def write_and_route(
     return run
 
 
-def route_outputs(
-    topic: str, partition: int, rows: pa.Table, written: dict[str, Any]
-) -> Iterator[pa.RecordBatch]:
-    """One Kafka partition's dead letters (invalid or refused rows) and its statistics row."""
-    invalid = pc.is_valid(rows.column("reject_reason"))
-    dead = rows.filter(invalid)
-    rejected = dict(zip(written["rejected_offsets"], written["rejected_errors"], strict=True))
-    if dead.num_rows:
-        yield _dead_batch(dead, dead.column("reject_reason"), with_raw=True)
-    if rejected:
-        # raw key and value are filled in by the driver from the micro-batch
-        refused = rows.filter(
-            pc.is_in(rows.column("kafka_offset"), pa.array(list(rejected), pa.int64()))
-        )
-        reasons = [rejected[o] for o in refused.column("kafka_offset").to_pylist()]
-        yield _dead_batch(refused, pa.array(reasons, pa.string()), with_raw=False)
-    offsets, stamps = rows.column("kafka_offset"), rows.column("kafka_timestamp")
-    stats = {
-        "kind": "stats",
-        "topic": topic,
-        "partition": partition,
-        "rows_in": rows.num_rows,
-        "written": written["written"],
-        "duplicates": written["duplicates"],
-        "dead": dead.num_rows + len(rejected),
-        "db_rejected": len(rejected),
-        "undecided": 0,
-        "first_offset": pc.min(offsets).as_py(),
-        "last_offset": pc.max(offsets).as_py(),
-        "oldest": pc.min(stamps).as_py(),
-        "newest": pc.max(stamps).as_py(),
-        "attempts": written["attempts"],
-        "seconds": written["seconds"],
-    }
-    yield pa.RecordBatch.from_pylist([stats], schema=ROUTED_ARROW_SCHEMA)
-
-
-def routed_batch(n: int, **columns: Any) -> pa.RecordBatch:
-    """`n` rows of the routed schema: the columns given, nulls elsewhere."""
-    arrays = []
-    for f in ROUTED_ARROW_SCHEMA:
-        column = columns.get(f.name)
-        if column is None:
-            arrays.append(pa.nulls(n, f.type))
-        else:
-            column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-            arrays.append(column.cast(f.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=ROUTED_ARROW_SCHEMA)
-
-
-def _dead_batch(rows: pa.Table, reasons: pa.Array, with_raw: bool) -> pa.RecordBatch:
-    """Dead-letter rows of the routed schema from validated rows."""
-    raw = {"raw_key": rows.column("raw_key"), "raw_value": rows.column("raw_value")}
-    return routed_batch(
-        rows.num_rows,
-        kind=pa.array(["dead"] * rows.num_rows),
-        topic=rows.column("kafka_topic"),
-        partition=rows.column("kafka_partition"),
-        offset=rows.column("kafka_offset"),
-        kafka_timestamp=rows.column("kafka_timestamp"),
-        reason=reasons,
-        **(raw if with_raw else {}),
-    )
-
-
-def _undecided_batches(raw: pa.Table) -> Iterator[pa.RecordBatch]:
-    """Records left to Spark's rules, raw, and one statistics row per Kafka partition."""
-    table = raw.rename_columns(
-        {"key": "raw_key", "value": "raw_value", "timestamp": "kafka_timestamp"}
-    ).select(["raw_key", "raw_value", "topic", "partition", "offset", "kafka_timestamp"])
-    yield routed_batch(
-        table.num_rows,
-        kind=pa.array(["undecided"] * table.num_rows),
-        **{name: table.column(name) for name in table.column_names},
-    )
-    for topic, partition, rows in partitions_of(table, "topic", "partition"):
-        offsets = rows.column("offset")
-        yield routed_batch(
-            1,
-            kind=pa.array(["stats"]),
-            topic=pa.array([topic]),
-            partition=pa.array([partition]),
-            undecided=pa.array([rows.num_rows]),
-            first_offset=pa.array([pc.min(offsets).as_py()]),
-            last_offset=pa.array([pc.max(offsets).as_py()]),
-            **{k: pa.array([0]) for k in ("rows_in", "written", "duplicates", "dead")},
-        )
-
-
 def check_and_route(
     settings: SinkSettings, rules: Rules, now_us: int
 ) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
@@ -529,6 +356,6 @@ def check_and_route(
 
         yield from route_validated(validated())
         if left:
-            yield from _undecided_batches(pa.Table.from_batches(left))
+            yield from undecided_batches(pa.Table.from_batches(left))
 
     return run

@@ -21,10 +21,10 @@ import pyspark
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from clickstream_pipeline import class_archive
-from clickstream_pipeline.config import Config, SparkConfig, StorageConfig
-from clickstream_pipeline.errors import SparkSetupError
-from clickstream_pipeline.secrets import Secrets
+from clickstream_pipeline.core import class_archive
+from clickstream_pipeline.core.config import Config, SparkConfig, StorageConfig
+from clickstream_pipeline.core.errors import SparkSetupError
+from clickstream_pipeline.core.secrets import Secrets
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import IO
 from psycopg2 import sql
 from psycopg2.extensions import connection
 
-from clickstream_pipeline.database import ConnectionParams, connect
-from clickstream_pipeline.errors import DatabaseError
-from clickstream_pipeline.generator import LAB_FIELDS
+from clickstream_pipeline.core.errors import DatabaseError
+from clickstream_pipeline.traffic.generator import LAB_FIELDS
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from clickstream_pipeline.schema import ID_FIELDS, TEXT_FIELDS, VALIDATED_SCHEMA
-from clickstream_pipeline.transforms import CONTROL_CHARS, Rules
-from clickstream_pipeline.transforms import EPOCH_MILLIS as EPOCH_MILLIS_PATTERN
+from clickstream_pipeline.core.schema import ID_FIELDS, TEXT_FIELDS, VALIDATED_SCHEMA
+from clickstream_pipeline.ingest.transforms import CONTROL_CHARS, Rules
+from clickstream_pipeline.ingest.transforms import EPOCH_MILLIS as EPOCH_MILLIS_PATTERN
 
 # Longer values go to Spark: Jackson's limits (nesting depth 1000, numbers of 1000 digits)
 # cannot be reached below this size, so msgspec and Spark accept the same documents here.

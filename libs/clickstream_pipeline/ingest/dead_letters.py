@@ -15,7 +15,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from clickstream_pipeline.schema import DEAD_LETTER_SCHEMA
+from clickstream_pipeline.core.schema import DEAD_LETTER_SCHEMA
 
 KEY = ("query_name", "topic", "partition", "offset")
 
@@ -36,6 +36,23 @@ def _has_delta_log(spark: SparkSession, path: str) -> bool:
         return False
 
 
+def rows(dead: DataFrame, batch_id: int, query_name: str) -> DataFrame:
+    """The table's rows (`DEAD_LETTER_SCHEMA` without `replayed_at`) from a micro-batch's dead
+    letters as the sink returns them (the record's key, value, position, timestamp, reason)."""
+    filled = {
+        "batch_id": F.lit(batch_id).cast("bigint"),
+        "query_name": F.lit(query_name),
+        "dead_lettered_at": F.current_timestamp(),
+    }
+    return dead.select(
+        *(
+            filled[f.name].alias(f.name) if f.name in filled else F.col(f.name)
+            for f in DEAD_LETTER_SCHEMA
+            if f.name != "replayed_at"
+        )
+    )
+
+
 def append(path: str, dead: DataFrame, app_id: str, batch_id: int) -> None:
     """Append a micro-batch's dead letters once: Delta skips a (app_id, batch_id) seen before."""
     (
@@ -53,10 +70,34 @@ def read(spark: SparkSession, path: str, include_replayed: bool = False) -> Data
     return table if include_replayed else table.filter(F.col("replayed_at").isNull())
 
 
-def summary(spark: SparkSession, path: str) -> list[tuple[str, int]]:
+def _of(spark: SparkSession, path: str, query_name: str | None, reason: str | None) -> DataFrame:
+    letters = read(spark, path)
+    if query_name is not None:
+        letters = letters.filter(F.col("query_name") == query_name)
+    return letters if reason is None else letters.filter(F.col("reason") == reason)
+
+
+def summary(
+    spark: SparkSession, path: str, query_name: str | None = None, reason: str | None = None
+) -> list[tuple[str, int]]:
     """(reason, count) of the dead letters not yet replayed, most frequent first."""
-    rows = read(spark, path).groupBy("reason").count().orderBy(F.desc("count"), "reason")
-    return [(r["reason"], r["count"]) for r in rows.collect()]
+    rows = _of(spark, path, query_name, reason).groupBy("reason").count()
+    return [(r["reason"], r["count"]) for r in rows.orderBy(F.desc("count"), "reason").collect()]
+
+
+def sample(
+    spark: SparkSession, path: str, query_name: str | None, reason: str | None, limit: int
+) -> list[str]:
+    """The first `limit` by position, one line each: topic/partition@offset, reason, value."""
+    lines = []
+    rows = _of(spark, path, query_name, reason).orderBy("topic", "partition", "offset")
+    for row in rows.limit(limit).collect():
+        raw = bytes(row["raw_value"] or b"")
+        preview = raw[:80].decode("utf-8", "backslashreplace").encode("unicode_escape").decode()
+        lines.append(
+            f"{row['topic']}/{row['partition']}@{row['offset']}  {row['reason']}  {preview}"
+        )
+    return lines
 
 
 def mark_replayed(spark: SparkSession, path: str, replayed: DataFrame) -> None:

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clickstream_pipeline.core.schema import LAB_FIELDS
+
 # customer_id, event_type, country, browser, device_id, session_id
 Event = tuple[int, str, str, str, int, int]
 
-LAB_FIELDS = ("customer_id", "event_type", "country", "browser", "device_id", "session_id")
 LAB_HEADER = ",".join(LAB_FIELDS)
 LAB_EVENT_TYPES = ("click", "buy", "scroll", "download")
 LAB_COUNTRIES = ("United States", "United Kingdom", "India", "France", "Germany", "China", "China")

@@ -1,7 +1,7 @@
 """Send clickstream events to Kafka / Event Hubs: rate control, progress, delivery accounting.
 
-`send_events` takes librdkafka settings (`clickstream_pipeline.source.producer_config`), an
-event iterator (`clickstream_pipeline.generator`) and `SendOptions`; `send_messages` sends
+`send_events` takes librdkafka settings (`clickstream_pipeline.ingest.source.producer_config`), an
+event iterator (`clickstream_pipeline.traffic.generator`) and `SendOptions`; `send_messages` sends
 already encoded (key, value) pairs the same way. Messages are keyed by customer_id (per-tenant
 ordering), batched and compressed. Every message ends acknowledged or failed: librdkafka reports
 each failed delivery (and only those, which keeps Python out of the per-message path), a message
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from clickstream_pipeline.generator import Event, EventClock, encode_event
+from clickstream_pipeline.traffic.generator import Event, EventClock, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,20 @@ class TokenBucket:
                 self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
                 self.last = now
         self.tokens -= 1.0
+
+
+def create_topic(
+    conf: ClientConf, topic: str, partitions: int, config: dict[str, str] | None = None
+) -> None:
+    """Create `topic` (replication 1, as the local broker has one node); waits for it."""
+    admin = AdminClient(conf)  # kept alive until the future resolves
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+    admin.create_topics([new])[topic].result(timeout=30)
+
+
+def delete_topic(conf: ClientConf, topic: str) -> None:
+    admin = AdminClient(conf)
+    admin.delete_topics([topic])[topic].result(timeout=30)
 
 
 def kafka_settings(conf: ClientConf, options: SendOptions) -> ClientConf:

@@ -13,8 +13,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+from clickstream_pipeline.warehouse.database import open_connection
 
 log = logging.getLogger(__name__)
+
+# the incremental rollup functions (sql/migrations), finest grain first
+ROLLUP_FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
+
+
+def aggregate(connect_kwargs: dict[str, Any]) -> None:
+    """One run of every incremental rollup, each in a transaction of its own."""
+    conn = open_connection(connect_kwargs)
+    try:
+        for function in ROLLUP_FUNCTIONS:
+            with conn, conn.cursor() as cur:
+                cur.execute(f"SELECT {function}()")
+    finally:
+        conn.close()
 
 
 class RollupRunner:
