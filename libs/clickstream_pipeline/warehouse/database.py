@@ -3,7 +3,9 @@
 `Database-Connection-String` is a JDBC URL (as Azure's portal gives it):
 `jdbc:postgresql://host:5432/citus?user=citus&password=...&sslmode=require`.
 `ConnectionParams` turns it into psycopg2 keyword arguments and into a password-free JDBC URL
-plus properties for Spark; its `repr` never shows the password.
+plus properties for Spark; its `repr` never shows the password. Every module connects through
+`connect` (a clear error) or `open_connection` (libpq's errors, for `retrying`, which retries
+the transient ones with jittered backoff).
 """
 
 from __future__ import annotations
