@@ -105,19 +105,6 @@ def scratch_database(params: ConnectionParams, prefix: str) -> Iterator[Connecti
         yield db
 
 
-def execute(params: ConnectionParams, *statements: str, autocommit: bool = True) -> None:
-    conn = connect(params)
-    conn.autocommit = autocommit
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-        if not autocommit:
-            conn.commit()
-    finally:
-        conn.close()
-
-
 def psql_env(params: ConnectionParams) -> dict[str, str]:
     return {**os.environ, **params.libpq_env()}
 

@@ -31,7 +31,6 @@ from benchmarks.common import (
     add_env_argument,
     database_exists,
     db_params,
-    execute,
     machine_facts,
     percentile,
     result_name,
@@ -43,7 +42,7 @@ from clickstream_pipeline.dashboard.panels import DEFAULT_RANGE, PANELS, RANGES,
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
 from clickstream_pipeline.warehouse.queries import load_queries
-from devkit.db import bootstrap, create_database, drop_database
+from devkit.db import bootstrap, create_database, drop_database, execute
 
 LOAD_CHUNK = """
 INSERT INTO events (event_time, customer_id, event_type, country, browser, device_id, session_id)

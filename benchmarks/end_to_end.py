@@ -28,7 +28,6 @@ from benchmarks.common import (
     DbCpuMeter,
     add_env_argument,
     db_params,
-    execute,
     machine_facts,
     psql_copy,
     psql_env,
@@ -55,6 +54,7 @@ from clickstream_pipeline.ingest.stream import start_ingest
 from clickstream_pipeline.traffic.generator import encode_event, lab_uniform_events
 from clickstream_pipeline.traffic.producer import SendOptions, kafka_settings
 from clickstream_pipeline.warehouse.database import fetch
+from devkit.db import execute
 
 
 def load_topic(cfg: Config, secrets: Secrets, topic: str, n: int) -> float:

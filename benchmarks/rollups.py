@@ -21,7 +21,6 @@ from typing import Any
 from benchmarks.common import (
     DbCpuMeter,
     db_params,
-    execute,
     machine_facts,
     say,
     scratch_database,
@@ -30,7 +29,7 @@ from benchmarks.common import (
 )
 from benchmarks.dashboard import LOAD_CHUNK
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from devkit.db import CITUS_UNAVAILABLE
+from devkit.db import CITUS_UNAVAILABLE, execute
 
 FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
 SERVERS = {"postgres": "local", "citus": "local-citus"}

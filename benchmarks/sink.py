@@ -35,7 +35,6 @@ from pyspark.sql import DataFrame, SparkSession
 from benchmarks.common import (
     DbCpuMeter,
     add_env_argument,
-    execute,
     machine_facts,
     psql_copy,
     result_name,
@@ -49,6 +48,7 @@ from clickstream_pipeline.core.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.sink import SinkSettings, to_csv, write_and_route
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
+from devkit.db import execute
 
 
 def prepare(spark: SparkSession, rows: int, partitions: int) -> DataFrame:

@@ -28,7 +28,6 @@ from pyspark.sql import DataFrame, SparkSession
 from benchmarks.common import (
     add_env_argument,
     db_params,
-    execute,
     machine_facts,
     result_name,
     say,
@@ -52,6 +51,7 @@ from clickstream_pipeline.ingest.stream import (
     route_in_worker,
 )
 from clickstream_pipeline.ingest.transforms import Rules, validate, with_payload
+from devkit.db import execute
 
 
 def read_topic(

@@ -26,7 +26,8 @@ LAB_COLUMNS = ("event_time", *LAB_FIELDS)
 CITUS_UNAVAILABLE = Path(__file__).resolve().parent.parent / ".stack" / "citus.unavailable"
 
 
-def _autocommit(params: ConnectionParams, statements: Iterable[sql.Composable | str]) -> None:
+def execute(params: ConnectionParams, *statements: sql.Composable | str) -> None:
+    """Each statement in autocommit mode, on a connection of its own."""
     conn = connect(params)
     conn.autocommit = True
     try:
@@ -51,28 +52,26 @@ def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
     """A new empty database on the same server; on Citus, on every node and joined up."""
     workers = citus_workers(params)
     for node in (params, *workers):
-        _autocommit(
+        execute(
             replace(node, dbname="postgres"),
-            [sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))],
+            sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)),
         )
     db = replace(params, dbname=name)
     if workers:
         for node in workers:
-            _autocommit(replace(node, dbname=name), ["CREATE EXTENSION citus"])
-        _autocommit(
+            execute(replace(node, dbname=name), "CREATE EXTENSION citus")
+        execute(
             db,
-            [
-                "CREATE EXTENSION citus",
-                sql.SQL("SELECT citus_set_coordinator_host({}, {})").format(
-                    sql.Literal(params.host), sql.Literal(params.port)
-                ),
-                *(
-                    sql.SQL("SELECT citus_add_node({}, {})").format(
-                        sql.Literal(node.host), sql.Literal(node.port)
-                    )
-                    for node in workers
-                ),
-            ],
+            "CREATE EXTENSION citus",
+            sql.SQL("SELECT citus_set_coordinator_host({}, {})").format(
+                sql.Literal(params.host), sql.Literal(params.port)
+            ),
+            *(
+                sql.SQL("SELECT citus_add_node({}, {})").format(
+                    sql.Literal(node.host), sql.Literal(node.port)
+                )
+                for node in workers
+            ),
         )
     return db
 
@@ -82,7 +81,7 @@ def drop_database(params: ConnectionParams, name: str) -> None:
     for node in (params, *citus_workers(params)):
         for attempt in range(10):
             try:
-                _autocommit(replace(node, dbname="postgres"), [drop])
+                execute(replace(node, dbname="postgres"), drop)
                 break
             except psycopg2.errors.ObjectInUse:
                 # a Citus worker's maintenance daemon can reconnect between FORCE's
@@ -161,7 +160,7 @@ def create_login(db: ConnectionParams, group: str) -> ConnectionParams:
                 "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, {}, {})"
             ).format(sql.Literal(login), sql.Literal(f"password={password}"))
         )
-    _autocommit(db, statements)
+    execute(db, *statements)
     return replace(db, user=login, password=SecretStr(password))
 
 
@@ -175,4 +174,4 @@ def drop_login(db: ConnectionParams, login: ConnectionParams) -> None:
                 sql.Literal(login.user)
             )
         )
-    _autocommit(db, statements)
+    execute(db, *statements)

@@ -190,3 +190,14 @@ def dead_letter_values(spark, cfg: Config, query_name: str) -> list[tuple[bytes,
         (bytes(r.raw_value) if r.raw_value is not None else None, r.reason)
         for r in df.filter(df.query_name == query_name).collect()
     ]
+
+
+def batch_totals(db: ConnectionParams, query_name: str) -> tuple[int, ...]:
+    """The query's batch records: (batches, read, written, duplicates, dead-lettered)."""
+    (row,) = query(
+        db,
+        """SELECT count(*), sum(rows_read), sum(rows_written), sum(rows_duplicate),
+                  sum(rows_dead_lettered) FROM clickstream_ingest_batches WHERE query_name = %s""",
+        (query_name,),
+    )
+    return tuple(int(v or 0) for v in row)

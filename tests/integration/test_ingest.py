@@ -15,11 +15,11 @@ from clickstream_pipeline.ingest.stream import (
     replay_dead_letters,
     start_ingest,
 )
-from clickstream_pipeline.warehouse.database import ConnectionParams
 from clickstream_pipeline.warehouse.rollup_runner import runner_for
 from devkit.db import query
 from tests.integration.ingest_support import (
     assert_exactly_once,
+    batch_totals,
     dead_letter_values,
     new_topic,
     produce_mix,
@@ -44,16 +44,6 @@ def run_available_now(spark, cfg: Config, secrets: Secrets) -> None:
     query = start_ingest(spark, cfg, secrets)
     query.awaitTermination(600)
     assert query.exception() is None
-
-
-def batch_totals(db: ConnectionParams, query_name: str) -> tuple[int, ...]:
-    (row,) = query(
-        db,
-        """SELECT count(*), sum(rows_read), sum(rows_written), sum(rows_duplicate),
-                  sum(rows_dead_lettered) FROM clickstream_ingest_batches WHERE query_name = %s""",
-        (query_name,),
-    )
-    return tuple(int(v or 0) for v in row)
 
 
 def test_200k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
