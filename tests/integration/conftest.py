@@ -11,9 +11,11 @@ import socket
 from dataclasses import dataclass
 
 import pytest
+from pyspark.sql import SparkSession
 
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
+from clickstream_pipeline.core.spark import storage_conf
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import CITUS_UNAVAILABLE, bootstrap
 from tests.conftest import config_for_tests
@@ -60,8 +62,18 @@ def stack_is_up():
 
 @pytest.fixture(scope="session")
 def local_secrets(local_config: Config) -> Secrets:
-    """The stack's secrets (`make up` writes them); the session then reaches s3a:// too."""
+    """The stack's secrets (`make up` writes them)."""
     return resolve_secrets(local_config.secrets, optional=LOCAL_SECRETS)
+
+
+@pytest.fixture(scope="session")
+def spark(spark: SparkSession, local_config: Config, local_secrets: Secrets) -> SparkSession:
+    """The run's one session, given the stack's s3a:// credentials whichever test built it
+    (a unit test's, without secrets, when unit tests ran first)."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in storage_conf(local_config.storage, local_secrets).items():
+        hadoop.set(key, value)
+    return spark
 
 
 @dataclass(frozen=True)
