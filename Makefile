@@ -50,6 +50,15 @@ demo: setup up ## set up everything, start the stack, run the demo (scripts/demo
 dashboard: ## serve the live dashboard on http://127.0.0.1:8050/ against the local stack
 	.venv/bin/clickstream-dashboard --env local
 
+up-spark-cluster: ## start a Spark standalone cluster: a master and two workers on spark://127.0.0.1:57077
+	scripts/stack/spark-cluster.sh start
+
+down-spark-cluster: ## stop the Spark standalone cluster
+	scripts/stack/spark-cluster.sh stop
+
+spark-connect: ## run a Spark Connect server with the project's jars on sc://127.0.0.1:15002
+	$(PY) -m clickstream_pipeline.core.spark_connect --env local
+
 bench: ; $(PY) -m benchmarks.run_all $(BENCH_ARGS) ## run every benchmark (BENCH_ARGS=--quick: smoke run); results in benchmarks/results/
 
 wheel: ## build the wheel into dist/

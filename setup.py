@@ -71,10 +71,11 @@ setup(
         "azure-keyvault-secrets>=4.7",
         "confluent-kafka>=2.3",
         "tqdm>=4.66",
+        "prometheus-client>=0.20",  # the ingest job's OpenMetrics endpoint
     ],
     extras_require={
         "local": [
-            "pyspark==4.0.0",
+            "pyspark[connect]==4.0.0",  # with the Spark Connect client (grpcio and friends)
             "delta-spark==4.0.0",
             "pyarrow>=15",
             "pandas>=2",

@@ -42,6 +42,21 @@ def say(text: str) -> None:
 ENVS = {"local": "", "local-citus": "_citus"}  # config env -> suffix of its result files
 
 
+def benchmark_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
+    """The flags every benchmark has: --quick (what it shrinks to), --out and --env."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", type=Path, default=None, help="the result's JSON file")
+    add_env_argument(parser)
+    return parser
+
+
+def finish(name: str, args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    """Write the results as `<name>[_citus].json` (or --out) and return them."""
+    write_result(result_name(name, args.env), results, args.out)
+    return results
+
+
 def add_env_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env",

@@ -16,27 +16,24 @@ Run: `.venv/bin/python -m benchmarks.dashboard [--events 10000000] [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import psycopg2.errors
 
 from benchmarks.common import (
-    add_env_argument,
+    benchmark_parser,
     database_exists,
     db_params,
+    finish,
     machine_facts,
     percentile,
-    result_name,
     say,
     setup_env,
-    write_result,
 )
 from clickstream_pipeline.dashboard.panels import DEFAULT_RANGE, PANELS, RANGES, View
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
@@ -251,7 +248,7 @@ def time_panels(cur: Any, runs: int, budget_s: float) -> dict[str, dict[str, flo
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "200,000 events, 20 runs")
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--chunk", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=50)
@@ -262,9 +259,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
     parser.add_argument("--build-only", action="store_true", help="build (or reuse), no queries")
-    parser.add_argument("--quick", action="store_true", help="200,000 events, 20 runs")
-    parser.add_argument("--out", type=Path, default=None)
-    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.chunk, args.runs, args.raw_runs = 200_000, 100_000, 20, 3
@@ -345,8 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for key, ok in results["targets"].items():
         print(f"target {key}: {'met' if ok else 'MISSED'}")
-    write_result(result_name("dashboard", args.env), results, args.out)
-    return results
+    return finish("dashboard", args, results)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Run: `.venv/bin/python -m benchmarks.end_to_end [--messages 2000000] [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import shutil
 import subprocess
@@ -26,17 +25,16 @@ from confluent_kafka import Producer
 
 from benchmarks.common import (
     DbCpuMeter,
-    add_env_argument,
+    benchmark_parser,
     db_params,
+    finish,
     machine_facts,
     psql_copy,
     psql_env,
-    result_name,
     say,
     scratch_database,
     secrets_for,
     setup_env,
-    write_result,
 )
 from benchmarks.ingest_support import (
     MemorySampler,
@@ -152,12 +150,9 @@ def trigger_phase_totals(progress: list[Any]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "200,000 messages, 50,000 a batch")
     parser.add_argument("--messages", type=int, default=2_000_000)
     parser.add_argument("--max-offsets-per-trigger", type=int, default=250_000)
-    parser.add_argument("--quick", action="store_true", help="200,000 messages, 50,000 a batch")
-    parser.add_argument("--out", type=Path, default=None)
-    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.max_offsets_per_trigger = 200_000, 50_000
@@ -265,8 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{results['copy_1']['rows_per_s']:,.0f} rows/s: ratio {ratio:.2f} "
         f"(target >= 0.40: {'met' if ratio >= 0.4 else 'MISSED'})"
     )
-    write_result(result_name("end_to_end", args.env), results, args.out)
-    return results
+    return finish("end_to_end", args, results)
 
 
 if __name__ == "__main__":

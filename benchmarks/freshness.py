@@ -17,26 +17,23 @@ Run: `.venv/bin/python -m benchmarks.freshness [--rate 2000 --duration 60] [--qu
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import statistics
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    add_env_argument,
+    benchmark_parser,
     db_params,
+    finish,
     machine_facts,
     percentile,
-    result_name,
     say,
     scratch_database,
     secrets_for,
     setup_env,
-    write_result,
 )
 from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config, wait_for
 from clickstream_pipeline.core.spark import build_spark
@@ -124,16 +121,13 @@ def delays(rows: list[Any], t_from: float, t_to: float, poller: RollupPoller) ->
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "20 s and 10 s of producing")
     parser.add_argument("--rate", type=float, default=2000.0, help="messages/s")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of producing")
     parser.add_argument("--sustained-rate", type=float, default=20000.0, help="messages/s")
     parser.add_argument("--sustained-duration", type=float, default=60.0)
     parser.add_argument("--single", type=int, default=10, help="one-message batches")
     parser.add_argument("--trigger", default=None, help="trigger interval (default: config's)")
-    parser.add_argument("--quick", action="store_true", help="20 s and 10 s of producing")
-    parser.add_argument("--out", type=Path, default=None)
-    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.sustained_duration, args.single = 20.0, 10.0, 4
@@ -272,8 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{results['fixed_cost']['phases_ms_median']} "
         f"(target <= 0.3 s: {'met' if t['fixed_cost_le_0_3s'] else 'MISSED'})"
     )
-    write_result(result_name("freshness", args.env), results, args.out)
-    return results
+    return finish("freshness", args, results)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Run: `.venv/bin/python -m benchmarks.sink [--rows 2000000] [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -34,15 +33,14 @@ from pyspark.sql import DataFrame, SparkSession
 
 from benchmarks.common import (
     DbCpuMeter,
-    add_env_argument,
+    benchmark_parser,
+    finish,
     machine_facts,
     psql_copy,
-    result_name,
     say,
     scratch_database,
     setup_env,
     tree_cpu_s,
-    write_result,
 )
 from clickstream_pipeline.core.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.core.spark import build_spark
@@ -229,13 +227,10 @@ def concat(parts: list[Path], target: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "100,000 rows, lab slice 2,000")
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--lab-rows", type=int, default=20_000, help="slice for the lab's sink")
     parser.add_argument("--partitions", type=int, default=4, help="tasks (Kafka partitions)")
-    parser.add_argument("--quick", action="store_true", help="100,000 rows, lab slice 2,000")
-    parser.add_argument("--out", type=Path, default=None)
-    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.lab_rows = 100_000, 2_000
@@ -323,8 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"db CPU/row ratio {key}: {value:.2f}")
     for key, ok in targets.items():
         print(f"target {key}: {'met' if ok else 'MISSED'}")
-    write_result(result_name("sink", args.env), results, args.out)
-    return results
+    return finish("sink", args, results)
 
 
 if __name__ == "__main__":

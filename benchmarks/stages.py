@@ -15,26 +15,23 @@ Run: `.venv/bin/python -m benchmarks.stages [--messages 1000000] [--quick] [--en
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from benchmarks.common import (
-    add_env_argument,
+    benchmark_parser,
     db_params,
+    finish,
     machine_facts,
-    result_name,
     say,
     scratch_database,
     secrets_for,
     setup_env,
-    write_result,
 )
 from benchmarks.end_to_end import load_topic
 from benchmarks.ingest_support import fresh_topic
@@ -101,12 +98,9 @@ def timed(action: Callable[[], Any], repeat: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "100,000 messages, 1 run each")
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="100,000 messages, 1 run each")
-    parser.add_argument("--out", type=Path, default=None)
-    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.repeat = 100_000, 1
@@ -193,8 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["stages"] = figures
         finally:
             spark.stop()
-    write_result(result_name("stages", args.env), results, args.out)
-    return results
+    return finish("stages", args, results)
 
 
 if __name__ == "__main__":

@@ -21,20 +21,18 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
     ROOT,
-    add_env_argument,
+    benchmark_parser,
     db_params,
+    finish,
     machine_facts,
-    result_name,
     say,
     scratch_database,
     secrets_for,
     setup_env,
-    write_result,
 )
 from benchmarks.end_to_end import load_topic
 from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config
@@ -119,16 +117,13 @@ def run_child(design: str, topic: str, db: ConnectionParams, args: argparse.Name
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "one repeat of 50,000 messages")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--per-batch", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one repeat of 50,000 messages")
-    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", choices=list(DESIGNS), help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
-    add_env_argument(parser)
     args = parser.parse_args(argv)
     if args.child:
         child(args)
@@ -182,8 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "medians": medians,
         "runs": runs,
     }
-    write_result(result_name("startup", args.env), results, args.out)
-    return results
+    return finish("startup", args, results)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from psycopg2 import sql
 from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import load_config
-from clickstream_pipeline.core.schema import LAB_FIELDS
+from clickstream_pipeline.core.fields import LAB_FIELDS
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from clickstream_pipeline.warehouse.database import fetch as query
 from clickstream_pipeline.warehouse.migrations import load_migrations, migrate

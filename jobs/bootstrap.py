@@ -32,10 +32,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.core.secrets import resolve_secrets
     from clickstream_pipeline.warehouse.database import (
-        ConnectionParams,
-        connect,
+        configured_params,
+        connected,
         server_facts,
     )
     from clickstream_pipeline.warehouse.migrations import (
@@ -46,11 +45,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     cfg = config_from_args(args)
-    secrets = resolve_secrets(cfg.secrets, ["database"])
-    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    params = configured_params(cfg)
     migrations = load_migrations()
-    conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
-    try:
+    with connected(cfg, params) as conn:
         print(f"database {params.describe()}: {server_facts(conn)}")
         if args.dry_run:
             todo = pending(conn, migrations)
@@ -63,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
             return 0
         report = migrate(conn, migrations, cfg.database.citus_shard_count)
         print("\n".join(report_lines(report, conn)))
-    finally:
-        conn.close()
     return 0
 
 

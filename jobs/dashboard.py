@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.core.secrets import resolve_secrets
-    from clickstream_pipeline.warehouse.database import ConnectionParams
+    from clickstream_pipeline.warehouse.database import configured_params
 
     try:
         from clickstream_pipeline.dashboard.app import serve
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     cfg = config_from_args(args)
     secrets = resolve_secrets(cfg.secrets, ["database"], optional=["dashboard_password"])
-    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    params = configured_params(cfg, secrets)
     password = secrets.get("dashboard_password")
     if password is None and not is_loopback(args.host):
         raise SetupError(

@@ -31,22 +31,22 @@ def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.ingest.session import open_spark_job
     from clickstream_pipeline.ingest.stream import replay_dead_letters
 
-    job = open_spark_job(config_from_args(args), progress_log=False)
-    cfg, name = job.cfg, job.cfg.ingest.query_name
-    if args.action == "replay":
-        report = replay_dead_letters(job.spark, cfg, job.secrets, args.reason)
-        print(
-            f"replayed {report.considered}: written {report.written}, already written "
-            f"{report.duplicates}, still dead {sum(report.still_dead.values())} "
-            f"{report.still_dead or ''}".rstrip()
-        )
+    with open_spark_job(config_from_args(args), progress_log=False) as job:
+        cfg, name, path = job.cfg, job.cfg.ingest.query_name, job.cfg.dead_letter_path
+        if args.action == "replay":
+            report = replay_dead_letters(job.spark, cfg, job.secrets, args.reason)
+            print(
+                f"replayed {report.considered}: written {report.written}, already written "
+                f"{report.duplicates}, still dead {sum(report.still_dead.values())} "
+                f"{report.still_dead or ''}".rstrip()
+            )
+            return 0
+        print(f"dead letters of {name} in {path} (not replayed):")
+        for reason, count in dead_letters.summary(job.spark, path, name, args.reason):
+            print(f"{count:>10}  {reason}")
+        for line in dead_letters.sample(job.spark, path, name, args.reason, args.limit):
+            print(line)
         return 0
-    print(f"dead letters of {name} in {cfg.dead_letter_path} (not replayed):")
-    for reason, count in dead_letters.summary(job.spark, cfg.dead_letter_path, name, args.reason):
-        print(f"{count:>10}  {reason}")
-    for line in dead_letters.sample(job.spark, cfg.dead_letter_path, name, args.reason, args.limit):
-        print(line)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

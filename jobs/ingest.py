@@ -36,20 +36,18 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.available_now:
         overrides.append("ingest.trigger=available_now")
-    job = open_spark_job(
-        config_from_args(argparse.Namespace(**{**vars(args), "overrides": overrides}))
-    )
-    cfg = job.cfg
-    query = start_ingest(job.spark, cfg, job.secrets)
-    try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        log.info("stopping %s", cfg.ingest.query_name)
-        query.stop()
-    flush_progress(job.spark)
-    if query.exception() is not None:
-        log.error("query %s failed: %s", cfg.ingest.query_name, query.exception())
-        return EXIT_FAILED
+    cfg = config_from_args(argparse.Namespace(**{**vars(args), "overrides": overrides}))
+    with open_spark_job(cfg) as job:
+        query = start_ingest(job.spark, job.cfg, job.secrets)
+        try:
+            query.awaitTermination()
+        except KeyboardInterrupt:
+            log.info("stopping %s", cfg.ingest.query_name)
+            query.stop()
+        flush_progress(job.spark)
+        if query.exception() is not None:
+            log.error("query %s failed: %s", cfg.ingest.query_name, query.exception())
+            return EXIT_FAILED
     return 0
 
 

@@ -15,7 +15,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.core.cli import EXIT_OK, config_from_args, job_parser, run_job
+from clickstream_pipeline.core.cli import (
+    EXIT_OK,
+    add_progress_flag,
+    config_from_args,
+    job_parser,
+    run_job,
+)
 from clickstream_pipeline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,20 +37,14 @@ def parser() -> argparse.ArgumentParser:
         "--streams", type=int, default=2, help="parallel COPY streams, one connection each (2)"
     )
     p.add_argument("--table", help="target table (default: database.events_table)")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: on a terminal)",
-    )
+    add_progress_flag(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.core.secrets import resolve_secrets
     from clickstream_pipeline.traffic.generator import csv_paths
     from clickstream_pipeline.traffic.loader import CsvHeaderError, load_files
-    from clickstream_pipeline.warehouse.database import ConnectionParams
+    from clickstream_pipeline.warehouse.database import configured_params
 
     cfg = config_from_args(args)
     if args.streams < 1:
@@ -53,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
         paths = csv_paths(args.paths)
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
-    secrets = resolve_secrets(cfg.secrets, ["database"])
-    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    params = configured_params(cfg)
     table = args.table or cfg.database.events_table
     try:
         result = load_files(

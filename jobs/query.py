@@ -22,8 +22,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clickstream_pipeline.core.secrets import resolve_secrets
-    from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+    from clickstream_pipeline.warehouse.database import configured_params, connected
     from clickstream_pipeline.warehouse.queries import get_query, load_queries, print_queries
 
     queries = load_queries()
@@ -40,13 +39,8 @@ def run(args: argparse.Namespace) -> int:
             print(query.sql)
         return 0
     cfg = config_from_args(args)
-    secrets = resolve_secrets(cfg.secrets, ["database"])
-    params = ConnectionParams.from_jdbc_url(secrets["database"])
-    conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
-    try:
+    with connected(cfg, configured_params(cfg)) as conn:
         print_queries(conn, chosen)
-    finally:
-        conn.close()
     return 0
 
 

@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.ingest.session import open_spark_job
     from clickstream_pipeline.ingest.smoke import run_smoke
 
-    job = open_spark_job(config_from_args(args), progress_log=False)
-    result = run_smoke(job.spark, job.cfg, job.secrets, messages=args.messages)
+    with open_spark_job(config_from_args(args), progress_log=False) as job:
+        result = run_smoke(job.spark, job.cfg, job.secrets, messages=args.messages)
     print(
         f"smoke {result.run_id}: sent {result.sent} messages to topic {result.topic}; "
         f"{result.rows_in_db} rows of it in events "

@@ -18,19 +18,18 @@
 
 import json
 
-from clickstream_pipeline.core.cli import setup_logging
+from clickstream_pipeline.core.cli import notebook_setting, setup_logging
 from clickstream_pipeline.core.config import load_config
+from clickstream_pipeline.ingest.ledger import query_totals
 from clickstream_pipeline.ingest.metrics import flush_progress, format_progress
 from clickstream_pipeline.ingest.session import open_spark_job
 from clickstream_pipeline.ingest.stream import start_ingest
-from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.database import configured_params
 
 dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
-if dbutils is not None:
-    dbutils.widgets.text("env", "databricks")
-    dbutils.widgets.dropdown("trigger", "processing_time", ["processing_time", "available_now"])
-ENV = dbutils.widgets.get("env") if dbutils is not None else "local"
-TRIGGER = dbutils.widgets.get("trigger") if dbutils is not None else "available_now"
+ENV = notebook_setting(dbutils, "env", "databricks", "local")
+TRIGGERS = ("processing_time", "available_now")
+TRIGGER = notebook_setting(dbutils, "trigger", "processing_time", "available_now", TRIGGERS)
 setup_logging("INFO")
 
 # COMMAND ----------
@@ -69,24 +68,8 @@ if cfg.ingest.trigger == "available_now":
 for progress in query.recentProgress:
     print(format_progress(json.loads(progress.json)))
 
-params = ConnectionParams.from_jdbc_url(secrets["database"])
-conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
-try:
-    with conn.cursor() as cur:
-        cur.execute(
-            """SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_written), 0),
-                      coalesce(sum(rows_duplicate), 0), coalesce(sum(rows_dead_lettered), 0)
-               FROM clickstream_ingest_batches WHERE query_name = %s""",
-            (cfg.ingest.query_name,),
-        )
-        batches, read, written, duplicates, dead = cur.fetchone()
-    conn.rollback()
-finally:
-    conn.close()
-print(
-    f"query {cfg.ingest.query_name}: {batches} batches, read {read}, written {written}, "
-    f"duplicates skipped {duplicates}, dead-lettered {dead}"
-)
+totals = query_totals(configured_params(cfg, secrets), cfg.ingest.query_name)
+print(totals.summary(cfg.ingest.query_name))
 
 # COMMAND ----------
 
@@ -96,7 +79,6 @@ print(
 
 if query.isActive:
     query.stop()
-if job.progress is not None:
-    spark.streams.removeListener(job.progress)
+job.close()
 if dbutils is None:
     spark.stop()

@@ -10,30 +10,23 @@
 
 # COMMAND ----------
 
-from clickstream_pipeline.core.cli import setup_logging
+from clickstream_pipeline.core.cli import notebook_setting, setup_logging
 from clickstream_pipeline.core.config import load_config
-from clickstream_pipeline.core.secrets import resolve_secrets
-from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.database import configured_params, connected
 from clickstream_pipeline.warehouse.queries import load_queries, print_queries
 
 dbutils = globals().get("dbutils")  # Databricks defines it; plain Python does not
-if dbutils is not None:
-    dbutils.widgets.text("env", "databricks")
-ENV = dbutils.widgets.get("env") if dbutils is not None else "local"
+ENV = notebook_setting(dbutils, "env", "databricks", "local")
 setup_logging("INFO")
 
 # COMMAND ----------
 
 cfg = load_config(ENV)
-secrets = resolve_secrets(cfg.secrets, ["database"])
-params = ConnectionParams.from_jdbc_url(secrets["database"])
+params = configured_params(cfg)
 queries = load_queries()
 print(f"env {ENV}: {len(queries)} queries against {params.describe()}")
 
 # COMMAND ----------
 
-conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
-try:
+with connected(cfg, params) as conn:
     print_queries(conn, queries.values())
-finally:
-    conn.close()

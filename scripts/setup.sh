@@ -9,7 +9,8 @@ source "$(dirname "$0")/stack/common.sh"
 
 APT_PACKAGES=(postgresql-15 postgresql-15-hll postgresql-15-cron postgresql-15-partman kcat
               libcurl4 libpq5 libssl3 libzstd1 liblz4-1
-              openjdk-17-jdk-headless maven python3-venv curl chromium chromium-driver)
+              openjdk-17-jdk-headless maven python3-venv curl chromium chromium-driver
+              prometheus)
 # ../shared/citus's bundle is built against this PostgreSQL 15 minor (older ones are untested).
 CITUS_BUNDLE_PG_MINOR=15.20
 

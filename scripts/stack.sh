@@ -10,6 +10,8 @@ case "${1:-}" in
   up)
     for s in "${SERVICES[@]}"; do "$here/$s.sh" start; done ;;
   down)
+    # the on-demand Spark cluster too, when it was started
+    [ -f "$RUN_DIR/spark-master.pid" ] && "$here/spark-cluster.sh" stop
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do "$here/${SERVICES[$i]}.sh" stop; done ;;
   status)
     rc=0

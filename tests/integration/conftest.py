@@ -8,7 +8,10 @@ where the stack found no Citus to run (`.stack/citus.unavailable`, written by `m
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -18,7 +21,7 @@ from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
 from clickstream_pipeline.core.spark import storage_conf
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import CITUS_UNAVAILABLE, bootstrap
-from tests.conftest import config_for_tests
+from tests.conftest import PROJECT_DIR, config_for_tests
 
 SERVICES = {
     "postgres": 55432,
@@ -114,3 +117,26 @@ def tier(request) -> Tier:
 def db(tier: Tier) -> ConnectionParams:
     """The current tier's pipeline database."""
     return tier.db
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from this checkout."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(PROJECT_DIR),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("clickstream_pipeline-*.whl")
+    return built

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka import Producer
 
 from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.ingest.ledger import query_totals
 from clickstream_pipeline.traffic.producer import create_topic
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import query
+from tests.conftest import PROJECT_DIR
 
 AWKWARD = [
     'O\'Brien "quoted", with, commas',
@@ -194,10 +204,61 @@ def dead_letter_values(spark, cfg: Config, query_name: str) -> list[tuple[bytes,
 
 def batch_totals(db: ConnectionParams, query_name: str) -> tuple[int, ...]:
     """The query's batch records: (batches, read, written, duplicates, dead-lettered)."""
-    (row,) = query(
-        db,
-        """SELECT count(*), sum(rows_read), sum(rows_written), sum(rows_duplicate),
-                  sum(rows_dead_lettered) FROM clickstream_ingest_batches WHERE query_name = %s""",
-        (query_name,),
+    return dataclasses.astuple(query_totals(db, query_name))
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and everything it started (JVM, Python workers): a crash."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def wait_until(
+    condition, timeout: float, proc: subprocess.Popen | None = None, every: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the job exited early with {proc.returncode}")
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def ledger_batches(db: ConnectionParams, sink: str) -> set[int]:
+    return {
+        b
+        for (b,) in query(
+            db, "SELECT DISTINCT batch_id FROM clickstream_ingest_ledger WHERE sink = %s", (sink,)
+        )
+    }
+
+
+JOB = [sys.executable, "-m", "clickstream_pipeline.jobs.ingest"]
+
+
+def start_job(env: str, topic: str, log: Path, *extra: str) -> subprocess.Popen:
+    args = [
+        *JOB,
+        "--env",
+        env,
+        "--set",
+        f'kafka.topics=["{topic}"]',
+        "--set",
+        f"ingest.query_name=q-{topic}",
+        *extra,
+    ]
+    return subprocess.Popen(
+        args,
+        cwd=PROJECT_DIR,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    return tuple(int(v or 0) for v in row)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -166,13 +166,15 @@ def by_time(points: dict[str, int]) -> dict[datetime, int]:
 
 
 def table_shown(driver: webdriver.Chrome) -> dict[str, int]:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#top-table tr[data-key]")
-    return {
-        r.get_attribute("data-key"): int(
-            r.find_element(By.CSS_SELECTOR, "[data-value]").get_attribute("data-value")
-        )
-        for r in rows
-    }
+    # one script reads every row at once: row by row, a refresh every second on a busy machine
+    # replaced the table between reads, for as long as the test waited
+    rows = driver.execute_script(
+        """return Array.from(document.querySelectorAll('#top-table tr[data-key]')).map(
+               r => [r.getAttribute('data-key'),
+                     (r.querySelector('[data-value]') || {getAttribute: () => null})
+                         .getAttribute('data-value')]);"""
+    )
+    return {key: int(value) for key, value in rows}
 
 
 def sql_kpis(db: ConnectionParams, table: str, where: str) -> tuple[int, int, int]:

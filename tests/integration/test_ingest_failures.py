@@ -6,8 +6,6 @@ restarted under it: no loss, no dups. The checkpoint and dead letters outlive th
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,61 +22,16 @@ from tests.integration.ingest_support import (
     Sent,
     assert_exactly_once,
     batch_totals,
+    kill_group,
+    ledger_batches,
     new_topic,
     produce_mix,
+    start_job,
     stored_events,
+    wait_until,
 )
 
-JOB = [sys.executable, "-m", "clickstream_pipeline.jobs.ingest"]
 STACK = PROJECT_DIR / "scripts" / "stack"
-
-
-def start_job(env: str, topic: str, log: Path, *extra: str) -> subprocess.Popen:
-    args = [
-        *JOB,
-        "--env",
-        env,
-        "--set",
-        f'kafka.topics=["{topic}"]',
-        "--set",
-        f"ingest.query_name=q-{topic}",
-        *extra,
-    ]
-    return subprocess.Popen(
-        args,
-        cwd=PROJECT_DIR,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and everything it started (JVM, Python workers): a crash."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def wait_until(
-    condition, timeout: float, proc: subprocess.Popen | None = None, every: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the job exited early with {proc.returncode}")
-        time.sleep(every)
-    raise AssertionError("timed out")
-
-
-def ledger_batches(db: ConnectionParams, sink: str) -> set[int]:
-    return {
-        b
-        for (b,) in query(
-            db, "SELECT DISTINCT batch_id FROM clickstream_ingest_ledger WHERE sink = %s", (sink,)
-        )
-    }
 
 
 def test_sigkill_at_several_points_then_restart(tier, db, tmp_path):

@@ -1,14 +1,9 @@
 """The wheel: one import package with its SQL and conf, entry points that work from a clean venv."""
 
 import subprocess
-import sys
 import venv
 import zipfile
 from pathlib import Path
-
-import pytest
-
-from tests.conftest import PROJECT_DIR
 
 ENTRY_POINTS = (
     "clickstream-bootstrap",
@@ -20,28 +15,6 @@ ENTRY_POINTS = (
     "clickstream-smoke",
     "clickstream-dashboard",
 )
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(out),
-            str(PROJECT_DIR),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = out.glob("clickstream_pipeline-*.whl")
-    return built
 
 
 def test_wheel_holds_one_import_package_with_sql_and_conf(wheel: Path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from clickstream_pipeline.core.config import Config, load_config
 from clickstream_pipeline.core.errors import DatabaseError, SetupError
@@ -31,6 +33,46 @@ def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser
+
+
+def add_progress_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """`--progress/--no-progress` on a parser or argument group (default: on a terminal)."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: on a terminal)",
+    )
+
+
+def progress_bar(total: float | None, unit: str, desc: str, enabled: bool | None) -> Any:
+    """A tqdm bar on stderr; `enabled` None means on a terminal only."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=True,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=None if enabled is None else not enabled,
+        mininterval=0.5,
+        desc=desc,
+    )
+
+
+def notebook_setting(
+    dbutils: Any, name: str, on_databricks: str, elsewhere: str, choices: Sequence[str] = ()
+) -> str:
+    """A notebook's setting: its widget on Databricks (created with `on_databricks` as the
+    default, a dropdown when there are `choices`), `elsewhere` when run as plain Python."""
+    if dbutils is None:
+        return elsewhere
+    if choices:
+        dbutils.widgets.dropdown(name, on_databricks, list(choices))
+    else:
+        dbutils.widgets.text(name, on_databricks)
+    return str(dbutils.widgets.get(name))
 
 
 def setup_logging(level: str) -> None:

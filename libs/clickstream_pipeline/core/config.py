@@ -129,6 +129,8 @@ class StorageConfig(_Section):
 
 class SparkConfig(_Section):
     master: str | None = None  # None: use the cluster's (Databricks, spark-submit --master)
+    # a Spark Connect server to be the client of (sc://host:port) instead of starting Spark
+    remote: str | None = None
     app_name: str = "clickstream-pipeline"
     jars_dir: str | None = None  # a folder of resolved jars for sessions started here
     # local[...] sessions map their classes from a class-data-sharing archive, trained by the
@@ -173,6 +175,8 @@ class IngestConfig(_Section):
     sink_copy_format: Literal["binary", "csv"] = "binary"
     sink_max_attempts: int = Field(default=8, gt=0)
     sink_backoff_s: float = Field(default=0.25, gt=0)
+    # the driver's OpenMetrics endpoint, http://127.0.0.1:<port>/metrics (None: not served)
+    metrics_port: int | None = Field(default=None, gt=0, lt=65536)
 
     @field_validator("query_name")
     @classmethod

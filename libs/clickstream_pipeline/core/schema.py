@@ -1,4 +1,5 @@
-"""Explicit schemas: the Kafka message, the events row, the dead letter."""
+"""Explicit schemas: the Kafka message, the validated row, the sink's output, the dead letter.
+The field and column names alone (no Spark needed) are in `fields`."""
 
 from pyspark.sql.types import (
     BinaryType,
@@ -11,20 +12,43 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-LAB_FIELDS = ("customer_id", "event_type", "country", "browser", "device_id", "session_id")
-ID_FIELDS = ("customer_id", "device_id", "session_id")
-TEXT_FIELDS = ("event_type", "country", "browser")
+from clickstream_pipeline.core.fields import EVENT_COLUMNS, ID_FIELDS, LAB_FIELDS, TEXT_FIELDS
+
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "EVENT_COLUMNS",
+    "ID_FIELDS",
+    "LAB_FIELDS",
+    "MESSAGE_SCHEMA",
+    "PAYLOAD_SCHEMA",
+    "ROUTED_SCHEMA",
+    "TEXT_FIELDS",
+    "VALIDATED_SCHEMA",
+]
+
+
+def _lab_fields() -> list[StructField]:
+    """The lab's six fields, typed: ids are bigint, the rest text."""
+    return [StructField(n, LongType() if n in ID_FIELDS else StringType()) for n in LAB_FIELDS]
+
+
+def _kafka_record_fields() -> list[StructField]:
+    """A Kafka record as the dead letters keep it: raw key and value, coordinates, timestamp."""
+    return [
+        StructField("raw_key", BinaryType()),
+        StructField("raw_value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("kafka_timestamp", TimestampType()),
+    ]
+
 
 # The lab's six fields, in the producer's order, plus optional event_time and event_id, typed.
 # event_time is text: ISO-8601 or epoch milliseconds are both accepted downstream.
 MESSAGE_SCHEMA = StructType(
     [
-        StructField("customer_id", LongType()),
-        StructField("event_type", StringType()),
-        StructField("country", StringType()),
-        StructField("browser", StringType()),
-        StructField("device_id", LongType()),
-        StructField("session_id", LongType()),
+        *_lab_fields(),
         StructField("event_time", StringType()),
         StructField("event_id", LongType()),
     ]
@@ -37,20 +61,6 @@ PAYLOAD_SCHEMA = StructType(
     + [StructField("_corrupt_record", StringType())]
 )
 
-# Columns the ingest job writes into `events` (event_id and ingested_at are the table's defaults).
-EVENT_COLUMNS = (
-    "event_time",
-    "customer_id",
-    "event_type",
-    "country",
-    "browser",
-    "device_id",
-    "session_id",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-    "source_event_id",
-)
 
 # What validation gives per record (`transforms.validate` in Spark, `arrow_validation` in the
 # Python worker): the events columns, the Kafka timestamp, the first rule broken (null when
@@ -58,12 +68,7 @@ EVENT_COLUMNS = (
 VALIDATED_SCHEMA = StructType(
     [
         StructField("event_time", TimestampType()),
-        StructField("customer_id", LongType()),
-        StructField("event_type", StringType()),
-        StructField("country", StringType()),
-        StructField("browser", StringType()),
-        StructField("device_id", LongType()),
-        StructField("session_id", LongType()),
+        *_lab_fields(),
         StructField("kafka_topic", StringType()),
         StructField("kafka_partition", IntegerType()),
         StructField("kafka_offset", LongType()),
@@ -82,12 +87,7 @@ assert tuple(f.name for f in VALIDATED_SCHEMA.fields[: len(EVENT_COLUMNS)]) == E
 ROUTED_SCHEMA = StructType(
     [
         StructField("kind", StringType()),
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
-        StructField("kafka_timestamp", TimestampType()),
-        StructField("raw_key", BinaryType()),
-        StructField("raw_value", BinaryType()),
+        *_kafka_record_fields(),
         StructField("reason", StringType()),
         *[
             StructField(name, LongType())
@@ -106,12 +106,7 @@ ROUTED_SCHEMA = StructType(
 # the query, the reason and when it was stored and replayed.
 DEAD_LETTER_SCHEMA = StructType(
     [
-        StructField("raw_key", BinaryType()),
-        StructField("raw_value", BinaryType()),
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
-        StructField("kafka_timestamp", TimestampType()),
+        *_kafka_record_fields(),
         StructField("batch_id", LongType()),
         StructField("query_name", StringType()),
         StructField("reason", StringType()),

@@ -40,6 +40,9 @@ class Secrets:
     def __contains__(self, key: object) -> bool:
         return key in self._values
 
+    def without(self, *keys: str) -> Secrets:
+        return Secrets({k: v for k, v in self._values.items() if k not in keys}, self.backend)
+
     def __repr__(self) -> str:
         return f"Secrets(backend={self.backend!r}, keys={sorted(self._values)})"
 

@@ -5,7 +5,7 @@ by Maven at set-up, so no Ivy download at run time), Delta's extensions, and the
 settings. Under a `local[...]` master the jars go on the JVM's class path, and the JVM maps its
 classes from a class-data-sharing archive (`class_archive.py`). On Databricks or under
 `spark-submit --master ...` the running session is reused and only the storage settings are
-applied to it.
+applied to it. With `spark.remote` the job is a Spark Connect client (`spark_connect.py`).
 """
 
 from __future__ import annotations
@@ -165,12 +165,23 @@ def session_conf(cfg: Config, secrets: Secrets) -> dict[str, str]:
     return conf
 
 
+def _connect_client(url: str, settings: SparkConfig) -> SparkSession:
+    """A Spark Connect client session; jars and storage settings are the server's."""
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+    log.info("spark %s: client of the Spark Connect server %s", spark.version, url)
+    return spark
+
+
 def build_spark(cfg: Config, secrets: Secrets) -> SparkSession:
     """The session for a job: the running one on a cluster, else a new one.
 
     Under `spark-submit` (which starts Python with its own JVM) the master and jars come from
     its flags; otherwise `spark.master` and `spark.jars_dir` from config are used.
     """
+    if cfg.spark.remote:
+        return _connect_client(cfg.spark.remote, cfg.spark)
     active = SparkSession.getActiveSession()
     if active is not None:
         for key, value in storage_conf(cfg.storage, secrets).items():

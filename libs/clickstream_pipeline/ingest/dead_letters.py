@@ -23,7 +23,10 @@ KEY = ("query_name", "topic", "partition", "offset")
 def ensure_table(spark: SparkSession, path: str) -> None:
     """Create the table unless its Delta log is there (checked without a Spark job)."""
     if not _has_delta_log(spark, path):
-        DeltaTable.createIfNotExists(spark).location(path).addColumns(DEAD_LETTER_SCHEMA).execute()
+        # SQL rather than the DeltaTable builder: Spark Connect runs it without Delta's plugin
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in DEAD_LETTER_SCHEMA)
+        location = path.replace("`", "``")
+        spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{location}` ({columns}) USING delta")
 
 
 def _has_delta_log(spark: SparkSession, path: str) -> bool:

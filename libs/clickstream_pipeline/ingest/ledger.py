@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clickstream_pipeline.warehouse.database import open_connection
+from clickstream_pipeline.warehouse.database import ConnectionParams, fetch, open_connection
 
 
 def ledger_ranges(
@@ -172,3 +172,31 @@ def record_batch(
             )
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class QueryTotals:
+    """A query's batch records summed: they balance when nothing was lost."""
+
+    batches: int
+    read: int
+    written: int
+    duplicates: int
+    dead: int
+
+    def summary(self, query_name: str) -> str:
+        return (
+            f"query {query_name}: {self.batches} batches, read {self.read}, written "
+            f"{self.written}, duplicates skipped {self.duplicates}, dead-lettered {self.dead}"
+        )
+
+
+def query_totals(params: ConnectionParams, query_name: str) -> QueryTotals:
+    """The sums of `clickstream_ingest_batches` for one query."""
+    (row,) = fetch(
+        params,
+        """SELECT count(*), sum(rows_read), sum(rows_written), sum(rows_duplicate),
+                  sum(rows_dead_lettered) FROM clickstream_ingest_batches WHERE query_name = %s""",
+        (query_name,),
+    )
+    return QueryTotals(*(int(v or 0) for v in row))

@@ -34,6 +34,20 @@ class SparkJob:
     spark: SparkSession
     progress: ProgressLogger | None  # the listener logging each batch, when asked for
 
+    def close(self) -> None:
+        """Stop logging progress; a Spark Connect client also ends its session, whose event
+        thread would otherwise keep the process alive. A local session ends with Python."""
+        if self.progress is not None:
+            self.spark.streams.removeListener(self.progress)
+        if self.cfg.spark.remote:
+            self.spark.stop()
+
+    def __enter__(self) -> SparkJob:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def open_spark_job(cfg: Config, progress_log: bool = True) -> SparkJob:
     """Resolve secrets and storage paths, build the session, log each batch's progress."""

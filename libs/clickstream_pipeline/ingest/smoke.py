@@ -29,7 +29,7 @@ from clickstream_pipeline.traffic.producer import (
     send_events,
     target_defaults,
 )
-from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
+from clickstream_pipeline.warehouse.database import configured_params, fetch
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run_smoke(
     if query.exception() is not None:
         raise RuntimeError(f"smoke stream failed: {query.exception()}")
 
-    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    params = configured_params(cfg, secrets)
     table = f"{quote_ident(cfg.database.schema_name)}.{quote_ident(cfg.database.events_table)}"
     ((rows, distinct),) = fetch(
         params,

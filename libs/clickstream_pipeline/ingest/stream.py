@@ -28,12 +28,12 @@ from pyspark.sql.streaming import StreamingQuery
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.ingest import dead_letters
+from clickstream_pipeline.ingest import dead_letters, openmetrics
 from clickstream_pipeline.ingest.ledger import BatchReport, offset_spans, record_batch
 from clickstream_pipeline.ingest.sink import SinkSettings, check_and_route, write_and_route
 from clickstream_pipeline.ingest.source import read_kafka_stream
 from clickstream_pipeline.ingest.transforms import Rules, validate
-from clickstream_pipeline.warehouse.database import ConnectionParams, retrying
+from clickstream_pipeline.warehouse.database import configured_params, retrying
 from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,13 @@ class IngestSettings:
     query_name: str
     rules: Rules
     dead_letter_path: str
+    checkpoint: str  # the query's checkpoint location (its id is kept there)
     target: SinkSettings  # database, table, COPY format and retries; its sink name is unset
     validation: Literal["worker", "spark"] = "worker"
     rollup_after_batch: bool = False
     rollup_in_background: bool = True
     max_tasks: int | None = None
+    metrics: bool = False  # feed `openmetrics`: true once `start_ingest` serves it
 
     def sink(
         self, name: str, batch_id: int, ledger: Literal["span", "runs"] = "span"
@@ -108,7 +110,7 @@ def as_kafka_records(rows: DataFrame) -> DataFrame:
 
 
 def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
-    params = ConnectionParams.from_jdbc_url(secrets["database"])
+    params = configured_params(cfg, secrets)
     target = SinkSettings(
         connect_kwargs=params.psycopg_kwargs(
             cfg.database.application_name, cfg.database.connect_timeout_s
@@ -125,6 +127,7 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         query_name=cfg.ingest.query_name,
         rules=Rules(cfg.ingest.max_text_length, cfg.ingest.max_past_s, cfg.ingest.max_future_s),
         dead_letter_path=cfg.dead_letter_path,
+        checkpoint=cfg.checkpoint_location,
         target=target,
         validation=cfg.ingest.validation,
         rollup_after_batch=cfg.ingest.rollup_after_batch,
@@ -146,6 +149,22 @@ def default_parallelism(spark: SparkSession) -> int:
         return int(spark.conf.get("spark.default.parallelism", "8") or 8)
 
 
+def streaming_query_id(spark: SparkSession, checkpoint: str) -> str | None:
+    """The running query's id, stable across restarts from one checkpoint and new with a new
+    one: a local property of the batch's jobs where there is a SparkContext, else (Spark
+    Connect) the `metadata` file Spark keeps it in at the checkpoint's root."""
+    try:
+        context = spark.sparkContext
+    except Exception:  # Spark Connect has no SparkContext
+        context = None
+    if context is not None:
+        return context.getLocalProperty("sql.streaming.queryId")
+    if not checkpoint:
+        return None
+    row = spark.read.json(f"{checkpoint.rstrip('/')}/metadata").first()
+    return None if row is None else str(row["id"])
+
+
 def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) -> BatchReport:
     """One micro-batch into events and the dead-letter store, exactly once; returns its counts.
 
@@ -162,6 +181,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     else:
         passes = [route(records, sink, settings.rules)]
     try:
+        reasons: dict[str, int] = {}
         stats = passes[0].filter(F.col("kind") == "stats").collect()
         if any(r["undecided"] for r in stats):
             name = settings.query_name + SPARK_RULES_SUFFIX
@@ -174,10 +194,12 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
             dead = functools.reduce(
                 DataFrame.unionByName, [p.filter(F.col("kind") == "dead") for p in passes]
             )
+            if settings.metrics:  # from the cached rows, before raw records are joined in
+                counted = dead.groupBy("reason").count().collect()
+                reasons = {r["reason"]: r["count"] for r in counted}
             if any(r["db_rejected"] for r in stats):
                 dead = _with_raw_records(dead, batch_df)
-            # the streaming query's id is stable across restarts from the same checkpoint
-            query_id = spark.sparkContext.getLocalProperty("sql.streaming.queryId")
+            query_id = streaming_query_id(spark, settings.checkpoint)
             dead_letters.append(
                 settings.dead_letter_path,
                 dead_letters.rows(dead, batch_id, settings.query_name),
@@ -188,6 +210,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         for routed in passes:
             routed.unpersist()
     committed_at = datetime.now(UTC)
+    dead_s = time.monotonic() - started - sink_s
     delays = [
         (committed_at - r[key].replace(tzinfo=UTC)).total_seconds()
         for r in stats
@@ -205,6 +228,7 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         max_delay_s=max(delays) if delays else None,
         min_delay_s=min(delays) if delays else None,
     )
+    recorded = time.monotonic()
     settings.retrying(
         lambda: record_batch(
             settings.target.connect_kwargs, settings.query_name, report, started_at, committed_at
@@ -216,6 +240,14 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
             runner_for(settings.query_name, functools.partial(_run_rollups, settings)).request()
         else:
             _run_rollups(settings)
+    if settings.metrics:
+        phases = {
+            "sink": sink_s,
+            "dead_letters": dead_s,
+            "batch_record": rollups_started - recorded,
+        }
+        phases["rollups"] = time.monotonic() - rollups_started
+        openmetrics.observe_batch(settings.query_name, report, phases, delays, reasons)
     log.info(
         "batch %d: read %d, written %d, duplicates skipped %d, dead-lettered %d in %.2fs "
         "(%.0f rows/s; read+sink %.2fs, dead letters %.2fs, rollups %.2fs); delay %s; "
@@ -270,6 +302,10 @@ def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> Streamin
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
     settings = ingest_settings(cfg, secrets)
     dead_letters.ensure_table(spark, settings.dead_letter_path)
+    if cfg.ingest.metrics_port is not None:
+        # batches count their dead letters by reason only where someone can scrape the counts
+        served = openmetrics.export(spark, cfg.ingest.metrics_port, remote=bool(cfg.spark.remote))
+        settings = dataclasses.replace(settings, metrics=served)
     writer = (
         read_kafka_stream(spark, cfg.kafka, secrets)
         .writeStream.foreachBatch(functools.partial(write_batch, settings=settings))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clickstream_pipeline.core.schema import LAB_FIELDS
+from clickstream_pipeline.core.fields import LAB_FIELDS
 
 # customer_id, event_type, country, browser, device_id, session_id
 Event = tuple[int, str, str, str, int, int]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from typing import IO
 from psycopg2 import sql
 from psycopg2.extensions import connection
 
+from clickstream_pipeline.core.cli import progress_bar
 from clickstream_pipeline.core.errors import DatabaseError
 from clickstream_pipeline.traffic.generator import LAB_FIELDS
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
@@ -133,8 +133,6 @@ def load_files(
 
     Files are taken largest first. A failed file is rolled back; files already committed stay.
     """
-    from tqdm import tqdm
-
     if streams < 1:
         raise ValueError("streams must be >= 1")
     files = sorted(paths, key=lambda p: p.stat().st_size, reverse=True)
@@ -149,16 +147,7 @@ def load_files(
     failures: list[tuple[Path, BaseException]] = []
     lock = threading.Lock()
     stop = threading.Event()
-    bar = tqdm(
-        total=sum(p.stat().st_size for p in files),
-        unit="B",
-        unit_scale=True,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        disable=None if progress is None else not progress,
-        mininterval=0.5,
-        desc="load",
-    )
+    bar = progress_bar(sum(p.stat().st_size for p in files), "B", "load", progress)
 
     def advance(n: int) -> None:
         with lock:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from clickstream_pipeline.core.cli import progress_bar
 from clickstream_pipeline.traffic.generator import Event, EventClock, encode_event
 
 log = logging.getLogger(__name__)
@@ -189,18 +189,7 @@ class _Progress:
     """tqdm bar: sent (the bar), acknowledged, failed, queued and the acknowledged rate."""
 
     def __init__(self, total: int | None, enabled: bool | None) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=total,
-            unit="msg",
-            unit_scale=True,
-            dynamic_ncols=True,
-            file=sys.stderr,
-            disable=None if enabled is None else not enabled,
-            mininterval=0.5,
-            desc="produce",
-        )
+        self.bar = progress_bar(total, "msg", "produce", enabled)
         self.last_t = time.monotonic()
         self.last_acked = 0
         self.ack_rate = 0.0

@@ -3,9 +3,10 @@
 `Database-Connection-String` is a JDBC URL (as Azure's portal gives it):
 `jdbc:postgresql://host:5432/citus?user=citus&password=...&sslmode=require`.
 `ConnectionParams` turns it into psycopg2 keyword arguments and into a password-free JDBC URL
-plus properties for Spark; its `repr` never shows the password. Every module connects through
-`connect` (a clear error) or `open_connection` (libpq's errors, for `retrying`, which retries
-the transient ones with jittered backoff).
+plus properties for Spark; its `repr` never shows the password. `configured_params` reads it
+from a job's config and secrets. Every module connects through `connect` or `connected` (a
+clear error) or `open_connection` (libpq's errors, for `retrying`, which retries the transient
+ones with jittered backoff).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import logging
 import random
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
 from pydantic import SecretStr
 
+from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.errors import DatabaseConfigError
+from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,16 @@ DEFAULT_PORT = 5432
 
 # TLS files libpq and PostgreSQL's JDBC driver both take from the connection string
 TLS_FILE_OPTIONS = {"sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY"}
+# libpq's environment variable for each keyword the connection sets
+LIBPQ_ENV = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "sslmode": "PGSSLMODE",
+    **TLS_FILE_OPTIONS,
+}
 
 
 @dataclass(frozen=True)
@@ -72,22 +86,29 @@ class ConnectionParams:
             options=query,
         )
 
-    def psycopg_kwargs(self, application_name: str, connect_timeout: int) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
+    def libpq_keywords(self) -> dict[str, str | int]:
+        """The connection's libpq keywords: host, port, database, and what the string sets of
+        user, password, sslmode and TLS files."""
+        keywords: dict[str, str | int] = {
             "host": self.host,
             "port": self.port,
             "dbname": self.dbname,
+        }
+        optional = {
+            "user": self.user,
+            "password": self.password.get_secret_value() if self.password else None,
+            "sslmode": self.sslmode,
+            **self.tls_files(),
+        }
+        keywords.update({k: v for k, v in optional.items() if v})
+        return keywords
+
+    def psycopg_kwargs(self, application_name: str, connect_timeout: int) -> dict[str, Any]:
+        return {
+            **self.libpq_keywords(),
             "application_name": application_name,
             "connect_timeout": connect_timeout,
         }
-        if self.user:
-            kwargs["user"] = self.user
-        if self.password is not None:
-            kwargs["password"] = self.password.get_secret_value()
-        if self.sslmode:
-            kwargs["sslmode"] = self.sslmode
-        kwargs.update(self.tls_files())
-        return kwargs
 
     def tls_files(self) -> dict[str, str]:
         """The connection string's TLS files (`sslrootcert`, `sslcert`, `sslkey`)."""
@@ -95,15 +116,7 @@ class ConnectionParams:
 
     def libpq_env(self) -> dict[str, str]:
         """The same connection as libpq environment variables (for psql and other tools)."""
-        env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGDATABASE": self.dbname}
-        if self.user:
-            env["PGUSER"] = self.user
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password.get_secret_value()
-        if self.sslmode:
-            env["PGSSLMODE"] = self.sslmode
-        env.update({TLS_FILE_OPTIONS[k]: v for k, v in self.tls_files().items()})
-        return env
+        return {LIBPQ_ENV[k]: str(v) for k, v in self.libpq_keywords().items()}
 
     def jdbc_url(self) -> str:
         """The JDBC URL without credentials (they go in `jdbc_properties`)."""
@@ -135,6 +148,23 @@ def connect(
     except psycopg2.OperationalError as exc:
         # libpq's message names host and reason, never the password.
         raise ConnectionError(f"cannot connect to {params.describe()}: {exc}".strip()) from None
+
+
+def configured_params(cfg: Config, secrets: Secrets | None = None) -> ConnectionParams:
+    """The configured database: its connection string is the secret `database` (resolved here
+    unless `secrets` already holds it)."""
+    secrets = secrets if secrets is not None else resolve_secrets(cfg.secrets, ["database"])
+    return ConnectionParams.from_jdbc_url(secrets["database"])
+
+
+@contextmanager
+def connected(cfg: Config, params: ConnectionParams) -> Iterator[psycopg2.extensions.connection]:
+    """`connect` with the configured application name and timeout; closed on the way out."""
+    conn = connect(params, cfg.database.application_name, cfg.database.connect_timeout_s)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def open_connection(
