@@ -85,6 +85,8 @@ setup(
         "dashboard": [
             "dash>=2.17",
             "dash-auth>=2.3",  # HTTP basic auth in front of every page and callback
+            "gunicorn>=22; platform_system != 'Windows'",  # the default server (pre-fork)
+            "waitress>=3",  # the server on Windows (threads, one process)
         ],
         "dev": [
             "chispa>=0.10",
@@ -98,6 +100,7 @@ setup(
             "matplotlib>=3.7",
             "pyyaml>=6",
             "selenium>=4.20",
+            "aiohttp>=3.9",  # the dashboard viewers benchmark's load (asyncio HTTP client)
         ],
     },
     entry_points={

@@ -17,7 +17,6 @@ import argparse
 import datetime
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -33,16 +32,11 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 from benchmarks.common import ROOT, machine_facts, say, setup_env, write_result
+from devkit.ports import free_port
 
 STACK = ROOT / "scripts" / "stack" / "objectstore.sh"
 MOTO = ROOT / ".venv" / "bin" / "moto_server"
 BUCKET = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

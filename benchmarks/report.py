@@ -21,6 +21,7 @@ PARTS = (
     "end_to_end",
     "freshness",
     "dashboard",
+    "viewers",
     "rollups",
     "bootstrap",
 )
@@ -264,6 +265,7 @@ def table(parts: dict[str, Any]) -> list[str]:
                 f"{'met' if f['speedup_p50'] >= 50 else 'missed'} |"
             )
         lines += panel_rows(dash)
+    lines += viewer_rows(parts.get("viewers"))
     prod = parts.get("producer")
     if prod:
         lines.append(
@@ -274,6 +276,24 @@ def table(parts: dict[str, Any]) -> list[str]:
             f"{prod['storefront_msg_per_s'] / prod['raw_msg_per_s']:.2f}x | |"
         )
     return lines
+
+
+def viewer_rows(viewers: dict[str, Any] | None) -> list[str]:
+    """One row per way of serving the dashboard, against the development server."""
+    if not viewers:
+        return []
+    rows = []
+    for name, f in viewers["servers"].items():
+        ok = f["p99_ms"] is not None and f["p99_ms"] <= 250 and f["errors"] == 0
+        rows.append(
+            f"| dashboard, {viewers['viewers']} viewers refreshing every "
+            f"{viewers['interval_s']:g} s: {name} | p99 {_ms(f['p99_ms'])}, "
+            f"{f['refreshes_per_s']:.0f} refreshes/s, {f['errors']} errors, at most "
+            f"{f['most_db_connections']} connections | development server p99 "
+            f"{_ms(viewers['servers']['development']['p99_ms'])} | "
+            f"{f['p99_over_development']:.2f}x p99 | p99 <= 250 ms, no errors: {_met(ok)} |"
+        )
+    return rows
 
 
 def panel_rows(dash: dict[str, Any]) -> list[str]:

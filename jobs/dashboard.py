@@ -4,7 +4,9 @@ Resolves the database secret (a read-only role is enough: sql/roles/dashboard_re
 checks the database answers, then serves the page until stopped (Ctrl-C). With the
 `Dashboard-Password` secret every page and callback needs HTTP basic auth (user `--user`); bound
 to anything but a loopback address it refuses to start without that secret. Needs the wheel's
-`dashboard` extra (Dash, dash-auth).
+`dashboard` extra (Dash, dash-auth, gunicorn). Served by gunicorn: `--workers` processes of
+`--threads` threads, each process with at most `--pool-size` database connections and a
+`--cache-seconds` render cache shared by its viewers.
 
 Run: `clickstream-dashboard --env local` (installed), then open http://127.0.0.1:8050/.
 """
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 
 from clickstream_pipeline.core.cli import config_from_args, job_parser, run_job
 from clickstream_pipeline.core.errors import SetupError
+from clickstream_pipeline.dashboard.server import SERVERS, Serving
 
 
 def positive_seconds(text: str) -> float:
@@ -47,6 +50,31 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="how often the page reloads its panels (default 10)",
     )
+    served = Serving()
+    p.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=served.server,
+        help=f"the WSGI server (default {served.server}; development: Flask's, for debugging)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=served.workers, help="gunicorn processes (default 2)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=served.threads, help="threads per process (default 8)"
+    )
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        default=served.pool_size,
+        help="database connections per process, at most (default 4)",
+    )
+    p.add_argument(
+        "--cache-seconds",
+        type=float,
+        default=served.cache_seconds,
+        help="reuse a view's panels this long across viewers (default 5; 0: never)",
+    )
     return p
 
 
@@ -55,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.warehouse.database import configured_params
 
     try:
-        from clickstream_pipeline.dashboard.app import serve
+        from clickstream_pipeline.dashboard.server import serve
     except ImportError as exc:
         raise SetupError(
             f"the dashboard needs the `dashboard` extra ({exc}): "
@@ -70,10 +98,18 @@ def run(args: argparse.Namespace) -> int:
             f"--host {args.host} serves beyond this machine: set the "
             f"{cfg.secrets.name_of('dashboard_password')} secret for a login, or use 127.0.0.1"
         )
-    serve(
-        params,
+    serving = Serving(
         args.host,
         args.port,
+        args.server,
+        args.workers,
+        args.threads,
+        args.pool_size,
+        args.cache_seconds,
+    )
+    serve(
+        params,
+        serving,
         args.refresh_seconds,
         schema=cfg.database.schema_name,
         connect_timeout=cfg.database.connect_timeout_s,

@@ -8,9 +8,9 @@
 --   \password dashboard_user
 -- and point the dashboard's Database-Connection-String secret (or the BI tool) at that user.
 --
--- The role can read the rollups, the BI views and the ingest batches, nothing else: no raw
--- events (except through bi_raw_events_last_day, granted below; revoke it to forbid raw
--- reads), no ledger, no writes. Its sessions default to read-only transactions.
+-- The role can read the rollups, the BI views, the ingest batches and per-tenant freshness,
+-- nothing else: no raw events (except through bi_raw_events_last_day, granted below; revoke
+-- it to forbid raw reads), no ledger, no writes. Its sessions default to read-only transactions.
 -- Safe to run again. On Citus, run it on the coordinator (roles and grants propagate).
 
 DO $$
@@ -38,6 +38,7 @@ GRANT SELECT ON
     public.rollup_dimensions_5min,
     public.rollup_dimensions_1hr,
     public.clickstream_ingest_batches,
+    public.clickstream_ingest_tenant_freshness,
     public.bi_events_5min,
     public.bi_events_hourly,
     public.bi_customer_5min,

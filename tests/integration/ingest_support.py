@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.ingest.ledger import query_totals
@@ -178,6 +177,35 @@ def produce_mix(
     return sent
 
 
+def consume_all(conf, topic: str, expected: int, timeout_s: float = 30.0) -> list:
+    """Every message on the topic: read until `expected` arrived, then 1 s more for extras."""
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list = []
+    deadline = time.monotonic() + timeout_s
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            if len(messages) >= expected:
+                quiet_until = quiet_until or time.monotonic() + 1.0
+                if time.monotonic() > quiet_until:
+                    break
+            batch = consumer.consume(10_000, timeout=0.5)
+            for msg in batch:
+                assert msg.error() is None, msg.error()
+                messages.append(msg)
+    finally:
+        consumer.close()
+    return messages
+
+
 def stored_events(db: ConnectionParams, topic: str) -> list[tuple]:
     return query(
         db,
@@ -256,9 +284,3 @@ def start_job(env: str, topic: str, log: Path, *extra: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

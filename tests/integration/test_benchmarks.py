@@ -175,3 +175,21 @@ def test_objectstore_benchmark_quick_mode_measures_both_stores(tmp_path: Path) -
     assert ratio == pytest.approx(
         stores["s3proxy"]["delta_append_s"] / stores["moto"]["delta_append_s"]
     )
+
+
+@pytest.mark.timeout(300)
+def test_viewers_benchmark_quick_mode_measures_every_server_against_the_development_one(
+    tmp_path: Path,
+) -> None:
+    result, stdout = run_quick("viewers", tmp_path / "viewers.json", 280)
+    servers = result["servers"]
+    assert list(servers) == ["development", "waitress", "gunicorn, no cache", "gunicorn"]
+    for name, figures in servers.items():
+        assert figures["refreshes"] > 0 and figures["errors"] == 0, (name, figures)
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+        assert 1 <= figures["most_db_connections"] <= 2 * figures["serving"]["pool_size"]
+        assert (
+            figures["p99_over_development"] == figures["p99_ms"] / servers["development"]["p99_ms"]
+        )
+        assert f"{name}: p99 {figures['p99_over_development']:.3f}x the development" in stdout
+    assert set(result["targets"]) == {"p99_le_250ms", "no_errors", "connections_bounded"}

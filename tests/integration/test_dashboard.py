@@ -12,13 +12,14 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -32,8 +33,10 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from clickstream_pipeline.dashboard.server import ConnectionPool
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrapped_database, copy_events, create_login, query
+from devkit.ports import free_port
 from tests.conftest import PROJECT_DIR
 from tests.integration.test_rollups import HEAVY, close, synthetic_events
 
@@ -66,12 +69,6 @@ class Dashboard:
     process: subprocess.Popen
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def jdbc_url(params: ConnectionParams) -> str:
     """The login's JDBC URL with its password, TLS settings kept."""
     password = params.password.get_secret_value() if params.password else ""
@@ -97,6 +94,21 @@ def record_batch(db: ConnectionParams, batch_id: int, ago_s: float, rows: int, d
                    2, %s, 4.5 + %s, 1.5)""",
         (batch_id, rows + dead, rows, dead, ago_s, ago_s, (rows + dead) / 2, batch_id),
     )
+
+
+def record_tenants(db: ConnectionParams, batch_id: int, tenants: list[tuple]) -> None:
+    """A batch's freshness per tenant, as the job writes it: (customer or None, customers,
+    rows, max delay, min delay)."""
+    for customer, customers, rows, slowest, newest in tenants:
+        query(
+            db,
+            """INSERT INTO clickstream_ingest_tenant_freshness (query_name, batch_id,
+                   customer_id, customers, rows_written, max_delay_seconds, min_delay_seconds,
+                   committed_at)
+               SELECT query_name, batch_id, %s, %s, %s, %s, %s, committed_at
+               FROM clickstream_ingest_batches WHERE batch_id = %s""",
+            (customer, customers, rows, slowest, newest, batch_id),
+        )
 
 
 def wait_for(read: Callable[[], T], expected: Callable[[], Any], what: str) -> T:
@@ -159,6 +171,15 @@ def traces(driver: webdriver.Chrome, element_id: str) -> dict[str, dict[Any, Any
     if not out:
         raise ValueError(f"{element_id} not drawn yet")
     return out
+
+
+def slow_tenants_shown(driver: webdriver.Chrome) -> dict[str, tuple[float, int]]:
+    rows = driver.execute_script(
+        """return Array.from(document.querySelectorAll('#slow-tenants tr[data-key]')).map(
+               r => [r.getAttribute('data-key')].concat(Array.from(
+                   r.querySelectorAll('[data-value]')).map(v => v.getAttribute('data-value'))));"""
+    )
+    return {key: (float(delay), int(n)) for key, delay, n in rows}
 
 
 def by_time(points: dict[str, int]) -> dict[datetime, int]:
@@ -269,6 +290,10 @@ def dashboard(tier, tmp_path_factory) -> Iterator[Dashboard]:
         rollups(db)
         record_batch(db, 1, ago_s=600, rows=9_000, dead=12)
         record_batch(db, 2, ago_s=30, rows=11_000, dead=5)
+        record_tenants(db, 1, [(42, 1, 5000, 5.5, 1.5), (7, 1, 3000, 5.0, 1.5)])
+        record_tenants(db, 1, [(None, 90, 1000, 4.0, 1.5)])
+        record_tenants(db, 2, [(7, 1, 6000, 6.5, 1.6), (13, 1, 4000, 3.0, 1.5)])
+        record_tenants(db, 2, [(None, 50, 1000, 2.0, 1.5)])
         reader = read_only_login(db)
         log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
         process, url = start_dashboard(reader, log)
@@ -340,6 +365,30 @@ def test_default_view_shows_the_all_customer_rollups(dashboard, tmp_path):
 
     (last,) = query(db, "SELECT committed_at FROM clickstream_ingest_batches WHERE batch_id = 2")
     expect(lambda: pipeline_shown(driver), (last[0], 5_502.5, 6.5, 17), "pipeline panel")
+    freshness = query(
+        db,
+        """SELECT date_bin('5 minutes', committed_at, timestamptz '2000-01-01'),
+                  max(max_delay_seconds)
+           FROM clickstream_ingest_batches WHERE committed_at >= now() - interval '6 hours'
+           GROUP BY 1""",
+    )
+    expect(
+        lambda: by_time(traces(driver, "freshness")["slowest record"]),
+        dict(freshness),
+        "freshness trend",
+    )
+    slowest = query(
+        db,
+        """SELECT customer_id::text, max(max_delay_seconds), sum(rows_written)
+           FROM clickstream_ingest_tenant_freshness WHERE customer_id IS NOT NULL
+           GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5""",
+    )
+    assert slowest == [("7", 6.5, 9000), ("42", 5.5, 5000), ("13", 3.0, 4000)]
+    expect(
+        lambda: slow_tenants_shown(driver),
+        {c: (d, int(n)) for c, d, n in slowest},
+        "slowest customers",
+    )
 
     screenshot = tmp_path / "dashboard.png"
     assert driver.save_screenshot(str(screenshot))
@@ -437,3 +486,23 @@ def test_the_page_recovers_when_its_database_connections_are_cut(dashboard):
     )
     expect(lambda: driver.find_element(By.ID, "status").text, "", "status line cleared")
     expect(lambda: kpis_shown(driver), expected, "KPI tiles after reconnecting")
+
+
+def test_the_pool_never_holds_more_connections_than_its_size(db):
+    pool = ConnectionPool(db, size=3)
+    lock, busy, most, backends = threading.Lock(), [0], [0], set()
+
+    def refresh(_: int) -> None:
+        with pool.connection() as conn:
+            with lock:
+                busy[0] += 1
+                most[0] = max(most[0], busy[0])
+                backends.add(conn.info.backend_pid)
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_sleep(0.05)")
+            with lock:
+                busy[0] -= 1
+
+    with ThreadPoolExecutor(12) as threads:
+        list(threads.map(refresh, range(48)))  # 48 refreshes, 12 at once: all answered
+    assert most[0] == 3 and len(backends) == 3, (most, backends)

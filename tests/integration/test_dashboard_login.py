@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.ports import free_port
 from tests.conftest import PROJECT_DIR
 from tests.integration.conftest import Tier
-from tests.integration.test_dashboard import free_port, jdbc_url
+from tests.integration.test_dashboard import jdbc_url
 
 pytestmark = pytest.mark.integration
 

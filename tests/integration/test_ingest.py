@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
@@ -20,6 +21,7 @@ from devkit.db import query
 from tests.integration.ingest_support import (
     assert_exactly_once,
     batch_totals,
+    consume_all,
     dead_letter_values,
     new_topic,
     produce_mix,
@@ -179,3 +181,68 @@ def test_a_secret_free_settings_repr(tier):
     password = tier.db.password
     assert isinstance(password, SecretStr)
     assert password.get_secret_value() not in repr(settings)
+
+
+def test_freshness_per_tenant_follows_the_kafka_timestamps_of_each_batch(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 12_000, seed=61, malformed_share=0.02)
+    top = {"tenant_freshness_top": 4}
+    cfg = ingest_config(tier.config, topic, top, max_offsets_per_trigger=4000)
+    name = cfg.ingest.query_name
+
+    run_available_now(spark, cfg, tier.secrets)
+
+    stamp = {
+        (m.partition(), m.offset()): datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC)
+        for m in consume_all(conf, topic, sent.total)
+    }
+    customer = {
+        (p, o): c
+        for p, o, c in query(
+            db,
+            "SELECT kafka_partition, kafka_offset, customer_id FROM events WHERE kafka_topic = %s",
+            (topic,),
+        )
+    }
+    # each batch's records, by customer, from the offset ranges its sinks wrote
+    batches: dict[int, dict[int, list[datetime]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list)
+    )
+    for batch, partition, start, end in query(
+        db,
+        """SELECT batch_id, kafka_partition, start_offset, end_offset
+           FROM clickstream_ingest_ledger WHERE sink LIKE %s AND kafka_topic = %s""",
+        (name + "%", topic),
+    ):
+        for offset in range(start, end + 1):
+            if (partition, offset) in customer:  # a span also covers its dead letters
+                batches[batch][customer[partition, offset]].append(stamp[partition, offset])
+    stored = query(
+        db,
+        """SELECT batch_id, customer_id, customers, rows_written, max_delay_seconds,
+                  min_delay_seconds, committed_at
+           FROM clickstream_ingest_tenant_freshness WHERE query_name = %s""",
+        (name,),
+    )
+    assert len(batches) >= 3 and {s[0] for s in stored} == set(batches)
+
+    def delay(committed: datetime, at: datetime) -> float:
+        return (committed - at).total_seconds()
+
+    for batch, records in batches.items():
+        rows = [s for s in stored if s[0] == batch]
+        committed = rows[0][6]
+        named = {s[1]: s for s in rows if s[1] is not None}
+        assert 4 <= len(named) <= 8  # the 4 busiest and the 4 slowest, overlapping or not
+        for c, (_, _, n, written, slowest, newest, _) in named.items():
+            assert (n, written) == (1, len(records[c]))
+            assert abs(slowest - delay(committed, min(records[c]))) < 1e-3
+            assert abs(newest - delay(committed, max(records[c]))) < 1e-3
+        assert max(s[3] for s in named.values()) == max(len(r) for r in records.values())
+        oldest = min(min(r) for r in records.values())
+        assert abs(max(s[4] for s in named.values()) - delay(committed, oldest)) < 1e-3
+        (other,) = [s for s in rows if s[1] is None]
+        rest = set(records) - set(named)
+        assert other[2:4] == (len(rest), sum(len(records[c]) for c in rest))
+        assert abs(other[4] - delay(committed, min(min(records[c]) for c in rest))) < 1e-3

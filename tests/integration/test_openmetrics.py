@@ -20,11 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clickstream_pipeline.ingest.ledger import query_totals
 from clickstream_pipeline.ingest.source import producer_config
-from clickstream_pipeline.warehouse.database import ConnectionParams
+from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
+from devkit.ports import free_port
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     dead_letter_values,
-    free_port,
     kill_group,
     new_topic,
     produce_mix,
@@ -146,6 +146,31 @@ def test_the_endpoint_counts_what_the_batch_table_records(
     assert most_behind > 0, "the lag was never seen above 0 while catching up"
     assert time.time() - of(samples, "clickstream_ingest_last_batch_timestamp_seconds") < 60
     assert answers and all(answers.values()), [e for e, series in answers.items() if not series]
+    # the last batch's tenants, as stored; the rollups' lag for every rollup
+    ((last,),) = fetch(
+        db, "SELECT max(batch_id) FROM clickstream_ingest_batches WHERE query_name = %s", (query,)
+    )
+    tenants = fetch(
+        db,
+        """SELECT coalesce(customer_id::text, 'other'), rows_written, max_delay_seconds
+           FROM clickstream_ingest_tenant_freshness WHERE query_name = %s AND batch_id = %s""",
+        (query, last),
+    )
+    assert len(tenants) > 1
+    assert labelled(samples, "clickstream_ingest_tenant_delay_seconds", "customer") == {
+        customer: max(seconds, 0.0) for customer, _, seconds in tenants
+    }
+    assert labelled(samples, "clickstream_ingest_tenant_rows", "customer") == {
+        customer: rows for customer, rows, _ in tenants
+    }
+    behind = labelled(samples, "clickstream_rollup_lag_events", "rollup")
+    assert set(behind) == {name for (name,) in fetch(db, "SELECT name FROM rollups")}
+    assert all(v >= 0 for v in behind.values())
+
+
+def labelled(samples: dict, name: str, label: str) -> dict[str, float]:
+    """`name`'s samples by the value of one label."""
+    return {dict(ls)[label]: v for (n, ls), v in samples.items() if n == name}
 
 
 def catch_up(job, port: int, db, query: str, total: int, work: Path) -> tuple[float, Any]:

@@ -12,7 +12,6 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Consumer
 
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.jobs import produce as produce_job
@@ -25,6 +24,7 @@ from clickstream_pipeline.traffic.producer import (
     send_events,
     send_messages,
 )
+from tests.integration.ingest_support import consume_all
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PLAIN = "127.0.0.1:59092"
@@ -43,35 +43,6 @@ def topic(conf):
     create_topic(conf, name, 3)
     yield name
     delete_topic(conf, name)
-
-
-def consume_all(conf, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    """Every message on the topic: read until `expected` arrived, then 1 s more for extras."""
-    consumer = Consumer(
-        {
-            **conf,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    messages: list = []
-    deadline = time.monotonic() + timeout_s
-    quiet_until = None
-    try:
-        while time.monotonic() < deadline:
-            if len(messages) >= expected:
-                quiet_until = quiet_until or time.monotonic() + 1.0
-                if time.monotonic() > quiet_until:
-                    break
-            batch = consumer.consume(10_000, timeout=0.5)
-            for msg in batch:
-                assert msg.error() is None, msg.error()
-                messages.append(msg)
-    finally:
-        consumer.close()
-    return messages
 
 
 def options(topic: str, **kw) -> SendOptions:

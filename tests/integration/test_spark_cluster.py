@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import bootstrap
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     assert_exactly_once,
@@ -36,6 +39,14 @@ SUBMIT = PROJECT_DIR / ".venv" / "bin" / "spark-submit"
 
 
 @pytest.fixture(scope="module")
+def db(local_secrets) -> ConnectionParams:
+    """The plain PostgreSQL database the local config's jobs write to, bootstrapped."""
+    params = ConnectionParams.from_jdbc_url(local_secrets["database"])
+    bootstrap(params)
+    return params
+
+
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     started = subprocess.run([CLUSTER, "start"], capture_output=True, text=True, timeout=240)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -45,10 +56,18 @@ def cluster() -> Iterator[str]:
         subprocess.run([CLUSTER, "stop"], capture_output=True, timeout=180, check=False)
 
 
-def submit(
-    master: str, wheel: Path, topic: str, query_name: str, work: Path, log: Path
+def cluster_job(
+    master: str,
+    wheel: Path,
+    job: list[str],
+    work: Path,
+    log: Path,
+    query_name: str,
+    output: Path | None = None,
+    **env: str,
 ) -> subprocess.Popen:
-    """`clickstream-ingest --available-now` submitted to the cluster as the README says."""
+    """A job script submitted to the cluster as the README says: the wheel and the jars. What
+    it prints goes to `output` if given, else to `log` with Spark's log."""
     jars = ",".join(sorted(str(p) for p in (PROJECT_DIR / ".stack" / "jars").glob("*.jar")))
     events = work / "events"
     events.mkdir(exist_ok=True)
@@ -68,29 +87,46 @@ def submit(
         f"spark.eventLog.dir=file://{events}",
         "--conf",
         "spark.eventLog.compress=false",
-        "jobs/ingest.py",
-        "--env",
-        "local",
-        "--available-now",
-        "--set",
-        "kafka.max_offsets_per_trigger=3000",
+        *job,
     ]
     environ = {
         **os.environ,
         "PYSPARK_PYTHON": str(PROJECT_DIR / ".venv" / "bin" / "python"),
         "SPARK_LOCAL_IP": "127.0.0.1",
-        "CLICKSTREAM__KAFKA__TOPICS": json.dumps([topic]),
         "CLICKSTREAM__INGEST__QUERY_NAME": query_name,
         "CLICKSTREAM__STORAGE__LAKE_ROOT": str(work / "lake"),
+        **env,
     }
     return subprocess.Popen(
         command,
         cwd=PROJECT_DIR,
         env=environ,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
+        stdout=(output or log).open("ab"),
+        stderr=log.open("ab"),
         start_new_session=True,
     )
+
+
+def submit(
+    master: str, wheel: Path, topic: str, query_name: str, work: Path, log: Path
+) -> subprocess.Popen:
+    """`clickstream-ingest --available-now` on the cluster, 3000 records per trigger."""
+    ingest = ["jobs/ingest.py", "--env", "local", "--available-now"]
+    ingest += ["--set", "kafka.max_offsets_per_trigger=3000"]
+    topics = json.dumps([topic])
+    return cluster_job(
+        master, wheel, ingest, work, log, query_name, CLICKSTREAM__KAFKA__TOPICS=topics
+    )
+
+
+def run_on_cluster(master: str, wheel: Path, job: list[str], work: Path, query_name: str) -> str:
+    """A short job on the cluster: its exit code and what it printed, Spark's log apart."""
+    log, output = work / f"{Path(job[0]).stem}.log", work / f"{Path(job[0]).stem}.out"
+    done = cluster_job(master, wheel, job, work, log, query_name, output)
+    code = done.wait(timeout=300)
+    printed = output.read_text(errors="replace")
+    assert code == 0, printed + log.read_text(errors="replace")[-4000:]
+    return printed
 
 
 def executor_pids() -> list[int]:
@@ -109,6 +145,12 @@ def events_of(work: Path, kind: str) -> list[dict]:
     ]
 
 
+def lake_config(local_config, work: Path):
+    """The local config with the lake (dead letters, checkpoints) where the cluster jobs had it."""
+    lake = local_config.storage.model_copy(update={"lake_root": str(work / "lake")})
+    return local_config.model_copy(update={"storage": lake})
+
+
 def check_delivery(db, spark, local_config, sent, query_name, work) -> None:
     assert_exactly_once(db, sent)
     _, read, written, duplicates, dead = batch_totals(db, query_name)
@@ -117,16 +159,14 @@ def check_delivery(db, spark, local_config, sent, query_name, work) -> None:
     assert written <= len(sent.valid) <= written + duplicates
     assert dead == len(sent.invalid)
     assert read == written + duplicates + dead >= sent.total
-    lake = local_config.storage.model_copy(update={"lake_root": str(work / "lake")})
-    cfg = local_config.model_copy(update={"storage": lake})
+    cfg = lake_config(local_config, work)
     letters = sorted(v for v, _ in dead_letter_values(spark, cfg, query_name))
     assert letters == sorted(sent.invalid)
 
 
 def test_exactly_once_on_two_executors_through_an_executor_killed(
-    cluster, wheel, spark, local_config, local_secrets, tmp_path
+    cluster, wheel, spark, local_config, local_secrets, db, tmp_path
 ):
-    db = ConnectionParams.from_jdbc_url(local_secrets["database"])  # plain PostgreSQL only
     conf = producer_config(local_config.kafka, local_secrets)
     topic = new_topic(conf, partitions=4)
     sent = produce_mix(conf, topic, 24_000, seed=41, malformed_share=0.02)
@@ -151,9 +191,8 @@ def test_exactly_once_on_two_executors_through_an_executor_killed(
 
 
 def test_exactly_once_through_a_driver_killed_and_resubmitted(
-    cluster, wheel, spark, local_config, local_secrets, tmp_path
+    cluster, wheel, spark, local_config, local_secrets, db, tmp_path
 ):
-    db = ConnectionParams.from_jdbc_url(local_secrets["database"])  # plain PostgreSQL only
     conf = producer_config(local_config.kafka, local_secrets)
     topic = new_topic(conf, partitions=2)
     sent = produce_mix(conf, topic, 9_000, seed=42, malformed_share=0.02)
@@ -166,3 +205,29 @@ def test_exactly_once_through_a_driver_killed_and_resubmitted(
     job = submit(cluster, wheel, topic, query_name, tmp_path, log)
     assert job.wait(timeout=400) == 0, log.read_text(errors="replace")[-4000:]
     check_delivery(db, spark, local_config, sent, query_name, tmp_path)
+
+    # the dead-letter job on the cluster: it lists what the resubmitted job dead-lettered, and a
+    # replay re-validates them on the executors and writes none (they are still invalid)
+    reasons = Counter(
+        reason
+        for _, reason in dead_letter_values(spark, lake_config(local_config, tmp_path), query_name)
+    )
+    listed = run_on_cluster(
+        cluster, wheel, ["jobs/dead_letters.py", "list", "--env", "local"], tmp_path, query_name
+    )
+    counts = {m[2]: int(m[1]) for m in re.finditer(r"^ +(\d+)  (.+)$", listed, re.M)}
+    assert counts == reasons and sum(counts.values()) == len(sent.invalid), listed
+    replayed = run_on_cluster(
+        cluster, wheel, ["jobs/dead_letters.py", "replay", "--env", "local"], tmp_path, query_name
+    )
+    n = len(sent.invalid)
+    assert f"replayed {n}: written 0, already written 0, still dead {n} " in replayed, replayed
+
+
+def test_the_smoke_job_on_the_cluster(cluster, wheel, db, tmp_path):
+    job = ["jobs/smoke.py", "--env", "local", "--messages", "800"]
+    printed = run_on_cluster(cluster, wheel, job, tmp_path, f"cluster-smoke-{uuid.uuid4().hex[:8]}")
+    # the job's own check: as many rows in events as messages sent, from as many distinct offsets
+    assert re.search(r"sent 800 messages .*; 800 rows of it in events \(800 distinct", printed)
+    tasks = events_of(tmp_path, "SparkListenerTaskEnd")
+    assert {e["Task Info"]["Executor ID"] for e in tasks} - {"driver"}, "no task on an executor"

@@ -20,12 +20,12 @@ from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark_connect import server_command, wait_until_listening
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.ports import free_port
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     assert_exactly_once,
     batch_totals,
     dead_letter_values,
-    free_port,
     new_topic,
     produce_mix,
 )

@@ -168,6 +168,9 @@ class IngestConfig(_Section):
     # At most this many tasks per micro-batch (Kafka partitions are merged, never split; a
     # Python task costs about 0.2 s however small). None: the cores Spark has.
     max_tasks: int | None = Field(default=None, gt=0)
+    # freshness per tenant (clickstream_ingest_tenant_freshness, metrics): this many busiest
+    # and this many slowest customers of each batch by name, the rest as one "other"; 0: off
+    tenant_freshness_top: int = Field(default=10, ge=0)
     # worker: rules run in the Python worker over the raw bytes (msgspec + Arrow), records
     # they do not cover left to Spark's; spark: Spark's rules for every record
     validation: Literal["worker", "spark"] = "worker"

@@ -82,8 +82,9 @@ VALIDATED_SCHEMA = StructType(
 assert tuple(f.name for f in VALIDATED_SCHEMA.fields[: len(EVENT_COLUMNS)]) == EVENT_COLUMNS
 
 # What each sink task returns (`sink.write_and_route`): its dead letters (kind "dead", with the
-# reason), the records left to Spark's rules (kind "undecided", raw) and one statistics row per
-# Kafka partition (kind "stats": counts, offsets, oldest and newest Kafka timestamp).
+# reason), the records left to Spark's rules (kind "undecided", raw), one statistics row per
+# Kafka partition (kind "stats": counts, offsets, oldest and newest Kafka timestamp) and one
+# row per customer and partition written (kind "tenant": customer_id, rows_in, oldest, newest).
 ROUTED_SCHEMA = StructType(
     [
         StructField("kind", StringType()),
@@ -99,6 +100,7 @@ ROUTED_SCHEMA = StructType(
         StructField("newest", TimestampType()),
         StructField("attempts", IntegerType()),
         StructField("seconds", DoubleType()),
+        StructField("customer_id", LongType()),
     ]
 )
 

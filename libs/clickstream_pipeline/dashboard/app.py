@@ -2,7 +2,7 @@
 
 Dash serves its JavaScript (React, Plotly) from the Python package, so the page works without
 internet access. Every refresh reads all panels of the chosen view in one read-only
-transaction from a small pool of connections; a database error shows in the page's status
+transaction (`server.ConnectionPool`); a database error shows in the page's status
 line and the next refresh tries again.
 """
 
@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import hmac
 import logging
-import queue
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dash import Dash, Input, Output, dcc, html, no_update
 from psycopg2 import Error as PsycopgError
-from psycopg2.extensions import connection
 from pydantic import SecretStr
 
+from clickstream_pipeline.dashboard.cache import StaleWhileReloading
 from clickstream_pipeline.dashboard.figures import (
     bar_figure,
     browser_country_figure,
+    freshness_figure,
     label,
     totals,
     trend_figure,
@@ -35,55 +34,15 @@ from clickstream_pipeline.dashboard.panels import (
     RANGES_BY_KEY,
     PipelineStatus,
     Ranked,
+    SlowTenant,
     Snapshot,
     View,
-    load_snapshot,
-    prepare_session,
 )
-from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 
 log = logging.getLogger(__name__)
 
 ALL_CUSTOMERS = "all"
-APPLICATION_NAME = "clickstream-dashboard"
-
-
-class ConnectionPool:
-    """Up to `size` idle read-only connections, opened on demand; a broken one is dropped."""
-
-    def __init__(self, params: ConnectionParams, size: int = 4, connect_timeout: int = 5):
-        self._params = params
-        self._timeout = connect_timeout
-        self._idle: queue.LifoQueue[connection] = queue.LifoQueue(maxsize=size)
-
-    def _open(self) -> connection:
-        conn = connect(self._params, APPLICATION_NAME, self._timeout)
-        try:
-            prepare_session(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    @contextmanager
-    def connection(self) -> Iterator[connection]:
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = self._open()
-        try:
-            yield conn
-        except BaseException:
-            conn.close()
-            raise
-        try:
-            self._idle.put_nowait(conn)
-        except queue.Full:
-            conn.close()
-
-    def snapshot(self, view: View) -> Snapshot:
-        with self.connection() as conn:
-            return load_snapshot(conn, view)
+CACHED_VIEWS = 256  # views (range x customer) remembered at once
 
 
 def valued(text: str, value: object) -> html.Span:
@@ -171,6 +130,10 @@ def layout(refresh_seconds: float) -> html.Div:
                                 ],
                                 className="tiles",
                             ),
+                            html.H4("Kafka to database, slowest record per bucket (s)"),
+                            dcc.Graph(id="freshness", config={"displayModeBar": False}),
+                            html.H4("Slowest customers in range"),
+                            html.Table(id="slow-tenants"),
                         ],
                         className="card pipeline",
                     ),
@@ -210,6 +173,17 @@ def pipeline_tiles(status: PipelineStatus, now: datetime) -> list[Any]:
     return [last, rate, delay, number(status.dead_letters)]
 
 
+def slow_tenants_table(tenants: list[SlowTenant]) -> list[html.Tr]:
+    head = html.Tr([html.Th("customer"), html.Th("slowest record"), html.Th("rows")])
+    rows = []
+    for t in tenants:
+        attributes: dict[str, Any] = {"data-key": t.customer_id}
+        delay = valued(f"{t.max_delay_seconds:.1f} s", t.max_delay_seconds)
+        cells = [html.Td(t.customer_id), html.Td(delay), html.Td(number(t.rows))]
+        rows.append(html.Tr(cells, **attributes))
+    return [head, *rows]
+
+
 def customer_options(snap: Snapshot) -> list[dict[str, str]]:
     options = [{"label": "All customers", "value": ALL_CUSTOMERS}]
     listed = set()
@@ -244,6 +218,8 @@ OUTPUTS = (
     ("pipe-rows-per-second", "children"),
     ("pipe-delay", "children"),
     ("pipe-dead-letters", "children"),
+    ("freshness", "figure"),
+    ("slow-tenants", "children"),
     ("customer", "options"),
     ("updated", "children"),
     ("status", "children"),
@@ -270,16 +246,35 @@ def render(snap: Snapshot) -> list[Any]:
         top_title,
         top_rows,
         *pipeline_tiles(snap.pipeline, snap.at),
+        freshness_figure(snap.freshness),
+        slow_tenants_table(snap.slowest_tenants),
         customer_options(snap),
         valued(f"updated {snap.at:%H:%M:%S} UTC", snap.at.isoformat()),
         "",
     ]
 
 
+def rendering(load: Callable[[View], Snapshot], cache_seconds: float) -> Callable[[View], list]:
+    """`render(load(view))`, remembered per view for `cache_seconds` (0: not at all)."""
+    if cache_seconds <= 0:
+        return lambda view: render(load(view))
+    cache: StaleWhileReloading[View, list] = StaleWhileReloading(
+        lambda view: render(load(view)), cache_seconds, CACHED_VIEWS
+    )
+    return cache
+
+
 def create_app(
-    load: Callable[[View], Snapshot], refresh_seconds: float = 10.0, schema: str = "public"
+    load: Callable[[View], Snapshot],
+    refresh_seconds: float = 10.0,
+    schema: str = "public",
+    cache_seconds: float = 0.0,
 ) -> Dash:
-    """The Dash app; `load` reads one view's snapshot (from the database, in `serve`)."""
+    """The Dash app; `load` reads one view's snapshot (from the database, in `serve`). With
+    `cache_seconds`, a view's rendered panels are reused for that long, then one request reads
+    them again while the others get the previous ones (`cache.StaleWhileReloading`): N viewers
+    of a view cost one database read and one render per `cache_seconds`, not N."""
+    rendered = rendering(load, cache_seconds)
     app = Dash(
         __name__,
         title="Clickstream, live",
@@ -297,7 +292,7 @@ def create_app(
     def update(_tick: int | None, customer: str | None, range_key: str | None) -> list[Any]:
         view = parse_view(customer, range_key, schema)
         try:
-            return render(load(view))
+            return rendered(view)
         except (PsycopgError, ConnectionError) as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning("dashboard refresh failed: %s", reason)
@@ -316,31 +311,3 @@ def require_login(app: Dash, user: str, password: SecretStr) -> None:
         )
 
     BasicAuth(app, auth_func=allowed)
-
-
-def serve(
-    params: ConnectionParams,
-    host: str,
-    port: int,
-    refresh_seconds: float,
-    schema: str = "public",
-    connect_timeout: int = 5,
-    login: tuple[str, SecretStr] | None = None,
-) -> None:
-    """Serve the dashboard until interrupted; behind a login when `login` is given."""
-    pool = ConnectionPool(params, connect_timeout=connect_timeout)
-    with pool.connection() as conn:  # fail at start-up when the database is unreachable
-        load_snapshot(conn, View(schema=schema))
-    app = create_app(pool.snapshot, refresh_seconds, schema)
-    if login is not None:
-        require_login(app, *login)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    log.info(
-        "dashboard on http://%s:%d/ (database %s, refresh every %gs, %s)",
-        host,
-        port,
-        params.describe(),
-        refresh_seconds,
-        f"login as {login[0]}" if login else "no login",
-    )
-    app.run(host=host, port=port, debug=False)

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from clickstream_pipeline.dashboard.panels import BreakdownRow, Snapshot
+from clickstream_pipeline.dashboard.panels import BreakdownRow, FreshnessPoint, Snapshot
 
 COLORS = {"events": "#2f6fba", "devices": "#e07b24", "sessions": "#3a9a5b"}
 
@@ -40,10 +40,25 @@ def trend_figure(snap: Snapshot) -> dict[str, Any]:
     return {"data": [events, *lines], "layout": _layout(f"{step} buckets (UTC)", legend=True)}
 
 
-def _layout(x_title: str = "", legend: bool = False, **extra: Any) -> dict[str, Any]:
+def freshness_figure(points: list[FreshnessPoint]) -> dict[str, Any]:
+    """The worst Kafka-to-database delay per bucket, as a line."""
+    line = {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": "slowest record",
+        "x": [p.bucket.isoformat() for p in points],
+        "y": [p.max_delay_seconds for p in points],
+        "line": {"color": "#b83b3b"},
+    }
+    return {"data": [line], "layout": _layout("batches committed (UTC)", height=180)}
+
+
+def _layout(
+    x_title: str = "", legend: bool = False, height: int = 260, **extra: Any
+) -> dict[str, Any]:
     return {
+        "height": height,
         "margin": {"l": 10, "r": 10, "t": 40 if legend else 10, "b": 10},
-        "height": 260,
         "showlegend": legend,
         "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         "xaxis": {"title": {"text": x_title}, "automargin": True},

@@ -74,6 +74,8 @@ HOURLY_TABLES = Tables(
     "rollup_events_1hr",
 )
 BATCHES_TABLE = "clickstream_ingest_batches"
+TENANTS_TABLE = "clickstream_ingest_tenant_freshness"
+SLOWEST_TENANTS = 5
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,20 @@ class Ranked:
 
     key: str
     events: int
+
+
+@dataclass(frozen=True)
+class FreshnessPoint:
+    bucket: datetime
+    batches: int
+    max_delay_seconds: float | None  # the bucket's slowest record, Kafka -> events
+
+
+@dataclass(frozen=True)
+class SlowTenant:
+    customer_id: str
+    max_delay_seconds: float  # its slowest record in the range
+    rows: int  # written in the batches it was named in
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,29 @@ def _pipeline_query(view: View) -> Query:
     return text, view.params()
 
 
+def _freshness_query(view: View) -> Query:
+    """Per bucket of the view's size: the batches and the worst Kafka-to-database delay."""
+    text = sql.SQL(
+        """SELECT date_bin(%(step)s, committed_at, timestamptz '2000-01-01') AS bucket,
+                  count(*), max(max_delay_seconds)
+           FROM {table} WHERE committed_at >= now() - %(span)s
+           GROUP BY 1 ORDER BY 1"""
+    ).format(table=view.table(BATCHES_TABLE))
+    step = timedelta(hours=1) if view.range.hourly else timedelta(minutes=5)
+    return text, view.params(step=step)
+
+
+def _slowest_tenants_query(view: View) -> Query:
+    """The customers whose records waited longest in the range, from the batches' tenant rows."""
+    text = sql.SQL(
+        """SELECT customer_id, max(max_delay_seconds), sum(rows_written)::bigint
+           FROM {table}
+           WHERE committed_at >= now() - %(span)s AND customer_id IS NOT NULL
+           GROUP BY customer_id ORDER BY 2 DESC, customer_id LIMIT %(limit)s"""
+    ).format(table=view.table(TENANTS_TABLE))
+    return text, view.params(limit=SLOWEST_TENANTS)
+
+
 def _one_customer(view: View) -> bool:
     return view.customer_id is not None
 
@@ -265,6 +304,18 @@ TOP_CUSTOMERS_PANEL: Panel[list[Ranked]] = Panel(
 PIPELINE: Panel[PipelineStatus] = Panel(
     "pipeline", _pipeline_query, lambda rows: PipelineStatus(*rows[0]), by_customer=False
 )
+FRESHNESS: Panel[list[FreshnessPoint]] = Panel(
+    "freshness",
+    _freshness_query,
+    lambda rows: [FreshnessPoint(*row) for row in rows],
+    by_customer=False,
+)
+SLOWEST_TENANTS_PANEL: Panel[list[SlowTenant]] = Panel(
+    "slowest_tenants",
+    _slowest_tenants_query,
+    lambda rows: [SlowTenant(str(c), float(d), int(n)) for c, d, n in rows],
+    by_customer=False,
+)
 PANELS: Sequence[Panel[Any]] = (
     KPIS,
     TREND,
@@ -272,6 +323,8 @@ PANELS: Sequence[Panel[Any]] = (
     TOP_DEVICES_PANEL,
     TOP_CUSTOMERS_PANEL,
     PIPELINE,
+    FRESHNESS,
+    SLOWEST_TENANTS_PANEL,
 )
 
 
@@ -287,6 +340,8 @@ class Snapshot:
     top_devices: list[Ranked] | None  # None: all customers (devices belong to a customer)
     top_customers: list[Ranked]
     pipeline: PipelineStatus
+    freshness: list[FreshnessPoint]
+    slowest_tenants: list[SlowTenant]
 
 
 def prepare_session(conn: connection, statement_timeout_ms: int = 5000) -> None:
@@ -315,6 +370,8 @@ def load_snapshot(conn: connection, view: View) -> Snapshot:
                 top_devices=TOP_DEVICES_PANEL.run(cur, view) if _one_customer(view) else None,
                 top_customers=TOP_CUSTOMERS_PANEL.run(cur, view),
                 pipeline=PIPELINE.run(cur, view),
+                freshness=FRESHNESS.run(cur, view),
+                slowest_tenants=SLOWEST_TENANTS_PANEL.run(cur, view),
             )
     finally:
         conn.rollback()  # read-only: nothing to keep; ends the snapshot

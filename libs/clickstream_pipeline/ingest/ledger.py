@@ -4,20 +4,23 @@
 are in `events`; a range's entry commits in the same transaction as its rows, which is what
 makes a replayed batch write nothing twice. `clickstream_ingest_batches` holds one row per
 micro-batch: counts that balance (read = written + duplicates + dead-lettered), offsets,
-timings and delays, read by the dashboard and the benchmarks.
+timings and delays, read by the dashboard and the benchmarks, and
+`clickstream_ingest_tenant_freshness` the batch's delays per tenant (`tenants`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg2.extras import execute_values
 
+from clickstream_pipeline.ingest.tenants import TenantFreshness
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch, open_connection
 
 
@@ -134,11 +137,39 @@ def record_batch(
     report: BatchReport,
     started_at: datetime,
     committed_at: datetime,
-) -> None:
-    """The batch's row in `clickstream_ingest_batches` (a replayed batch's replaces it)."""
+    tenants: Sequence[TenantFreshness] = (),
+    read_rollup_lag: bool = False,
+) -> dict[str, int]:
+    """The batch's row in `clickstream_ingest_batches` and its freshness per tenant, in one
+    transaction (a replayed batch's rows replace it); with `read_rollup_lag`, the events each
+    rollup has yet to aggregate (`clickstream_rollup_lag`), on the same connection."""
     conn = open_connection(connect_kwargs)
     try:
         with conn, conn.cursor() as cur:
+            cur.execute(
+                """DELETE FROM clickstream_ingest_tenant_freshness
+                   WHERE query_name = %s AND batch_id = %s""",
+                (query_name, report.batch_id),
+            )
+            execute_values(
+                cur,
+                """INSERT INTO clickstream_ingest_tenant_freshness (query_name, batch_id,
+                       customer_id, customers, rows_written, max_delay_seconds,
+                       min_delay_seconds, committed_at) VALUES %s""",
+                [
+                    (
+                        query_name,
+                        report.batch_id,
+                        t.customer_id,
+                        t.customers,
+                        t.rows,
+                        t.max_delay_s,
+                        t.min_delay_s,
+                        committed_at,
+                    )
+                    for t in tenants
+                ],
+            )
             cur.execute(
                 """INSERT INTO clickstream_ingest_batches (query_name, batch_id, rows_read,
                        rows_written, rows_duplicate, rows_dead_lettered, offsets, started_at,
@@ -170,6 +201,10 @@ def record_batch(
                     report.min_delay_s,
                 ),
             )
+            if not read_rollup_lag:
+                return {}
+            cur.execute("SELECT rollup, events_behind FROM clickstream_rollup_lag")
+            return {name: int(behind) for name, behind in cur.fetchall()}
     finally:
         conn.close()
 

@@ -2,7 +2,8 @@
 (`ingest.metrics_port`), through `prometheus_client`.
 
 `process_batch` adds each committed micro-batch (rows by outcome, dead letters by reason, its
-phases, the Kafka-timestamp-to-commit delays, its time); `LagListener` sets the Kafka consumer
+phases, the Kafka-timestamp-to-commit delays, its time, its busiest and slowest tenants'
+delays, the rollups' lag); `LagListener` sets the Kafka consumer
 lag per partition and Spark's trigger phases from each progress event. Both run in the driver's
 Python process, so under Spark Connect (where `foreachBatch` runs on the server) the client
 serves nothing and says so.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -26,6 +27,7 @@ from pyspark.sql.streaming.listener import (
 )
 
 from clickstream_pipeline.ingest.ledger import BatchReport
+from clickstream_pipeline.ingest.tenants import TenantFreshness
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,26 @@ LAG = Gauge(
     ["query", "topic", "partition"],
     registry=REGISTRY,
 )
+TENANT_DELAY = Gauge(
+    "clickstream_ingest_tenant_delay_seconds",
+    "Kafka timestamp to commit of each listed tenant's oldest record in the last micro-batch: "
+    "its busiest and slowest customers (ingest.tenant_freshness_top of each), the others "
+    'together as customer="other"',
+    ["query", "customer"],
+    registry=REGISTRY,
+)
+TENANT_ROWS = Gauge(
+    "clickstream_ingest_tenant_rows",
+    "Rows written in the last micro-batch per listed tenant (as for the delay)",
+    ["query", "customer"],
+    registry=REGISTRY,
+)
+ROLLUP_LAG = Gauge(
+    "clickstream_rollup_lag_events",
+    "Events committed but not yet in each rollup, read after each micro-batch",
+    ["rollup"],
+    registry=REGISTRY,
+)
 LAST_BATCH = Gauge(
     "clickstream_ingest_last_batch_timestamp_seconds",
     "When the last micro-batch committed (Unix time)",
@@ -76,6 +98,7 @@ LAST_BATCH = Gauge(
 )
 
 _served: dict[int, Any] = {}
+_tenants_shown: dict[str, set[str]] = {}  # per query: the customer labels of its last batch
 _listening: set[int] = set()
 
 
@@ -117,9 +140,22 @@ def observe_batch(
     phases: Mapping[str, float],
     delays: list[float],
     reasons: Mapping[str, int],
+    tenants: Sequence[TenantFreshness] = (),
+    rollup_lag: Mapping[str, int] | None = None,
 ) -> None:
-    """A committed micro-batch: its counts, dead letters by reason, phases and delays."""
+    """A committed micro-batch: its counts, dead letters by reason, phases and delays, its
+    tenants' freshness (only this batch's tenants stay labelled) and the rollups' lag."""
     BATCHES.labels(query).inc()
+    shown = {t.label for t in tenants}
+    for gone in _tenants_shown.get(query, set()) - shown:
+        TENANT_DELAY.remove(query, gone)
+        TENANT_ROWS.remove(query, gone)
+    _tenants_shown[query] = shown
+    for t in tenants:
+        TENANT_DELAY.labels(query, t.label).set(max(t.max_delay_s, 0.0))
+        TENANT_ROWS.labels(query, t.label).set(t.rows)
+    for rollup, behind in (rollup_lag or {}).items():
+        ROLLUP_LAG.labels(rollup).set(behind)
     counts = {
         "read": report.rows_read,
         "written": report.rows_written,

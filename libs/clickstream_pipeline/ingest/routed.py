@@ -1,7 +1,8 @@
 """What a sink task returns: rows of the routed schema (`ROUTED_SCHEMA`), kind "dead" (the
-record and its reason), "undecided" (a raw record left to Spark's rules) or "stats" (one row
-per Kafka partition: counts, offsets, timestamps), and the helpers that split a task's rows by
-Kafka partition."""
+record and its reason), "undecided" (a raw record left to Spark's rules), "stats" (one row
+per Kafka partition: counts, offsets, timestamps) or "tenant" (one row per customer of a
+partition written: rows and timestamps, for freshness per tenant), and the helpers that split
+a task's rows by Kafka partition."""
 
 from __future__ import annotations
 
@@ -89,6 +90,26 @@ def route_outputs(
         "seconds": written["seconds"],
     }
     yield pa.RecordBatch.from_pylist([stats], schema=ROUTED_ARROW_SCHEMA)
+    if written["written"] and not written["duplicates"]:  # a replay's delays mean nothing
+        yield tenant_batch(topic, partition, valid_rows_of(rows))
+
+
+def tenant_batch(topic: str, partition: int, valid: pa.Table) -> pa.RecordBatch:
+    """Per customer of one partition's valid rows: how many, oldest and newest Kafka timestamp."""
+    per = valid.group_by("customer_id").aggregate(
+        [("kafka_timestamp", "count"), ("kafka_timestamp", "min"), ("kafka_timestamp", "max")]
+    )
+    n = per.num_rows
+    return routed_batch(
+        n,
+        kind=pa.array(["tenant"] * n),
+        topic=pa.array([topic] * n),
+        partition=pa.array([partition] * n),
+        customer_id=per.column("customer_id"),
+        rows_in=per.column("kafka_timestamp_count"),
+        oldest=per.column("kafka_timestamp_min"),
+        newest=per.column("kafka_timestamp_max"),
+    )
 
 
 def routed_batch(n: int, **columns: Any) -> pa.RecordBatch:

@@ -32,6 +32,7 @@ from clickstream_pipeline.ingest import dead_letters, openmetrics
 from clickstream_pipeline.ingest.ledger import BatchReport, offset_spans, record_batch
 from clickstream_pipeline.ingest.sink import SinkSettings, check_and_route, write_and_route
 from clickstream_pipeline.ingest.source import read_kafka_stream
+from clickstream_pipeline.ingest.tenants import tenant_freshness, utc
 from clickstream_pipeline.ingest.transforms import Rules, validate
 from clickstream_pipeline.warehouse.database import configured_params, retrying
 from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
@@ -53,6 +54,7 @@ class IngestSettings:
     rollup_in_background: bool = True
     max_tasks: int | None = None
     metrics: bool = False  # feed `openmetrics`: true once `start_ingest` serves it
+    tenant_top: int = 10  # freshness per tenant: this many busiest and slowest (0: off)
 
     def sink(
         self, name: str, batch_id: int, ledger: Literal["span", "runs"] = "span"
@@ -133,6 +135,7 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         rollup_after_batch=cfg.ingest.rollup_after_batch,
         rollup_in_background=cfg.ingest.rollup_in_background,
         max_tasks=cfg.ingest.max_tasks,
+        tenant_top=cfg.ingest.tenant_freshness_top,
     )
 
 
@@ -180,14 +183,16 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         passes = [route_in_worker(records, sink, settings.rules, started_at)]
     else:
         passes = [route(records, sink, settings.rules)]
+    tallies = F.col("kind").isin("stats", "tenant")  # both in one Spark job
     try:
         reasons: dict[str, int] = {}
-        stats = passes[0].filter(F.col("kind") == "stats").collect()
-        if any(r["undecided"] for r in stats):
+        counts = passes[0].filter(tallies).collect()
+        if any(r["undecided"] for r in counts if r["kind"] == "stats"):
             name = settings.query_name + SPARK_RULES_SUFFIX
             left = undecided_records(passes[0])
             passes.append(route(left, settings.sink(name, batch_id, "runs"), settings.rules))
-            stats += passes[1].filter(F.col("kind") == "stats").collect()
+            counts += passes[1].filter(tallies).collect()
+        stats = [r for r in counts if r["kind"] == "stats"]
         sink_s = time.monotonic() - started
         rows_dead = sum(r["dead"] for r in stats)
         if rows_dead:
@@ -212,11 +217,14 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     committed_at = datetime.now(UTC)
     dead_s = time.monotonic() - started - sink_s
     delays = [
-        (committed_at - r[key].replace(tzinfo=UTC)).total_seconds()
+        (committed_at - utc(r[key])).total_seconds()
         for r in stats
         for key in ("oldest", "newest")
         if r[key] is not None
     ]
+    tenants = tenant_freshness(
+        (r for r in counts if r["kind"] == "tenant"), committed_at, settings.tenant_top
+    )
     report = BatchReport(
         batch_id=batch_id,
         rows_read=sum(r["rows_in"] for r in stats),
@@ -229,9 +237,15 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
         min_delay_s=min(delays) if delays else None,
     )
     recorded = time.monotonic()
-    settings.retrying(
+    lag = settings.retrying(
         lambda: record_batch(
-            settings.target.connect_kwargs, settings.query_name, report, started_at, committed_at
+            settings.target.connect_kwargs,
+            settings.query_name,
+            report,
+            started_at,
+            committed_at,
+            tenants,
+            read_rollup_lag=settings.metrics,
         )
     )
     rollups_started = time.monotonic()
@@ -247,7 +261,9 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
             "batch_record": rollups_started - recorded,
         }
         phases["rollups"] = time.monotonic() - rollups_started
-        openmetrics.observe_batch(settings.query_name, report, phases, delays, reasons)
+        openmetrics.observe_batch(
+            settings.query_name, report, phases, delays, reasons, tenants, lag
+        )
     log.info(
         "batch %d: read %d, written %d, duplicates skipped %d, dead-lettered %d in %.2fs "
         "(%.0f rows/s; read+sink %.2fs, dead letters %.2fs, rollups %.2fs); delay %s; "
