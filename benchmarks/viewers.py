@@ -299,7 +299,7 @@ def serve_main(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "200,000 events, 40 viewers, 8 s per server")
+    parser = benchmark_parser(__doc__, "200,000 events, 40 viewers, 5 s per server")
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--interval-s", type=float, default=2.0)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.events, args.viewers, args.seconds, args.warm_up_s = 200_000, 40, 8.0, 2.0
+        args.events, args.viewers, args.seconds, args.warm_up_s = 200_000, 40, 5.0, 1.0
     dashboard_benchmark.main(["--build-only", "--events", str(args.events), "--env", args.env])
     _, secrets = setup_env(args.env)
     db = replace(db_params(secrets), dbname=f"bench_dashboard_{args.events}")

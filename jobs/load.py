@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from clickstream_pipeline.core.cli import (
     EXIT_OK,
+    add_metrics_port_flag,
     add_progress_flag,
     config_from_args,
     job_parser,
@@ -38,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--table", help="target table (default: database.events_table)")
     add_progress_flag(p)
+    add_metrics_port_flag(p)
     return p
 
 
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             table=table,
             progress=args.progress,
             application_name=cfg.database.application_name,
+            metrics_port=args.metrics_port,
         )
     except CsvHeaderError as exc:
         raise ConfigError(str(exc)) from None

@@ -25,6 +25,7 @@ COORDINATOR_LOCAL = {
     "rollups",
     "clickstream_ingest_ledger",
     "clickstream_ingest_batches",
+    "clickstream_ingest_tenant_freshness",
     "clickstream_schema_migrations",
     "rollup_totals_5min",
     "rollup_totals_1hr",

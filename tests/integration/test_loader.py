@@ -19,6 +19,8 @@ from clickstream_pipeline.traffic.generator import (
 from clickstream_pipeline.traffic.loader import load_files
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrapped_database, query
+from devkit.metrics import of, scrape
+from devkit.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,21 @@ def test_the_job_loads_a_folder_with_the_database_secret(db, tmp_path, monkeypat
     out = capsys.readouterr().out
     assert "loaded 4,500 rows from 3 files" in out and "rows/s" in out
     assert (db.password.get_secret_value() if db.password else "\0") not in out
+
+
+def test_with_a_metrics_port_the_loader_serves_its_counts(db, tmp_path, monkeypatch):
+    written = write_csv_files(tmp_path, lab_uniform_events(seed=3), files=4, rows=2000)
+    monkeypatch.setenv("DATABASE_CONNECTION_STRING", jdbc_url(db))
+    port = free_port()
+    args = ["--env", "local", "--set", "secrets.backend=env", str(tmp_path), "--no-progress"]
+    assert load_job.main([*args, "--metrics-port", str(port)]) == 0
+    samples = scrape(port)  # the endpoint lives as long as the process: this test's
+    table = {"table": "public.events"}
+    assert of(samples, "clickstream_load_rows_total", **table) == 8000
+    assert of(samples, "clickstream_load_files_total", **table) == len(written) == 4
+    assert of(samples, "clickstream_load_bytes_total", **table) == sum(
+        p.stat().st_size for p, _ in written
+    )
 
 
 def test_a_bad_file_is_rolled_back_alone_and_reported(db, tmp_path):

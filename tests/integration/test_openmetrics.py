@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from clickstream_pipeline.ingest.ledger import query_totals
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
+from devkit.metrics import of, scrape
 from devkit.ports import free_port
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
@@ -31,28 +31,6 @@ from tests.integration.ingest_support import (
     start_job,
     wait_until,
 )
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    """Every sample on the endpoint: (name, sorted labels) -> value; {} while it is not up."""
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-    except OSError:
-        return {}
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text.decode())
-        for s in family.samples
-    }
-
-
-def of(samples: dict, name: str, **labels: str) -> float:
-    """The sum of `name`'s samples whose labels include `labels`."""
-    return sum(
-        v
-        for (n, ls), v in samples.items()
-        if n == name and all((k, val) in ls for k, val in labels.items())
-    )
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -24,6 +25,8 @@ from clickstream_pipeline.traffic.producer import (
     send_events,
     send_messages,
 )
+from devkit.metrics import of, scrape
+from devkit.ports import free_port
 from tests.integration.ingest_support import consume_all
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -200,3 +203,28 @@ def test_through_the_event_hubs_style_listener(local_config, local_secrets, topi
     )
     assert code == 0
     assert len(consume_all(conf, topic, 300)) == 300
+
+
+def test_with_a_metrics_port_the_producer_serves_its_counts_while_it_sends(conf, topic):
+    port, seen, done = free_port(), [], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(of(scrape(port), "clickstream_produce_messages_total", outcome="sent"))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        sending = options(topic, count=6000, rate=4000, metrics_port=port)
+        stats = send_events(conf, storefront_events(seed=9), sending)
+    finally:
+        done.set()
+        watcher.join()
+    final = scrape(port)
+    sent = "clickstream_produce_messages_total"
+    assert of(final, sent, topic=topic, outcome="sent") == stats.sent == 6000
+    assert of(final, sent, topic=topic, outcome="acknowledged") == stats.acked == 6000
+    assert of(final, sent, topic=topic, outcome="failed") == 0
+    assert of(final, "clickstream_produce_queued_messages", topic=topic) == 0
+    assert any(0 < n < 6000 for n in seen), "no scrape saw the run under way"

@@ -45,6 +45,17 @@ def add_progress_flag(parser: argparse.ArgumentParser | Any) -> None:
     )
 
 
+def add_metrics_port_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """`--metrics-port N`: OpenMetrics of the running job on http://127.0.0.1:N/metrics."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve the job's counts for Prometheus on http://127.0.0.1:PORT/metrics",
+    )
+
+
 def progress_bar(total: float | None, unit: str, desc: str, enabled: bool | None) -> Any:
     """A tqdm bar on stderr; `enabled` None means on a terminal only."""
     from tqdm import tqdm

@@ -7,7 +7,12 @@ import argparse
 from collections.abc import Iterator
 from typing import Any
 
-from clickstream_pipeline.core.cli import add_progress_flag, job_parser, progress_bar
+from clickstream_pipeline.core.cli import (
+    add_metrics_port_flag,
+    add_progress_flag,
+    job_parser,
+    progress_bar,
+)
 from clickstream_pipeline.core.errors import ConfigError
 from clickstream_pipeline.traffic.generator import (
     StorefrontConfig,
@@ -90,6 +95,7 @@ def parser() -> argparse.ArgumentParser:
         help="stop sending after this many delivery failures; -1 never (1000)",
     )
     add_progress_flag(send)
+    add_metrics_port_flag(send)
 
     out = p.add_argument_group("writing CSV files instead of sending")
     out.add_argument("--to-csv", metavar="DIR", help="write DIR/1.csv .. DIR/<files>.csv")
@@ -146,6 +152,7 @@ def send_options(args: argparse.Namespace, topic: str, eventhubs: bool) -> SendO
             max_failures=None if args.max_failures < 0 else args.max_failures,
             progress=args.progress,
             seed=args.seed,
+            metrics_port=args.metrics_port,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

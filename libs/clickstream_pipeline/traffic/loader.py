@@ -24,6 +24,7 @@ from psycopg2.extensions import connection
 
 from clickstream_pipeline.core.cli import progress_bar
 from clickstream_pipeline.core.errors import DatabaseError
+from clickstream_pipeline.traffic import openmetrics
 from clickstream_pipeline.traffic.generator import LAB_FIELDS
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 
@@ -128,6 +129,7 @@ def load_files(
     table: str = "events",
     progress: bool | None = None,
     application_name: str = "clickstream-load",
+    metrics_port: int | None = None,
 ) -> LoadResult:
     """Load every file with up to `streams` parallel COPY streams; raises on the first failure.
 
@@ -148,10 +150,20 @@ def load_files(
     lock = threading.Lock()
     stop = threading.Event()
     bar = progress_bar(sum(p.stat().st_size for p in files), "B", "load", progress)
+    bytes_read = [0]
 
     def advance(n: int) -> None:
         with lock:
             bar.update(n)
+            bytes_read[0] += n
+
+    if openmetrics.serve(metrics_port):
+        openmetrics.watch_loader(
+            f"{schema}.{table}",
+            rows=lambda: result.rows,
+            bytes_read=lambda: bytes_read[0],
+            files=lambda: len(result.files),
+        )
 
     def stream(number: int) -> None:
         try:

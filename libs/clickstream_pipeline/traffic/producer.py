@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clickstream_pipeline.core.cli import progress_bar
+from clickstream_pipeline.traffic import openmetrics
 from clickstream_pipeline.traffic.generator import Event, EventClock, encode_event
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class SendOptions:
     max_failures: int | None = 1000  # stop sending once more have failed; None: never stop
     progress: bool | None = None  # None: a bar on a terminal only
     seed: int | None = None
+    metrics_port: int | None = None  # OpenMetrics of the run (`traffic.openmetrics`)
     extra_conf: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -267,13 +269,21 @@ def send_messages(
     )
     bucket = TokenBucket(options.rate) if options.rate else None
     progress = _Progress(options.count, options.progress)
+    sent = 0
+    if openmetrics.serve(options.metrics_port):
+        openmetrics.watch_producer(
+            options.topic,
+            sent=lambda: sent,
+            acknowledged=lambda: stats.acked,
+            failed=lambda: stats.failed,
+            queued=lambda: len(producer),
+        )
     produce = producer.produce
     poll = producer.poll
     topic = options.topic
     count = options.count
     started = time.monotonic()
     deadline = started + options.duration_s if options.duration_s else None
-    sent = 0
     source = itertools.islice(messages, count) if count is not None else messages
     try:
         for key, value in source:
