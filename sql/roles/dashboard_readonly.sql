@@ -39,6 +39,7 @@ GRANT SELECT ON
     public.rollup_dimensions_1hr,
     public.clickstream_ingest_batches,
     public.clickstream_ingest_tenant_freshness,
+    public.clickstream_tenant_freshness,
     public.bi_events_5min,
     public.bi_events_hourly,
     public.bi_customer_5min,

@@ -37,12 +37,13 @@ def test_bootstrap_twice_on_the_pipeline_database_second_run_changes_nothing(tie
     assert versions == [m.version for m in load_migrations()]
     jobs = dict(query(main_db, "SELECT jobname, schedule FROM cron.job"))
     assert jobs == {
+        "clickstream_stamp_rolled_up_batches": "* * * * *",
         "dashboard_aggregation": "* * * * *",
         "five_minutely_aggregation": "*/5 * * * *",
         "hourly_aggregation": "*/5 * * * *",
         "partman_run_maintenance": "* * * * *",
     }
-    assert "scheduled jobs: dashboard_aggregation (* * * * *)" in out
+    assert "scheduled jobs: clickstream_stamp_rolled_up_batches (* * * * *), dashboard" in out
 
 
 def test_without_pg_cron_schedules_are_skipped_with_a_notice(main_db):

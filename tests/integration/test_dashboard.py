@@ -82,17 +82,29 @@ def rollups(db: ConnectionParams) -> None:
         query(db, f"SELECT {function}()")
 
 
-def record_batch(db: ConnectionParams, batch_id: int, ago_s: float, rows: int, dead: int) -> None:
-    """One row of the ingest job's bookkeeping, as the job writes it."""
+def record_batch(
+    db: ConnectionParams,
+    batch_id: int,
+    ago_s: float,
+    rows: int,
+    dead: int,
+    rolled_up_after_s: float | None = None,
+) -> None:
+    """One row of the ingest job's bookkeeping, as the job writes it (and the rollup runner
+    stamps it, `rolled_up_after_s` after the commit)."""
     query(
         db,
         """INSERT INTO clickstream_ingest_batches (query_name, batch_id, rows_read, rows_written,
                rows_duplicate, rows_dead_lettered, offsets, started_at, committed_at, seconds,
-               rows_per_second, max_delay_seconds, min_delay_seconds)
+               rows_per_second, max_delay_seconds, min_delay_seconds, rolled_up_at)
            VALUES ('clickstream-ingest', %s, %s, %s, 0, %s, '{}',
                    now() - make_interval(secs => %s + 2), now() - make_interval(secs => %s),
-                   2, %s, 4.5 + %s, 1.5)""",
-        (batch_id, rows + dead, rows, dead, ago_s, ago_s, (rows + dead) / 2, batch_id),
+                   2, %s, 4.5 + %s, 1.5, now() - make_interval(secs => %s - %s))""",
+        (
+            batch_id,
+            *(rows + dead, rows, dead, ago_s, ago_s, (rows + dead) / 2, batch_id),
+            *(ago_s, rolled_up_after_s),
+        ),
     )
 
 
@@ -173,13 +185,18 @@ def traces(driver: webdriver.Chrome, element_id: str) -> dict[str, dict[Any, Any
     return out
 
 
-def slow_tenants_shown(driver: webdriver.Chrome) -> dict[str, tuple[float, int]]:
+def slow_tenants_shown(driver: webdriver.Chrome) -> dict[str, tuple[float, float | None, int]]:
+    """customer -> (to events, to the rollups or None where not rolled up yet, rows)."""
     rows = driver.execute_script(
         """return Array.from(document.querySelectorAll('#slow-tenants tr[data-key]')).map(
-               r => [r.getAttribute('data-key')].concat(Array.from(
-                   r.querySelectorAll('[data-value]')).map(v => v.getAttribute('data-value'))));"""
+               r => [r.getAttribute('data-key')].concat(Array.from(r.querySelectorAll('td'))
+                   .slice(1).map(td => { const v = td.querySelector('[data-value]');
+                                         return v ? v.getAttribute('data-value') : null; })));"""
     )
-    return {key: (float(delay), int(n)) for key, delay, n in rows}
+    return {
+        key: (float(delay), None if rolled is None else float(rolled), int(n))
+        for key, delay, rolled, n in rows
+    }
 
 
 def by_time(points: dict[str, int]) -> dict[datetime, int]:
@@ -288,7 +305,7 @@ def dashboard(tier, tmp_path_factory) -> Iterator[Dashboard]:
             db, synthetic_events(random.Random(31), 20_000, now - timedelta(minutes=50), 2900)
         )
         rollups(db)
-        record_batch(db, 1, ago_s=600, rows=9_000, dead=12)
+        record_batch(db, 1, ago_s=600, rows=9_000, dead=12, rolled_up_after_s=1.25)
         record_batch(db, 2, ago_s=30, rows=11_000, dead=5)
         record_tenants(db, 1, [(42, 1, 5000, 5.5, 1.5), (7, 1, 3000, 5.0, 1.5)])
         record_tenants(db, 1, [(None, 90, 1000, 4.0, 1.5)])
@@ -372,9 +389,16 @@ def test_default_view_shows_the_all_customer_rollups(dashboard, tmp_path):
            FROM clickstream_ingest_batches WHERE committed_at >= now() - interval '6 hours'
            GROUP BY 1""",
     )
+    # batch 1 (5.5 s to the commit) is in the rollups 1.25 s later; batch 2 not yet
+    ten_minutes_ago = min(bucket for bucket, _ in freshness)
     expect(
-        lambda: by_time(traces(driver, "freshness")["slowest record"]),
-        dict(freshness),
+        lambda: {name: by_time(points) for name, points in traces(driver, "freshness").items()},
+        {
+            "to events": dict(freshness),
+            "to the rollups": {
+                bucket: (6.75 if bucket == ten_minutes_ago else None) for bucket, _ in freshness
+            },
+        },
         "freshness trend",
     )
     slowest = query(
@@ -384,9 +408,11 @@ def test_default_view_shows_the_all_customer_rollups(dashboard, tmp_path):
            GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5""",
     )
     assert slowest == [("7", 6.5, 9000), ("42", 5.5, 5000), ("13", 3.0, 4000)]
+    # each one's slowest record to the rollups: only batch 1 is rolled up (its delay + 1.25 s)
+    to_rollups = {"7": 5.0 + 1.25, "42": 5.5 + 1.25, "13": None}
     expect(
         lambda: slow_tenants_shown(driver),
-        {c: (d, int(n)) for c, d, n in slowest},
+        {c: (d, to_rollups[c], int(n)) for c, d, n in slowest},
         "slowest customers",
     )
 

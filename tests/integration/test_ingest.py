@@ -16,7 +16,7 @@ from clickstream_pipeline.ingest.stream import (
     replay_dead_letters,
     start_ingest,
 )
-from clickstream_pipeline.warehouse.rollup_runner import runner_for
+from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
 from devkit.db import query
 from tests.integration.ingest_support import (
     assert_exactly_once,
@@ -246,3 +246,44 @@ def test_freshness_per_tenant_follows_the_kafka_timestamps_of_each_batch(spark, 
         rest = set(records) - set(named)
         assert other[2:4] == (len(rest), sum(len(records[c]) for c in rest))
         assert abs(other[4] - delay(committed, min(min(records[c]) for c in rest))) < 1e-3
+
+    # to the rollups: a batch is stamped once every rollup has aggregated past its events
+    event_ids = {
+        batch: max(ids)
+        for batch, ids in query(
+            db,
+            """SELECT l.batch_id, array_agg(e.event_id) FROM clickstream_ingest_ledger l
+               JOIN events e ON e.kafka_topic = l.kafka_topic
+                AND e.kafka_partition = l.kafka_partition
+                AND e.kafka_offset BETWEEN l.start_offset AND l.end_offset
+               WHERE l.sink LIKE %s AND l.kafka_topic = %s GROUP BY 1""",
+            (name + "%", topic),
+        )
+    }
+    assert set(event_ids) == set(batches)
+
+    def stamps() -> list[tuple]:
+        return query(
+            db,
+            """SELECT batch_id, events_through_id, rolled_up_at, committed_at,
+                      events_through_id <= (SELECT min(last_aggregated_id) FROM rollups)
+               FROM clickstream_ingest_batches WHERE query_name = %s""",
+            (name,),
+        )
+
+    for batch, through, rolled_up_at, _, covered in stamps():
+        assert through >= event_ids[batch]
+        assert covered or rolled_up_at is None  # pg_cron's stamp may come first, never early
+    before = datetime.now(UTC)
+    aggregate(db.psycopg_kwargs("test", 10))
+    for batch, _, rolled_up_at, committed, covered in stamps():
+        assert covered and committed <= rolled_up_at <= datetime.now(UTC)
+        if rolled_up_at < before:  # stamped by pg_cron: as late as a minute
+            continue
+        for c, to_rollups in query(
+            db,
+            """SELECT customer_id, max_rollup_delay_seconds FROM clickstream_tenant_freshness
+               WHERE query_name = %s AND batch_id = %s AND customer_id IS NOT NULL""",
+            (name, batch),
+        ):
+            assert abs(to_rollups - delay(rolled_up_at, min(batches[batch][c]))) < 1e-3

@@ -89,9 +89,14 @@ def test_the_endpoint_counts_what_the_batch_table_records(
             tmp_path / "ingest.log",
             *("--set", f"ingest.metrics_port={port}"),
             *("--set", "kafka.max_offsets_per_trigger=1500"),
+            *("--set", "ingest.rollup_after_batch=true"),
         )
         try:
             most_behind, totals = catch_up(job, port, db, query, sent.total, tmp_path)
+            # the rollup runner (a driver thread) stamps and exports after the last batch too
+            wait_until(lambda: bool(last_rolled_up(db, query)), 60, every=0.5)
+            rolled_up = last_rolled_up(db, query)
+            wait_until(lambda: rollup_delays(port) == rolled_up, 30)
             samples = scrape(port)
             # a real scraper reads the same, and every Grafana panel's query answers
             batches = f'clickstream_ingest_batches_total{{query="{query}"}}'
@@ -141,6 +146,9 @@ def test_the_endpoint_counts_what_the_batch_table_records(
     assert labelled(samples, "clickstream_ingest_tenant_rows", "customer") == {
         customer: rows for customer, rows, _ in tenants
     }
+    # the tenants' delay to every rollup, as the view gives it for the last batch rolled up
+    assert set(rolled_up) == {customer for customer, _, _ in tenants}
+    assert all(rolled_up[c] >= seconds for c, _, seconds in tenants)
     behind = labelled(samples, "clickstream_rollup_lag_events", "rollup")
     assert set(behind) == {name for (name,) in fetch(db, "SELECT name FROM rollups")}
     assert all(v >= 0 for v in behind.values())
@@ -149,6 +157,23 @@ def test_the_endpoint_counts_what_the_batch_table_records(
 def labelled(samples: dict, name: str, label: str) -> dict[str, float]:
     """`name`'s samples by the value of one label."""
     return {dict(ls)[label]: v for (n, ls), v in samples.items() if n == name}
+
+
+def rollup_delays(port: int) -> dict[str, float]:
+    return labelled(scrape(port), "clickstream_ingest_tenant_rollup_delay_seconds", "customer")
+
+
+def last_rolled_up(db, query: str) -> dict[str, float]:
+    """The last batch's tenants and their delay to the rollups ({} until it is stamped)."""
+    rows = fetch(
+        db,
+        """SELECT coalesce(customer_id::text, 'other'), max_rollup_delay_seconds
+           FROM clickstream_tenant_freshness
+           WHERE query_name = %s AND rolled_up_at IS NOT NULL AND batch_id = (
+               SELECT max(batch_id) FROM clickstream_ingest_batches WHERE query_name = %s)""",
+        (query, query),
+    )
+    return {customer: max(seconds, 0.0) for customer, seconds in rows}
 
 
 def catch_up(job, port: int, db, query: str, total: int, work: Path) -> tuple[float, Any]:

@@ -15,7 +15,7 @@ ROLLUPS_5MIN = {
     "rollup_events_5min",
 }
 ROLLUPS_1HR = {name.replace("_5min", "_1hr") for name in ROLLUPS_5MIN}
-BOOKKEEPING = {"clickstream_ingest_batches", "clickstream_ingest_tenant_freshness"}
+BOOKKEEPING = {"clickstream_ingest_batches", "clickstream_tenant_freshness"}
 
 
 def tables_read(composed: sql.Composable) -> set[tuple[str, ...]]:

@@ -130,7 +130,9 @@ def layout(refresh_seconds: float) -> html.Div:
                                 ],
                                 className="tiles",
                             ),
-                            html.H4("Kafka to database, slowest record per bucket (s)"),
+                            html.H4(
+                                "Kafka to events and to the rollups, slowest record per bucket (s)"
+                            ),
                             dcc.Graph(id="freshness", config={"displayModeBar": False}),
                             html.H4("Slowest customers in range"),
                             html.Table(id="slow-tenants"),
@@ -174,12 +176,21 @@ def pipeline_tiles(status: PipelineStatus, now: datetime) -> list[Any]:
 
 
 def slow_tenants_table(tenants: list[SlowTenant]) -> list[html.Tr]:
-    head = html.Tr([html.Th("customer"), html.Th("slowest record"), html.Th("rows")])
+    head = html.Tr(
+        [html.Th("customer"), html.Th("to events"), html.Th("to the rollups"), html.Th("rows")]
+    )
     rows = []
     for t in tenants:
         attributes: dict[str, Any] = {"data-key": t.customer_id}
         delay = valued(f"{t.max_delay_seconds:.1f} s", t.max_delay_seconds)
-        cells = [html.Td(t.customer_id), html.Td(delay), html.Td(number(t.rows))]
+        rolled = t.max_rollup_delay_seconds
+        to_rollups = "-" if rolled is None else valued(f"{rolled:.1f} s", rolled)
+        cells = [
+            html.Td(t.customer_id),
+            html.Td(delay),
+            html.Td(to_rollups),
+            html.Td(number(t.rows)),
+        ]
         rows.append(html.Tr(cells, **attributes))
     return [head, *rows]
 

@@ -41,16 +41,23 @@ def trend_figure(snap: Snapshot) -> dict[str, Any]:
 
 
 def freshness_figure(points: list[FreshnessPoint]) -> dict[str, Any]:
-    """The worst Kafka-to-database delay per bucket, as a line."""
-    line = {
-        "type": "scatter",
-        "mode": "lines+markers",
-        "name": "slowest record",
-        "x": [p.bucket.isoformat() for p in points],
-        "y": [p.max_delay_seconds for p in points],
-        "line": {"color": "#b83b3b"},
-    }
-    return {"data": [line], "layout": _layout("batches committed (UTC)", height=180)}
+    """The worst Kafka-to-events and Kafka-to-rollups delay per bucket, as two lines."""
+    x = [p.bucket.isoformat() for p in points]
+    lines = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": name,
+            "x": x,
+            "y": y,
+            "line": {"color": color},
+        }
+        for name, y, color in (
+            ("to events", [p.max_delay_seconds for p in points], "#b83b3b"),
+            ("to the rollups", [p.max_rollup_delay_seconds for p in points], "#3b6fb8"),
+        )
+    ]
+    return {"data": lines, "layout": _layout("batches committed (UTC)", legend=True, height=200)}
 
 
 def _layout(

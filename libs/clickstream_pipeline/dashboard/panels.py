@@ -74,7 +74,7 @@ HOURLY_TABLES = Tables(
     "rollup_events_1hr",
 )
 BATCHES_TABLE = "clickstream_ingest_batches"
-TENANTS_TABLE = "clickstream_ingest_tenant_freshness"
+TENANTS_VIEW = "clickstream_tenant_freshness"  # the tenant rows with their delay to the rollups
 SLOWEST_TENANTS = 5
 
 
@@ -131,6 +131,7 @@ class FreshnessPoint:
     bucket: datetime
     batches: int
     max_delay_seconds: float | None  # the bucket's slowest record, Kafka -> events
+    max_rollup_delay_seconds: float | None  # the same, Kafka -> every rollup (None: not yet)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class SlowTenant:
     customer_id: str
     max_delay_seconds: float  # its slowest record in the range
     rows: int  # written in the batches it was named in
+    max_rollup_delay_seconds: float | None  # its slowest record, Kafka -> every rollup
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ def _freshness_query(view: View) -> Query:
     """Per bucket of the view's size: the batches and the worst Kafka-to-database delay."""
     text = sql.SQL(
         """SELECT date_bin(%(step)s, committed_at, timestamptz '2000-01-01') AS bucket,
-                  count(*), max(max_delay_seconds)
+                  count(*), max(max_delay_seconds),
+                  max(max_delay_seconds + extract(epoch FROM rolled_up_at - committed_at))::float8
            FROM {table} WHERE committed_at >= now() - %(span)s
            GROUP BY 1 ORDER BY 1"""
     ).format(table=view.table(BATCHES_TABLE))
@@ -270,11 +273,12 @@ def _freshness_query(view: View) -> Query:
 def _slowest_tenants_query(view: View) -> Query:
     """The customers whose records waited longest in the range, from the batches' tenant rows."""
     text = sql.SQL(
-        """SELECT customer_id, max(max_delay_seconds), sum(rows_written)::bigint
+        """SELECT customer_id, max(max_delay_seconds), sum(rows_written)::bigint,
+                  max(max_rollup_delay_seconds)
            FROM {table}
            WHERE committed_at >= now() - %(span)s AND customer_id IS NOT NULL
            GROUP BY customer_id ORDER BY 2 DESC, customer_id LIMIT %(limit)s"""
-    ).format(table=view.table(TENANTS_TABLE))
+    ).format(table=view.table(TENANTS_VIEW))
     return text, view.params(limit=SLOWEST_TENANTS)
 
 
@@ -313,7 +317,9 @@ FRESHNESS: Panel[list[FreshnessPoint]] = Panel(
 SLOWEST_TENANTS_PANEL: Panel[list[SlowTenant]] = Panel(
     "slowest_tenants",
     _slowest_tenants_query,
-    lambda rows: [SlowTenant(str(c), float(d), int(n)) for c, d, n in rows],
+    lambda rows: [
+        SlowTenant(str(c), float(d), int(n), None if r is None else float(r)) for c, d, n, r in rows
+    ],
     by_customer=False,
 )
 PANELS: Sequence[Panel[Any]] = (

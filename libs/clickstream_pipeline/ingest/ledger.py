@@ -174,8 +174,10 @@ def record_batch(
                 """INSERT INTO clickstream_ingest_batches (query_name, batch_id, rows_read,
                        rows_written, rows_duplicate, rows_dead_lettered, offsets, started_at,
                        committed_at, seconds, rows_per_second, max_delay_seconds,
-                       min_delay_seconds)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       min_delay_seconds, events_through_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                           CASE WHEN %s > 0 THEN (SELECT max(pg_sequence_last_value(
+                               event_id_sequence_name::regclass)) FROM rollups) END)
                    ON CONFLICT (query_name, batch_id) DO UPDATE SET
                        rows_read = excluded.rows_read, rows_written = excluded.rows_written,
                        rows_duplicate = excluded.rows_duplicate,
@@ -184,7 +186,8 @@ def record_batch(
                        committed_at = excluded.committed_at, seconds = excluded.seconds,
                        rows_per_second = excluded.rows_per_second,
                        max_delay_seconds = excluded.max_delay_seconds,
-                       min_delay_seconds = excluded.min_delay_seconds""",
+                       min_delay_seconds = excluded.min_delay_seconds,
+                       events_through_id = excluded.events_through_id, rolled_up_at = NULL""",
                 (
                     query_name,
                     report.batch_id,
@@ -199,12 +202,32 @@ def record_batch(
                     report.rows_read / report.seconds if report.seconds else 0.0,
                     report.max_delay_s,
                     report.min_delay_s,
+                    report.rows_written,
                 ),
             )
             if not read_rollup_lag:
                 return {}
             cur.execute("SELECT rollup, events_behind FROM clickstream_rollup_lag")
             return {name: int(behind) for name, behind in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def tenant_rollup_delays(
+    connect_kwargs: dict[str, Any], query_name: str, batch_id: int
+) -> dict[str, float]:
+    """A stamped batch's tenants (labelled as in `TenantFreshness.label`): Kafka timestamp of
+    each one's slowest record to the moment every rollup held the batch."""
+    conn = open_connection(connect_kwargs)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                """SELECT coalesce(customer_id::text, 'other'), max_rollup_delay_seconds
+                   FROM clickstream_tenant_freshness
+                   WHERE query_name = %s AND batch_id = %s AND rolled_up_at IS NOT NULL""",
+                (query_name, batch_id),
+            )
+            return {label: float(seconds) for label, seconds in cur.fetchall()}
     finally:
         conn.close()
 

@@ -84,6 +84,13 @@ TENANT_ROWS = Gauge(
     ["query", "customer"],
     registry=REGISTRY,
 )
+TENANT_ROLLUP_DELAY = Gauge(
+    "clickstream_ingest_tenant_rollup_delay_seconds",
+    "Kafka timestamp of each listed tenant's oldest record to the moment every rollup held it, "
+    "for the last micro-batch the rollups finished (tenants as for the delay to the commit)",
+    ["query", "customer"],
+    registry=REGISTRY,
+)
 ROLLUP_LAG = Gauge(
     "clickstream_rollup_lag_events",
     "Events committed but not yet in each rollup, read after each micro-batch",
@@ -99,6 +106,8 @@ LAST_BATCH = Gauge(
 
 _served: dict[int, Any] = {}
 _tenants_shown: dict[str, set[str]] = {}  # per query: the customer labels of its last batch
+_rows_shown: dict[str, set[str]] = {}
+_rolled_up_shown: dict[str, set[str]] = {}  # the same for the last batch rolled up
 _listening: set[int] = set()
 
 
@@ -134,6 +143,24 @@ def export(spark: SparkSession, port: int, remote: bool = False) -> bool:
     return True
 
 
+def _relabel(
+    gauge: Gauge, shown: dict[str, set[str]], query: str, values: Mapping[str, float]
+) -> None:
+    """Set a per-tenant gauge to `values`, dropping the labels the last call set and this not."""
+    for gone in shown.get(query, set()) - set(values):
+        gauge.remove(query, gone)
+    shown[query] = set(values)
+    for label, value in values.items():
+        gauge.labels(query, label).set(value)
+
+
+def observe_rollup(query: str, delays: Mapping[str, float]) -> None:
+    """The tenants of the query's last batch the rollups finished: their delay to the rollups."""
+    _relabel(
+        TENANT_ROLLUP_DELAY, _rolled_up_shown, query, {k: max(v, 0.0) for k, v in delays.items()}
+    )
+
+
 def observe_batch(
     query: str,
     report: BatchReport,
@@ -146,14 +173,10 @@ def observe_batch(
     """A committed micro-batch: its counts, dead letters by reason, phases and delays, its
     tenants' freshness (only this batch's tenants stay labelled) and the rollups' lag."""
     BATCHES.labels(query).inc()
-    shown = {t.label for t in tenants}
-    for gone in _tenants_shown.get(query, set()) - shown:
-        TENANT_DELAY.remove(query, gone)
-        TENANT_ROWS.remove(query, gone)
-    _tenants_shown[query] = shown
-    for t in tenants:
-        TENANT_DELAY.labels(query, t.label).set(max(t.max_delay_s, 0.0))
-        TENANT_ROWS.labels(query, t.label).set(t.rows)
+    _relabel(
+        TENANT_DELAY, _tenants_shown, query, {t.label: max(t.max_delay_s, 0.0) for t in tenants}
+    )
+    _relabel(TENANT_ROWS, _rows_shown, query, {t.label: t.rows for t in tenants})
     for rollup, behind in (rollup_lag or {}).items():
         ROLLUP_LAG.labels(rollup).set(behind)
     counts = {

@@ -29,7 +29,12 @@ from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.ingest import dead_letters, openmetrics
-from clickstream_pipeline.ingest.ledger import BatchReport, offset_spans, record_batch
+from clickstream_pipeline.ingest.ledger import (
+    BatchReport,
+    offset_spans,
+    record_batch,
+    tenant_rollup_delays,
+)
 from clickstream_pipeline.ingest.sink import SinkSettings, check_and_route, write_and_route
 from clickstream_pipeline.ingest.source import read_kafka_stream
 from clickstream_pipeline.ingest.tenants import tenant_freshness, utc
@@ -305,7 +310,15 @@ def _with_raw_records(dead: DataFrame, batch_df: DataFrame) -> DataFrame:
 
 
 def _run_rollups(settings: IngestSettings) -> None:
-    settings.retrying(lambda: aggregate(settings.target.connect_kwargs))
+    stamped = settings.retrying(lambda: aggregate(settings.target.connect_kwargs))
+    ours = [batch for query, batch in stamped if query == settings.query_name]
+    if settings.metrics and ours:
+        delays = settings.retrying(
+            lambda: tenant_rollup_delays(
+                settings.target.connect_kwargs, settings.query_name, max(ours)
+            )
+        )
+        openmetrics.observe_rollup(settings.query_name, delays)
 
 
 CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"

@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 ROLLUP_FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
 
 
-def aggregate(connect_kwargs: dict[str, Any]) -> None:
-    """One run of every incremental rollup, each in a transaction of its own."""
+def aggregate(connect_kwargs: dict[str, Any]) -> list[tuple[str, int]]:
+    """One run of every incremental rollup, each in a transaction of its own; then the batches
+    whose events every rollup now holds are stamped `rolled_up_at`: (query, batch id) each."""
     conn = open_connection(connect_kwargs)
     try:
         for function in ROLLUP_FUNCTIONS:
             with conn, conn.cursor() as cur:
                 cur.execute(f"SELECT {function}()")
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT * FROM clickstream_stamp_rolled_up_batches()")
+            return [(str(query), int(batch)) for query, batch in cur.fetchall()]
     finally:
         conn.close()
 
