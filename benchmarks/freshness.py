@@ -121,7 +121,7 @@ def delays(rows: list[Any], t_from: float, t_to: float, poller: RollupPoller) ->
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "20 s and 10 s of producing")
+    parser = benchmark_parser(__doc__, "12 s and 8 s of producing")
     parser.add_argument("--rate", type=float, default=2000.0, help="messages/s")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of producing")
     parser.add_argument("--sustained-rate", type=float, default=20000.0, help="messages/s")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--trigger", default=None, help="trigger interval (default: config's)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.sustained_duration, args.single = 20.0, 10.0, 4
+        args.duration, args.sustained_duration, args.single = 12.0, 8.0, 3
     base_cfg, base_secrets = setup_env(args.env)
     results: dict[str, Any] = {
         "machine": machine_facts(),

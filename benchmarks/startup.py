@@ -117,7 +117,7 @@ def run_child(design: str, topic: str, db: ConnectionParams, args: argparse.Name
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    parser = benchmark_parser(__doc__, "one repeat of 50,000 messages")
+    parser = benchmark_parser(__doc__, "one repeat of 20,000 messages")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--per-batch", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         child(args)
         return None
     if args.quick:
-        args.repeat, args.messages, args.per_batch = 1, 50_000, 25_000
+        args.repeat, args.messages, args.per_batch = 1, 20_000, 10_000
     say("class archive: training it if missing (not timed)")
     subprocess.run(  # a process of its own: its JVM writes the archive as it exits
         [sys.executable, "-m", "clickstream_pipeline.ingest.warm_up", "--env", args.env],

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from clickstream_pipeline.ingest.ledger import ledger_ranges
+from clickstream_pipeline.ingest.routed import NOTHING_WRITTEN, route_outputs
 from clickstream_pipeline.ingest.sink import row_specific, to_csv
 from clickstream_pipeline.warehouse.database import is_transient
 
@@ -85,3 +86,41 @@ def test_conninfo_round_trips_awkward_values_and_drops_unset_ones():
         "sslmode": None,
     }
     assert parse_dsn(conninfo(kwargs)) == {k: str(v) for k, v in kwargs.items() if v is not None}
+
+
+def partition_rows() -> pa.Table:
+    stamp = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    return pa.table(
+        {
+            "kafka_offset": pa.array([10, 11, 12, 13], pa.int64()),
+            "kafka_timestamp": pa.array(
+                [stamp + datetime.timedelta(seconds=s) for s in (0, 1, 2, 3)],
+                pa.timestamp("us", "UTC"),
+            ),
+            "customer_id": pa.array([7, 8, 7, 7], pa.int64()),
+            "reject_reason": pa.array([None] * 4, pa.string()),
+        }
+    )
+
+
+def test_a_partition_written_returns_its_rows_per_customer_only_when_asked():
+    rows = partition_rows()
+    written = {**NOTHING_WRITTEN, "written": 4, "attempts": 1}
+    routed = pa.Table.from_batches(list(route_outputs("t", 0, rows, written, rows))).to_pylist()
+    tenants = {
+        r["customer_id"]: (r["rows_in"], r["oldest"].second)
+        for r in routed
+        if r["kind"] == "tenant"
+    }
+    assert tenants == {7: (3, 0), 8: (1, 1)}
+    assert [r["kind"] for r in routed if r["kind"] != "tenant"] == ["stats"]
+    unasked = list(route_outputs("t", 0, rows, written))  # tenant_freshness_top = 0
+    assert [r["kind"] for r in pa.Table.from_batches(unasked).to_pylist()] == ["stats"]
+    replayed = {**written, "written": 0, "duplicates": 4}  # a replay's delays mean nothing
+    kinds = {
+        r["kind"]
+        for r in pa.Table.from_batches(
+            list(route_outputs("t", 0, rows, replayed, rows))
+        ).to_pylist()
+    }
+    assert kinds == {"stats"}

@@ -56,9 +56,14 @@ def valid_rows_of(rows: pa.Table) -> pa.Table:
 
 
 def route_outputs(
-    topic: str, partition: int, rows: pa.Table, written: dict[str, Any]
+    topic: str,
+    partition: int,
+    rows: pa.Table,
+    written: dict[str, Any],
+    valid: pa.Table | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """One Kafka partition's dead letters (invalid or refused rows) and its statistics row."""
+    """One Kafka partition's dead letters (invalid or refused rows), its statistics row and,
+    given its `valid` rows, its rows per customer."""
     invalid = pc.is_valid(rows.column("reject_reason"))
     dead = rows.filter(invalid)
     rejected = dict(zip(written["rejected_offsets"], written["rejected_errors"], strict=True))
@@ -90,8 +95,8 @@ def route_outputs(
         "seconds": written["seconds"],
     }
     yield pa.RecordBatch.from_pylist([stats], schema=ROUTED_ARROW_SCHEMA)
-    if written["written"] and not written["duplicates"]:  # a replay's delays mean nothing
-        yield tenant_batch(topic, partition, valid_rows_of(rows))
+    if valid is not None and written["written"] and not written["duplicates"]:
+        yield tenant_batch(topic, partition, valid)  # (a replay's delays mean nothing)
 
 
 def tenant_batch(topic: str, partition: int, valid: pa.Table) -> pa.RecordBatch:

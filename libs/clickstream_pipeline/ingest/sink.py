@@ -72,6 +72,7 @@ class SinkSettings:
     max_attempts: int = 8
     backoff_s: float = 0.25
     max_backoff_s: float = 10.0
+    tenant_rows: bool = True  # rows per customer for freshness per tenant (kind "tenant")
 
     @property
     def table(self) -> str:
@@ -316,7 +317,8 @@ def write_and_route(
         if table.num_rows == 0:
             return
         for topic, partition, rows in partitions_of(table):
-            valid_rows = valid_rows_of(rows).select(list(EVENT_COLUMNS))
+            valid = valid_rows_of(rows)
+            valid_rows = valid.select(list(EVENT_COLUMNS))
             if streamed is not None:
                 count = streamed.written.get((topic, partition), [0])[0]
                 written = {
@@ -330,7 +332,9 @@ def write_and_route(
                 written = write_range(settings, topic, partition, valid_rows)
             else:
                 written = NOTHING_WRITTEN
-            yield from route_outputs(topic, partition, rows, written)
+            yield from route_outputs(
+                topic, partition, rows, written, valid if settings.tenant_rows else None
+            )
 
     return run
 

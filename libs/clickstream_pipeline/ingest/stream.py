@@ -129,6 +129,7 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         copy_format=cfg.ingest.sink_copy_format,
         max_attempts=cfg.ingest.sink_max_attempts,
         backoff_s=cfg.ingest.sink_backoff_s,
+        tenant_rows=cfg.ingest.tenant_freshness_top > 0,
     )
     return IngestSettings(
         query_name=cfg.ingest.query_name,
