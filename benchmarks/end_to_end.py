@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,16 +50,22 @@ from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import start_ingest
-from clickstream_pipeline.traffic.generator import encode_event, lab_uniform_events
+from clickstream_pipeline.traffic.generator import Event, encode_event, lab_uniform_events
 from clickstream_pipeline.traffic.producer import SendOptions, kafka_settings
 from clickstream_pipeline.warehouse.database import fetch
 from devkit.db import execute
 
 
-def load_topic(cfg: Config, secrets: Secrets, topic: str, n: int) -> float:
+def load_topic(
+    cfg: Config,
+    secrets: Secrets,
+    topic: str,
+    n: int,
+    encode: Callable[[Event], bytes] = encode_event,
+) -> float:
     """N lab-format messages (the lab's six fields, no key), pre-serialised; returns msg/s."""
     started = time.perf_counter()
-    values = [encode_event(e) for e in itertools.islice(lab_uniform_events(1), n)]
+    values = [encode(e) for e in itertools.islice(lab_uniform_events(1), n)]
     say(f"serialised {n:,} messages in {time.perf_counter() - started:.1f}s")
     producer = Producer(kafka_settings(producer_config(cfg.kafka, secrets), SendOptions(topic)))
     produce, poll = producer.produce, producer.poll

@@ -22,6 +22,7 @@ PARTS = (
     "freshness",
     "dashboard",
     "viewers",
+    "peer_connect",
     "rollups",
     "bootstrap",
 )
@@ -266,6 +267,7 @@ def table(parts: dict[str, Any]) -> list[str]:
             )
         lines += panel_rows(dash)
     lines += viewer_rows(parts.get("viewers"))
+    lines += peer_rows(parts.get("peer_connect"))
     prod = parts.get("producer")
     if prod:
         lines.append(
@@ -294,6 +296,27 @@ def viewer_rows(viewers: dict[str, Any] | None) -> list[str]:
             f"{f['p99_over_development']:.2f}x p99 | p99 <= 250 ms, no errors: {_met(ok)} |"
         )
     return rows
+
+
+def peer_rows(peer: dict[str, Any] | None) -> list[str]:
+    """Ours against Kafka Connect's JDBC sink (Debezium's), same rows, same run."""
+    if not peer:
+        return []
+    ours, theirs, fresh = peer["ours"], peer["peer"], peer["freshness"]
+    return [
+        f"| end to end, {peer['messages']:,} lab messages: ours vs Kafka Connect + Debezium JDBC "
+        f"sink | ours {_n(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row']:.1f} us DB "
+        f"CPU/row, {_n(ours['peak_memory_mib'])} MiB | peer {_n(theirs['rows_per_s'])} rows/s, "
+        f"{theirs['db_cpu_us_per_row']:.1f} us/row, {_n(theirs['peak_memory_mib'])} MiB | "
+        f"{peer['ours_over_peer_rows_per_s']:.2f}x | |",
+        f"| SIGKILL half-way, then a restart: rows lost / duplicated | ours "
+        f"{peer['ours_lost']:,} / {peer['ours_duplicated']:,} | peer {peer['peer_lost']:,} / "
+        f"{peer['peer_duplicated']:,} | | exactly once: "
+        f"{_met(peer['ours_lost'] == peer['ours_duplicated'] == 0)} |",
+        f"| freshness at {fresh['rate_msg_per_s']:,.0f} msg/s, send to row written, p50 / p95 | "
+        f"ours {fresh['ours']['p50_s']:.2f} / {fresh['ours']['p95_s']:.2f} s | peer "
+        f"{fresh['peer']['p50_s']:.2f} / {fresh['peer']['p95_s']:.2f} s | | |",
+    ]
 
 
 def panel_rows(dash: dict[str, Any]) -> list[str]:

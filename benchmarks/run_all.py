@@ -1,10 +1,11 @@
 """Run every benchmark, one process each, then write the combined results.
 
 `.venv/bin/python -m benchmarks.run_all [--quick] [--only sink,freshness]` (or `make bench`):
-producer, sink, stages, startup, objectstore, end_to_end, freshness, dashboard, viewers, rollups,
-bootstrap in turn, each writing `benchmarks/results/<name>.json`; sink, stages, end_to_end,
-freshness and dashboard run a second time against the Citus cluster (`--env local-citus`,
-`<name>_citus.json`) when the stack has one; then `results.json`, `results.md` and `results.png`.
+producer, sink, stages, startup, objectstore, end_to_end, freshness, dashboard, viewers,
+peer_connect, rollups, bootstrap in turn, each writing `benchmarks/results/<name>.json`;
+sink, stages, end_to_end, freshness and dashboard run a second time against the Citus cluster
+(`--env local-citus`, `<name>_citus.json`) when the stack has one; then `results.json`,
+`results.md` and `results.png`.
 A failed benchmark is reported and the others still run; the exit code is 1 if any failed.
 Full size takes about 20-30 minutes on 2 cores (the 10M-event dashboard database is built once
 and reused); `--quick` is a smoke run of under 2 minutes per benchmark.

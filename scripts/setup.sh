@@ -57,6 +57,7 @@ else
 fi
 
 "$PROJECT_DIR/scripts/jars.sh"
+"$PROJECT_DIR/scripts/stack/connect.sh" jars  # the peer of benchmarks/peer_connect.py
 # local sessions map their classes from an archive trained once here (class_archive.py)
 (cd "$PROJECT_DIR" && "$VENV/bin/python" -m clickstream_pipeline.ingest.warm_up --env local)
 log "setup: done"

@@ -193,3 +193,32 @@ def test_viewers_benchmark_quick_mode_measures_every_server_against_the_developm
         )
         assert f"{name}: p99 {figures['p99_over_development']:.3f}x the development" in stdout
     assert set(result["targets"]) == {"p99_le_250ms", "no_errors", "connections_bounded"}
+
+
+@pytest.mark.timeout(600)
+def test_peer_benchmark_quick_mode_measures_ours_and_kafka_connect_in_one_run(
+    tmp_path: Path,
+) -> None:
+    result, stdout = run_quick("peer_connect", tmp_path / "peer.json", 540)
+    n = result["messages"]
+    for name in ("ours", "peer"):
+        figures = result[name]
+        assert figures["rows"] == n
+        assert figures["rows_per_s"] == pytest.approx(n / figures["seconds"], rel=1e-3)
+        assert 0 < figures["start_to_first_row_s"] < figures["seconds"]
+        assert figures["db_cpu_us_per_row"] > 0 and figures["peak_memory_mib"] > 100
+        assert n // 2 <= figures["killed_at_rows"] <= n + figures["duplicated"]
+        fresh = result["freshness"][name]
+        assert fresh["rows"] == result["freshness"]["rate_msg_per_s"] * 6  # the quick 6 s
+        assert 0 < fresh["p50_s"] <= fresh["p95_s"]
+    assert result["ours_over_peer_rows_per_s"] == (
+        result["ours"]["rows_per_s"] / result["peer"]["rows_per_s"]
+    )
+    # ours is exactly once through the kill; the peer (at-least-once) loses nothing either
+    assert result["ours_lost"] == result["ours_duplicated"] == 0
+    assert result["peer_lost"] == 0 and result["peer_duplicated"] >= 0
+    settings = result["peer_settings"]["connector"]
+    assert settings["connector.class"] == "io.debezium.connector.jdbc.JdbcSinkConnector"
+    assert settings["connection.password"].startswith("${env:")  # never the secret itself
+    assert re.search(r"ours over the peer: [\d.]+x rows/s", stdout)
+    assert re.search(r"SIGKILL half-way: rows lost\s+0\s+0", stdout)
