@@ -25,17 +25,7 @@ def trend_figure(snap: Snapshot) -> dict[str, Any]:
         "devices": [p.devices for p in snap.trend],
         "sessions": [p.sessions for p in snap.trend],
     }
-    lines = [
-        {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "name": name,
-            "x": x,
-            "y": y,
-            "line": {"color": COLORS[name]},
-        }
-        for name, y in distinct.items()
-    ]
+    lines = [_line(name, x, y, COLORS[name]) for name, y in distinct.items()]
     step = "hourly" if snap.view.range.hourly else "5-minute"
     return {"data": [events, *lines], "layout": _layout(f"{step} buckets (UTC)", legend=True)}
 
@@ -44,20 +34,24 @@ def freshness_figure(points: list[FreshnessPoint]) -> dict[str, Any]:
     """The worst Kafka-to-events and Kafka-to-rollups delay per bucket, as two lines."""
     x = [p.bucket.isoformat() for p in points]
     lines = [
-        {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "name": name,
-            "x": x,
-            "y": y,
-            "line": {"color": color},
-        }
+        _line(name, x, y, color)
         for name, y, color in (
             ("to events", [p.max_delay_seconds for p in points], "#b83b3b"),
             ("to the rollups", [p.max_rollup_delay_seconds for p in points], "#3b6fb8"),
         )
     ]
     return {"data": lines, "layout": _layout("batches committed (UTC)", legend=True, height=200)}
+
+
+def _line(name: str, x: list[Any], y: list[Any], color: str) -> dict[str, Any]:
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": name,
+        "x": x,
+        "y": y,
+        "line": {"color": color},
+    }
 
 
 def _layout(
