@@ -32,13 +32,12 @@ Run: `.venv/bin/python -m benchmarks.peer_connect [--messages 2000000] [--quick]
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -76,6 +75,7 @@ from clickstream_pipeline.traffic.producer import SendOptions, kafka_settings
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.db import execute
 from devkit.ports import free_port
+from devkit.processes import kill_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECT_JARS = ROOT / ".stack" / "connect" / "jars"
@@ -172,6 +172,7 @@ class Pipeline:
     start: Callable[[], subprocess.Popen]
     progress: Callable[[], int]
     last_write: Callable[[], float]  # Unix time
+    stops_by_itself: bool  # ours with --available-now; the peer runs until killed
 
 
 def _epoch(db: ConnectionParams, text: str, args: tuple[Any, ...]) -> float:
@@ -196,6 +197,7 @@ def ours_pipeline(
         lambda: job.start(query_name, available_now, topic),
         lambda: int(fetch(db, written, (query_name,))[0][0]),
         lambda: _epoch(db, last, (query_name,)),
+        available_now,
     )
 
 
@@ -213,6 +215,7 @@ def peer_pipeline(db: ConnectionParams, worker: ConnectWorker, topic: str) -> Pi
         worker.start,
         lambda: int(fetch(db, inserted)[0][0]) - base,
         lambda: _epoch(db, last, (topic,)),
+        False,
     )
 
 
@@ -231,12 +234,13 @@ def wait_rows(
     while True:
         n = pipeline.progress()
         now = time.monotonic()
-        if n >= at_least and done is None:
-            return now
-        if n >= at_least and now - last_check >= 5:  # `done` scans the table: every 5 s at most
-            last_check = now
-            if done is not None and done():
+        if n >= at_least:
+            if done is None:
                 return now
+            if now - last_check >= 5:  # `done` scans the table: every 5 s at most
+                last_check = now
+                if done():
+                    return now
         if process.poll() is not None and process.returncode != 0:
             raise RuntimeError(f"{what} exited with {process.returncode} at {n:,} rows")
         if now - started > timeout_s:
@@ -377,13 +381,6 @@ def _properties(settings: dict[str, str]) -> str:
     return "".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in settings.items())
 
 
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL the process group (the job's Python, its JVM and workers; or Connect's JVM)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
 @dataclass
 class OurJob:
     """The ingest job (`clickstream-ingest --available-now`) in a process of its own."""
@@ -431,11 +428,11 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
                 first = wait_rows(pipeline, 1, process, what, timeout_s=600)
                 wait_rows(pipeline, n, process, what, timeout_s=3600)
         wait_rows(pipeline, n, process, what, 600, lambda: _complete(pipeline, n))
-        if pipeline.table == "events":  # available-now: it stops by itself
+        if pipeline.stops_by_itself:
             process.wait(timeout=600)
     finally:
         if process is not None:
-            kill_tree(process)
+            kill_group(process, missing_ok=True)
     got = delivery(pipeline.db, pipeline.table, pipeline.topic, n)
     if got.rows != n or got.lost:
         raise RuntimeError(f"{what} wrote {got.rows:,} rows ({got.lost:,} lost), expected {n:,}")
@@ -469,14 +466,14 @@ def killed_half_way(pipeline: Pipeline, n: int) -> dict[str, int]:
     what = pipeline.name
     process = pipeline.start()
     wait_rows(pipeline, n // 2, process, f"{what} (to be killed)", timeout_s=3600)
-    kill_tree(process)
+    kill_group(process, missing_ok=True)
     at_kill = pipeline.progress()
     say(f"{what}: SIGKILL at {at_kill:,} rows; starting again")
     process = pipeline.start()
 
     try:
         wait_rows(pipeline, n, process, f"{what} (restarted)", 3600, lambda: _complete(pipeline, n))
-        if pipeline.table == "events":
+        if pipeline.stops_by_itself:
             process.wait(timeout=600)
         else:  # a restarted peer may still re-send what it had written: let it finish
             settled, since = pipeline.progress(), time.monotonic()
@@ -485,7 +482,7 @@ def killed_half_way(pipeline: Pipeline, n: int) -> dict[str, int]:
                 if (now := pipeline.progress()) != settled:
                     settled, since = now, time.monotonic()
     finally:
-        kill_tree(process)
+        kill_group(process, missing_ok=True)
     got = delivery(pipeline.db, pipeline.table, pipeline.topic, n)
     say(f"{what}: after the kill {got.lost:,} rows lost, {got.duplicated:,} duplicated")
     return {"killed_at_rows": at_kill, "lost": got.lost, "duplicated": got.duplicated}
@@ -550,7 +547,7 @@ def freshness(
         total = warm + produce_paced(cfg, secrets, pipeline.topic, encode, rate, seconds)
         wait_rows(pipeline, total, process, pipeline.name, 300)
     finally:
-        kill_tree(process)
+        kill_group(process, missing_ok=True)
     rows = fetch(pipeline.db, DELAYS[pipeline.name], (pipeline.topic, t_from))
     delays = [float(d) for (d,) in rows]
     figures = {
@@ -589,11 +586,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.messages, args.max_offsets_per_trigger, args.duration = 30_000, 7_500, 6.0
     base_cfg, base_secrets = setup_env(args.env)
     n = args.messages
-    work = Path(
-        subprocess.run(
-            ["mktemp", "-d", "/tmp/bench-peer-XXXX"], capture_output=True, text=True
-        ).stdout.strip()
-    )
+    work = Path(tempfile.mkdtemp(prefix="bench-peer-"))  # logs and properties, kept to read
     results: dict[str, Any] = {"machine": machine_facts(), "messages": n}
     bootstrap = str(producer_config(base_cfg.kafka, base_secrets)["bootstrap.servers"])
     with (
@@ -612,10 +605,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         secrets = secrets_for(base_secrets, db)
         job = OurJob(base_cfg, secrets, ours_topic, work, args.max_offsets_per_trigger)
 
-        def peer(run: str) -> ConnectWorker:
-            return ConnectWorker(
-                work / run, bootstrap, peer_topic, db, args.partitions, args.batch_size
-            )
+        def peer(run: str, topic: str = peer_topic) -> ConnectWorker:
+            return ConnectWorker(work / run, bootstrap, topic, db, args.partitions, args.batch_size)
 
         first = peer("throughput")
         results["peer_settings"] = {
@@ -640,9 +631,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             killed = [pool.submit(killed_half_way, p, n) for p in pipelines]
             results["ours"].update(killed[0].result())
             results["peer"].update(killed[1].result())
-        fresh = ConnectWorker(
-            work / "freshness", bootstrap, peer_fresh, db, args.partitions, args.batch_size
-        )
         results["freshness"] = {
             "ours": freshness(
                 base_cfg,
@@ -655,7 +643,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "peer": freshness(
                 base_cfg,
                 base_secrets,
-                peer_pipeline(db, fresh, peer_fresh),
+                peer_pipeline(db, peer("freshness", peer_fresh), peer_fresh),
                 encode_with_schema,
                 args.rate,
                 args.duration,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -233,12 +231,6 @@ def dead_letter_values(spark, cfg: Config, query_name: str) -> list[tuple[bytes,
 def batch_totals(db: ConnectionParams, query_name: str) -> tuple[int, ...]:
     """The query's batch records: (batches, read, written, duplicates, dead-lettered)."""
     return dataclasses.astuple(query_totals(db, query_name))
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and everything it started (JVM, Python workers): a crash."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def wait_until(

@@ -17,12 +17,12 @@ import pytest
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import query
+from devkit.processes import kill_group
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     Sent,
     assert_exactly_once,
     batch_totals,
-    kill_group,
     ledger_batches,
     new_topic,
     produce_mix,

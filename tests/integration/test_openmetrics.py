@@ -22,10 +22,10 @@ from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.metrics import of, scrape
 from devkit.ports import free_port
+from devkit.processes import kill_group
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     dead_letter_values,
-    kill_group,
     new_topic,
     produce_mix,
     start_job,

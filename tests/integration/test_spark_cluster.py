@@ -20,12 +20,12 @@ import pytest
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrap
+from devkit.processes import kill_group
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     assert_exactly_once,
     batch_totals,
     dead_letter_values,
-    kill_group,
     ledger_batches,
     new_topic,
     produce_mix,

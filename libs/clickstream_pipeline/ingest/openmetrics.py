@@ -106,7 +106,6 @@ LAST_BATCH = Gauge(
 
 _served: dict[int, Any] = {}
 _tenants_shown: dict[str, set[str]] = {}  # per query: the customer labels of its last batch
-_rows_shown: dict[str, set[str]] = {}
 _rolled_up_shown: dict[str, set[str]] = {}  # the same for the last batch rolled up
 _listening: set[int] = set()
 
@@ -144,20 +143,24 @@ def export(spark: SparkSession, port: int, remote: bool = False) -> bool:
 
 
 def _relabel(
-    gauge: Gauge, shown: dict[str, set[str]], query: str, values: Mapping[str, float]
+    shown: dict[str, set[str]], query: str, values: Mapping[Gauge, Mapping[str, float]]
 ) -> None:
-    """Set a per-tenant gauge to `values`, dropping the labels the last call set and this not."""
-    for gone in shown.get(query, set()) - set(values):
-        gauge.remove(query, gone)
-    shown[query] = set(values)
-    for label, value in values.items():
-        gauge.labels(query, label).set(value)
+    """Set per-tenant gauges of the same tenants to `values`, dropping the labels the last call
+    set and this one does not."""
+    labels = {label for by_label in values.values() for label in by_label}
+    for gone in shown.get(query, set()) - labels:
+        for gauge in values:
+            gauge.remove(query, gone)
+    shown[query] = labels
+    for gauge, by_label in values.items():
+        for label, value in by_label.items():
+            gauge.labels(query, label).set(value)
 
 
 def observe_rollup(query: str, delays: Mapping[str, float]) -> None:
     """The tenants of the query's last batch the rollups finished: their delay to the rollups."""
     _relabel(
-        TENANT_ROLLUP_DELAY, _rolled_up_shown, query, {k: max(v, 0.0) for k, v in delays.items()}
+        _rolled_up_shown, query, {TENANT_ROLLUP_DELAY: {k: max(v, 0.0) for k, v in delays.items()}}
     )
 
 
@@ -174,9 +177,13 @@ def observe_batch(
     tenants' freshness (only this batch's tenants stay labelled) and the rollups' lag."""
     BATCHES.labels(query).inc()
     _relabel(
-        TENANT_DELAY, _tenants_shown, query, {t.label: max(t.max_delay_s, 0.0) for t in tenants}
+        _tenants_shown,
+        query,
+        {
+            TENANT_DELAY: {t.label: max(t.max_delay_s, 0.0) for t in tenants},
+            TENANT_ROWS: {t.label: t.rows for t in tenants},
+        },
     )
-    _relabel(TENANT_ROWS, _rows_shown, query, {t.label: t.rows for t in tenants})
     for rollup, behind in (rollup_lag or {}).items():
         ROLLUP_LAG.labels(rollup).set(behind)
     counts = {
