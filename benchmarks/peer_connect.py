@@ -82,6 +82,7 @@ CONNECT_JARS = ROOT / ".stack" / "connect" / "jars"
 PEER_TABLE = "peer_events"
 CONNECTOR_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
 PASSWORD_VARIABLE = "CLICKSTREAM_PEER_DB_PASSWORD"
+STALLED_S = 180  # no new row for this long (a JVM's start included): the run is stuck
 
 # the lab's six fields as a Connect schema, inlined in every message (JsonConverter's envelope)
 LAB_SCHEMA = {
@@ -173,6 +174,7 @@ class Pipeline:
     progress: Callable[[], int]
     last_write: Callable[[], float]  # Unix time
     stops_by_itself: bool  # ours with --available-now; the peer runs until killed
+    log_tail: Callable[[], str]  # the end of its log, for an error
 
 
 def _epoch(db: ConnectionParams, text: str, args: tuple[Any, ...]) -> float:
@@ -198,6 +200,7 @@ def ours_pipeline(
         lambda: int(fetch(db, written, (query_name,))[0][0]),
         lambda: _epoch(db, last, (query_name,)),
         available_now,
+        job.log_tail,
     )
 
 
@@ -216,6 +219,7 @@ def peer_pipeline(db: ConnectionParams, worker: ConnectWorker, topic: str) -> Pi
         lambda: int(fetch(db, inserted)[0][0]) - base,
         lambda: _epoch(db, last, (topic,)),
         False,
+        worker.log_tail,
     )
 
 
@@ -226,14 +230,19 @@ def wait_rows(
     what: str,
     timeout_s: float,
     done: Callable[[], bool] | None = None,
+    stalled_s: float = STALLED_S,
 ) -> float:
     """Poll until the pipeline wrote `at_least` rows (and `done()`, if given), printing the
-    rate every 5 s; returns when (monotonic)."""
+    rate every 5 s; returns when (monotonic). Fails, with the end of the pipeline's log, after
+    `timeout_s` or once no row came for `stalled_s`."""
     started = time.monotonic()
-    last_print = last_check = started
+    last_print = last_check = last_move = started
+    moved = -1
     while True:
         n = pipeline.progress()
         now = time.monotonic()
+        if n != moved:
+            moved, last_move = n, now
         if n >= at_least:
             if done is None:
                 return now
@@ -243,8 +252,11 @@ def wait_rows(
                     return now
         if process.poll() is not None and process.returncode != 0:
             raise RuntimeError(f"{what} exited with {process.returncode} at {n:,} rows")
-        if now - started > timeout_s:
-            raise RuntimeError(f"{what}: {n:,} of {at_least:,} rows after {timeout_s:.0f}s")
+        if now - started > timeout_s or (n < at_least and now - last_move > stalled_s):
+            raise RuntimeError(
+                f"{what}: {n:,} of {at_least:,} rows after {now - started:.0f}s, the last "
+                f"{now - last_move:.0f}s without one; its log ends:\n{pipeline.log_tail()}"
+            )
         if now - last_print >= 5:
             say(f"{what}: {n:,}/{at_least:,} rows ({n / (now - started):,.0f} rows/s)")
             last_print = now
@@ -361,8 +373,7 @@ class ConnectWorker:
         raise RuntimeError(f"Connect not running after {timeout_s:.0f}s: {self.log_tail()}")
 
     def log_tail(self) -> str:
-        path = self.work / "connect.log"
-        return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
+        return tail(self.work / "connect.log")
 
 
 LOG4J2 = """status = warn
@@ -414,6 +425,13 @@ class OurJob:
         return subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+    def log_tail(self) -> str:
+        return tail(self.work / "ingest.log")
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.is_file() else "(no log)"
 
 
 def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""The peer benchmark's wait: a pipeline that stops writing fails the run with its log,
+instead of holding it until the hour-long timeout."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.peer_connect import Pipeline, tail, wait_rows
+
+
+def stuck_pipeline(log: Path, rows: list[int]) -> Pipeline:
+    return Pipeline(
+        "stuck",
+        "events",
+        "topic",
+        None,  # type: ignore[arg-type]  # never read by the wait
+        lambda: subprocess.Popen([sys.executable, "-c", "pass"]),
+        lambda: rows.pop(0) if len(rows) > 1 else rows[0],
+        time.time,
+        False,
+        lambda: tail(log),
+    )
+
+
+def test_a_stalled_pipeline_fails_with_the_end_of_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "connect.log"
+    log.write_text("start\nTask peer-0 is being killed\n")
+    pipeline = stuck_pipeline(log, [0, 5, 7])  # moves twice, then not again
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match=r"7 of 10 rows .*\n(.|\n)*being killed"):
+            wait_rows(pipeline, 10, process, "stuck", timeout_s=600, stalled_s=2)
+    finally:
+        process.kill()
+    assert time.monotonic() - started < 10  # the stall, not the timeout
+
+
+def test_a_pipeline_that_keeps_writing_is_waited_for(tmp_path: Path) -> None:
+    rows = list(range(0, 12))  # one more row each poll (0.5 s): slower than the stall bound
+    pipeline = stuck_pipeline(tmp_path / "none.log", rows)
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        wait_rows(pipeline, 10, process, "slow", timeout_s=600, stalled_s=2)
+    finally:
+        process.kill()
