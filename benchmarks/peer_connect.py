@@ -605,6 +605,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_cfg, base_secrets = setup_env(args.env)
     n = args.messages
     work = Path(tempfile.mkdtemp(prefix="bench-peer-"))  # logs and properties, kept to read
+    say(f"logs and settings of every run in {work}")
     results: dict[str, Any] = {"machine": machine_facts(), "messages": n}
     bootstrap = str(producer_config(base_cfg.kafka, base_secrets)["bootstrap.servers"])
     with (
