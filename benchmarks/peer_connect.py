@@ -75,7 +75,7 @@ from clickstream_pipeline.traffic.producer import SendOptions, kafka_settings
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.db import execute
 from devkit.ports import free_port
-from devkit.processes import kill_group
+from devkit.processes import kill_group, log_tail
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECT_JARS = ROOT / ".stack" / "connect" / "jars"
@@ -252,7 +252,7 @@ def wait_rows(
                     return now
         if process.poll() is not None and process.returncode != 0:
             raise RuntimeError(f"{what} exited with {process.returncode} at {n:,} rows")
-        if now - started > timeout_s or (n < at_least and now - last_move > stalled_s):
+        if now - started > timeout_s or now - last_move > stalled_s:
             raise RuntimeError(
                 f"{what}: {n:,} of {at_least:,} rows after {now - started:.0f}s, the last "
                 f"{now - last_move:.0f}s without one; its log ends:\n{pipeline.log_tail()}"
@@ -373,7 +373,7 @@ class ConnectWorker:
         raise RuntimeError(f"Connect not running after {timeout_s:.0f}s: {self.log_tail()}")
 
     def log_tail(self) -> str:
-        return tail(self.work / "connect.log")
+        return log_tail(self.work / "connect.log")
 
 
 LOG4J2 = """status = warn
@@ -427,11 +427,7 @@ class OurJob:
         )
 
     def log_tail(self) -> str:
-        return tail(self.work / "ingest.log")
-
-
-def tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.is_file() else "(no log)"
+        return log_tail(self.work / "ingest.log")
 
 
 def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 
 def kill_group(proc: subprocess.Popen, missing_ok: bool = False) -> None:
@@ -14,3 +15,8 @@ def kill_group(proc: subprocess.Popen, missing_ok: bool = False) -> None:
     with contextlib.suppress(*((ProcessLookupError,) if missing_ok else ())):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def log_tail(log: Path, chars: int = 3000) -> str:
+    """The end of a process's log, for an error message."""
+    return log.read_text(errors="replace")[-chars:] if log.is_file() else f"(no log at {log})"

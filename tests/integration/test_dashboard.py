@@ -58,9 +58,10 @@ WATCH_STATUS = """
 window.statusesSeen = [];
 new MutationObserver(() => {
   const status = document.getElementById("status");
-  if (status) window.statusesSeen.push(status.textContent);
+  const text = status ? status.textContent : null;
+  if (text !== null && !window.statusesSeen.includes(text)) window.statusesSeen.push(text);
 }).observe(document.body, {childList: true, characterData: true, subtree: true});
-"""
+"""  # each distinct status text once
 SIX_HOURS = "minute >= now() - interval '6 hours' AND minute <= now()"
 WEEK = "hour >= now() - interval '7 days' AND hour <= now()"
 KPIS = """SELECT sum(event_count), round(hll_cardinality(hll_union_agg(device_distinct_count))),

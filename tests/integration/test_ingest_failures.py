@@ -17,7 +17,7 @@ import pytest
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import query
-from devkit.processes import kill_group
+from devkit.processes import kill_group, log_tail
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     Sent,
@@ -143,10 +143,10 @@ def ride_out(
         with outage:
             more = second_lot() if send_during else None
             time.sleep(hold_s)
-            assert job.poll() is None, f"the job died in the outage:\n{tail(log)}"
+            assert job.poll() is None, f"the job died in the outage:\n{log_tail(log)}"
         sent.add(more or second_lot())
         wait_until(lambda: batch_totals(db, sink)[1] >= sent.total, 240, job, every=0.5)
-        assert job.poll() is None, f"the job died after the outage:\n{tail(log)}"
+        assert job.poll() is None, f"the job died after the outage:\n{log_tail(log)}"
     finally:
         kill_group(job)
     assert_exactly_once(db, sent)
@@ -175,13 +175,13 @@ def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, d
     store = str(STACK / "objectstore.sh")
     sent = produce_mix(conf, topic, 2_000, seed=61, malformed_share=0.05)
     job = start_job(tier.env, topic, log, "--available-now")
-    assert job.wait(timeout=300) == 0, tail(log)
+    assert job.wait(timeout=300) == 0, log_tail(log)
     subprocess.run([store, "stop"], check=True, timeout=60)
     subprocess.run([store, "start"], check=True, timeout=120)
     more = produce_mix(conf, topic, 1_000, seed=62, malformed_share=0.05, first_id=10**6)
     sent.add(more)
     job = start_job(tier.env, topic, log, "--available-now")
-    assert job.wait(timeout=300) == 0, tail(log)
+    assert job.wait(timeout=300) == 0, log_tail(log)
 
     assert_exactly_once(db, sent)
     # the second run started from the checkpoint: nothing read twice
@@ -207,10 +207,6 @@ def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, d
     ).stdout
     counts = [int(line.split()[0]) for line in listing.splitlines()[1:] if line.strip()]
     assert sum(counts) == len(sent.invalid), listing
-
-
-def tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:]
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import pytest
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrap
-from devkit.processes import kill_group
+from devkit.processes import kill_group, log_tail
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     assert_exactly_once,
@@ -124,7 +124,7 @@ def run_on_cluster(master: str, wheel: Path, job: list[str], work: Path, query_n
     done = cluster_job(master, wheel, job, work, log, query_name, output)
     code = done.wait(timeout=300)
     printed = output.read_text(errors="replace")
-    assert code == 0, printed + log.read_text(errors="replace")[-4000:]
+    assert code == 0, printed + log_tail(log, 4000)
     return printed
 
 
@@ -177,7 +177,7 @@ def test_exactly_once_on_two_executors_through_an_executor_killed(
         victims = executor_pids()
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
-        assert job.wait(timeout=400) == 0, log.read_text(errors="replace")[-4000:]
+        assert job.wait(timeout=400) == 0, log_tail(log, 4000)
     finally:
         if job.poll() is None:
             kill_group(job)
@@ -202,7 +202,7 @@ def test_exactly_once_through_a_driver_killed_and_resubmitted(
     kill_group(job)  # the driver, its JVM and its Python workers; the executors are released
     time.sleep(2)
     job = submit(cluster, wheel, topic, query_name, tmp_path, log)
-    assert job.wait(timeout=400) == 0, log.read_text(errors="replace")[-4000:]
+    assert job.wait(timeout=400) == 0, log_tail(log, 4000)
     check_delivery(db, spark, local_config, sent, query_name, tmp_path)
 
     # the dead-letter job on the cluster: a replay re-validates what the resubmitted job

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.peer_connect import Pipeline, tail, wait_rows
+from benchmarks.peer_connect import Pipeline, wait_rows
+from devkit.processes import log_tail
 
 
 def stuck_pipeline(log: Path, rows: list[int]) -> Pipeline:
@@ -21,7 +22,7 @@ def stuck_pipeline(log: Path, rows: list[int]) -> Pipeline:
         lambda: rows.pop(0) if len(rows) > 1 else rows[0],
         time.time,
         False,
-        lambda: tail(log),
+        lambda: log_tail(log),
     )
 
 
@@ -39,8 +40,19 @@ def test_a_stalled_pipeline_fails_with_the_end_of_its_log(tmp_path: Path) -> Non
     assert time.monotonic() - started < 10  # the stall, not the timeout
 
 
+def test_a_pipeline_stuck_short_of_done_fails_though_its_count_is_reached(tmp_path: Path) -> None:
+    # the peer's count includes re-sent rows: it can pass the target with rows still missing
+    pipeline = stuck_pipeline(tmp_path / "none.log", [0, 5, 7])
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(RuntimeError, match=r"7 of 5 rows .*without one"):
+            wait_rows(pipeline, 5, process, "stuck", 600, lambda: False, stalled_s=2)
+    finally:
+        process.kill()
+
+
 def test_a_pipeline_that_keeps_writing_is_waited_for(tmp_path: Path) -> None:
-    rows = list(range(0, 12))  # one more row each poll (0.5 s): slower than the stall bound
+    rows = list(range(0, 12))  # one more row each poll (0.5 s), well within the 2 s stall bound
     pipeline = stuck_pipeline(tmp_path / "none.log", rows)
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
