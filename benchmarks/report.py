@@ -17,6 +17,7 @@ PARTS = (
     "sink",
     "stages",
     "startup",
+    "python_tasks",
     "objectstore",
     "end_to_end",
     "freshness",
@@ -184,6 +185,16 @@ def table(parts: dict[str, Any]) -> list[str]:
             f"`spark.jars` {base['last_commit_s']:.1f} s (session {base['session_s']:.1f} s); "
             f"class path alone {m['class path']['last_commit_s']:.1f} s | "
             f"{ours['speed_over_spark_jars']:.2f}x | |"
+        )
+    tasks = parts.get("python_tasks")
+    if tasks:
+        ours, base = tasks["medians"]["installed pyspark"], tasks["medians"]["Spark's daemon"]
+        lines.append(
+            f"| one-row `mapInArrow` job (a Python task's fixed cost), medians of "
+            f"{tasks['jobs']} x {tasks['repeat']} | {ours['map_in_arrow_ms']:.0f} ms (JVM-only "
+            f"job {ours['jvm_only_ms']:.0f} ms); RDD `map` {ours['rdd_map_ms']:.0f} ms | Spark's "
+            f"daemon {base['map_in_arrow_ms']:.0f} ms; RDD `map` {base['rdd_map_ms']:.0f} ms | "
+            f"{ours['map_in_arrow_speed']:.2f}x | |"
         )
     store = parts.get("objectstore")
     if store:

@@ -161,6 +161,20 @@ def test_startup_benchmark_quick_mode_times_each_way_of_starting_the_jvm(tmp_pat
         assert re.search(rf"{re.escape(design)}\s.*\s{speed:.2f}x", stdout), design
 
 
+@pytest.mark.timeout(300)
+def test_python_tasks_benchmark_quick_mode_times_each_worker_daemon(tmp_path: Path) -> None:
+    result, stdout = run_quick("python_tasks", tmp_path / "python_tasks.json", 240)
+    medians, base = result["medians"], result["medians"]["Spark's daemon"]
+    for design, runs in result["runs"].items():
+        assert runs[0]["daemon"].endswith("python_daemon") == (design == "installed pyspark")
+        m = medians[design]
+        assert 0 < m["jvm_only_ms"] < m["map_in_arrow_ms"]
+        assert m["map_in_arrow_speed"] == pytest.approx(
+            base["map_in_arrow_ms"] / m["map_in_arrow_ms"], abs=0.01
+        )
+        assert re.search(rf"{re.escape(design)}\s.*\s{m['map_in_arrow_speed']:.2f}x", stdout)
+
+
 @pytest.mark.timeout(600)
 def test_objectstore_benchmark_quick_mode_measures_both_stores(tmp_path: Path) -> None:
     result, stdout = run_quick("objectstore", tmp_path / "objectstore.json", 540)

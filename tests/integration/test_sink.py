@@ -220,18 +220,37 @@ def test_an_input_error_midway_is_raised_and_commits_nothing(db):
     assert stored(db, "t-input") == [] and ledger(db, "t-input") == []
 
 
-def test_tasks_share_one_driver_database_and_leave_no_open_transaction(db):
-    # ADBC's database object (the server's type catalog) is opened once per Python worker;
-    # each task clones a connection from it and closes it. What stays open must be idle,
-    # never "idle in transaction" (that would hold back vacuum and block DDL).
+SESSIONS = """SELECT pid, state FROM pg_stat_activity
+    WHERE datname = current_database() AND application_name = 'test-sink'
+      AND pid <> pg_backend_pid() ORDER BY pid"""
+
+
+def test_tasks_keep_their_connections_and_leave_no_open_transaction(db):
+    # A Python worker opens ADBC's database object (the server's type catalog) once and keeps
+    # a connection for the COPY and one for ledger lookups between its tasks: the same server
+    # sessions serve every task, idle between them, never "idle in transaction" (that would
+    # hold back vacuum and block DDL).
     s = settings(db, "s7")
+    seen = []
     for n in range(3):
         stats, _ = run(s, batches(rows(f"t-shared-{n}", 0, range(0, 50))))
         assert stats[0]["written"] == 50
-    sessions = query(
-        db,
-        """SELECT state FROM pg_stat_activity
-           WHERE datname = current_database() AND application_name = 'test-sink'
-             AND pid <> pg_backend_pid()""",
-    )
-    assert [state for (state,) in sessions] == ["idle"]
+        seen.append(query(db, SESSIONS))
+    assert seen[0] == seen[1] == seen[2]
+    assert [state for _, state in seen[0]] == ["idle"] * 3
+
+
+def test_kept_connections_the_server_dropped_cost_one_careful_task_and_no_row(db, caplog):
+    s = settings(db, "s8")
+    first = rows("t-dropped", 0, range(0, 50))
+    run(s, batches(first))
+    query(db, "SELECT pg_terminate_backend(pid) FROM (" + SESSIONS + ") kept")
+    second, third = rows("t-dropped", 0, range(50, 100)), rows("t-dropped", 0, range(100, 150))
+    with caplog.at_level(logging.WARNING, "clickstream_pipeline.ingest.sink"):
+        stats, _ = run(s, batches(second))
+        assert stats[0]["written"] == 50 and "writing the task's rows as CSV" in caplog.text
+        caplog.clear()
+        stats, _ = run(s, batches(third))  # on new connections, the fast path again
+        assert stats[0]["written"] == 50 and caplog.text == ""
+    assert stored(db, "t-dropped") == expected(first + second + third)
+    assert sum(count for _, _, _, count, _ in ledger(db, "t-dropped")) == 150

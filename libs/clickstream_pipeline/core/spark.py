@@ -21,7 +21,7 @@ import pyspark
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from clickstream_pipeline.core import class_archive
+from clickstream_pipeline.core import class_archive, python_daemon
 from clickstream_pipeline.core.config import Config, SparkConfig, StorageConfig
 from clickstream_pipeline.core.errors import SparkSetupError
 from clickstream_pipeline.core.secrets import Secrets
@@ -155,6 +155,8 @@ def session_conf(cfg: Config, secrets: Secrets) -> dict[str, str]:
         "spark.driver.bindAddress": "127.0.0.1",
         **DELTA_CONF,
     }
+    if is_local(cfg.spark) and cfg.spark.python_daemon:
+        conf["spark.python.daemon.module"] = python_daemon.__name__
     if cfg.spark.jars_dir and is_local(cfg.spark):
         # one JVM: on its class path the jars load without being copied for the executor
         conf["spark.driver.extraClassPath"] = os.pathsep.join(resolved_jars(cfg.spark.jars_dir))

@@ -21,7 +21,12 @@ import pyarrow.compute as pc
 from psycopg2.extras import execute_values
 
 from clickstream_pipeline.ingest.tenants import TenantFreshness
-from clickstream_pipeline.warehouse.database import ConnectionParams, fetch, open_connection
+from clickstream_pipeline.warehouse.database import (
+    ConnectionParams,
+    fetch,
+    kept_connection,
+    open_connection,
+)
 
 
 def ledger_ranges(
@@ -75,33 +80,27 @@ def in_ranges(offsets: pa.Array | pa.ChunkedArray, ranges: list[tuple[int, int]]
 
 
 class LedgerLookup:
-    """Committed ranges per Kafka partition, read once per task on a connection of its own.
+    """Committed ranges per Kafka partition, read once per task on an autocommit connection
+    other than the COPY's.
 
     The fast path cannot query while its COPY streams; reading committed ranges elsewhere is
     as safe as in the transaction (each statement sees what was committed when it started), and
     an attempt that commits the same range meanwhile still collides on the ledger's key.
     """
 
-    def __init__(self, connect_kwargs: dict[str, Any], sink: str) -> None:
-        self.connect_kwargs = connect_kwargs
+    def __init__(self, conn: Any, sink: str) -> None:
+        self.conn = conn
         self.sink = sink
-        self.conn: Any = None
         self.known: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
 
     def ranges(self, topic: str, partition: int, low: int) -> list[tuple[int, int]]:
         """Committed ranges ending at or after `low` (offsets above it, in a task, ascend)."""
         cached = self.known.get((topic, partition))
         if cached is None or low < cached[0]:
-            if self.conn is None:
-                self.conn = open_connection(self.connect_kwargs, autocommit=True)
             with self.conn.cursor() as cur:
                 found = committed_ranges(cur, self.sink, topic, partition, low, NO_OFFSET_ABOVE)
             cached = self.known[(topic, partition)] = (low, found)
         return cached[1]
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
 
 
 @dataclass(frozen=True)
@@ -142,75 +141,78 @@ def record_batch(
 ) -> dict[str, int]:
     """The batch's row in `clickstream_ingest_batches` and its freshness per tenant, in one
     transaction (a replayed batch's rows replace it); with `read_rollup_lag`, the events each
-    rollup has yet to aggregate (`clickstream_rollup_lag`), on the same connection."""
-    conn = open_connection(connect_kwargs)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                """DELETE FROM clickstream_ingest_tenant_freshness
-                   WHERE query_name = %s AND batch_id = %s""",
-                (query_name, report.batch_id),
-            )
-            execute_values(
-                cur,
-                """INSERT INTO clickstream_ingest_tenant_freshness (query_name, batch_id,
-                       customer_id, customers, rows_written, max_delay_seconds,
-                       min_delay_seconds, committed_at) VALUES %s""",
-                [
-                    (
-                        query_name,
-                        report.batch_id,
-                        t.customer_id,
-                        t.customers,
-                        t.rows,
-                        t.max_delay_s,
-                        t.min_delay_s,
-                        committed_at,
-                    )
-                    for t in tenants
-                ],
-            )
-            cur.execute(
-                """INSERT INTO clickstream_ingest_batches (query_name, batch_id, rows_read,
-                       rows_written, rows_duplicate, rows_dead_lettered, offsets, started_at,
-                       committed_at, seconds, rows_per_second, max_delay_seconds,
-                       min_delay_seconds, events_through_id)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                           CASE WHEN %s > 0 THEN (SELECT max(pg_sequence_last_value(
-                               event_id_sequence_name::regclass)) FROM rollups) END)
-                   ON CONFLICT (query_name, batch_id) DO UPDATE SET
-                       rows_read = excluded.rows_read, rows_written = excluded.rows_written,
-                       rows_duplicate = excluded.rows_duplicate,
-                       rows_dead_lettered = excluded.rows_dead_lettered,
-                       offsets = excluded.offsets, started_at = excluded.started_at,
-                       committed_at = excluded.committed_at, seconds = excluded.seconds,
-                       rows_per_second = excluded.rows_per_second,
-                       max_delay_seconds = excluded.max_delay_seconds,
-                       min_delay_seconds = excluded.min_delay_seconds,
-                       events_through_id = excluded.events_through_id, rolled_up_at = NULL""",
+    rollup has yet to aggregate (`clickstream_rollup_lag`), on the same connection (the
+    driver keeps it between batches)."""
+    with (
+        kept_connection(
+            "batch records", connect_kwargs, lambda: open_connection(connect_kwargs)
+        ) as conn,
+        conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            """DELETE FROM clickstream_ingest_tenant_freshness
+               WHERE query_name = %s AND batch_id = %s""",
+            (query_name, report.batch_id),
+        )
+        execute_values(
+            cur,
+            """INSERT INTO clickstream_ingest_tenant_freshness (query_name, batch_id,
+                   customer_id, customers, rows_written, max_delay_seconds,
+                   min_delay_seconds, committed_at) VALUES %s""",
+            [
                 (
                     query_name,
                     report.batch_id,
-                    report.rows_read,
-                    report.rows_written,
-                    report.rows_duplicate,
-                    report.rows_dead,
-                    json.dumps(report.offsets),
-                    started_at,
+                    t.customer_id,
+                    t.customers,
+                    t.rows,
+                    t.max_delay_s,
+                    t.min_delay_s,
                     committed_at,
-                    report.seconds,
-                    report.rows_read / report.seconds if report.seconds else 0.0,
-                    report.max_delay_s,
-                    report.min_delay_s,
-                    report.rows_written,
-                ),
-            )
-            if not read_rollup_lag:
-                return {}
-            cur.execute("SELECT rollup, events_behind FROM clickstream_rollup_lag")
-            return {name: int(behind) for name, behind in cur.fetchall()}
-    finally:
-        conn.close()
+                )
+                for t in tenants
+            ],
+        )
+        cur.execute(
+            """INSERT INTO clickstream_ingest_batches (query_name, batch_id, rows_read,
+                   rows_written, rows_duplicate, rows_dead_lettered, offsets, started_at,
+                   committed_at, seconds, rows_per_second, max_delay_seconds,
+                   min_delay_seconds, events_through_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                       CASE WHEN %s > 0 THEN (SELECT max(pg_sequence_last_value(
+                           event_id_sequence_name::regclass)) FROM rollups) END)
+               ON CONFLICT (query_name, batch_id) DO UPDATE SET
+                   rows_read = excluded.rows_read, rows_written = excluded.rows_written,
+                   rows_duplicate = excluded.rows_duplicate,
+                   rows_dead_lettered = excluded.rows_dead_lettered,
+                   offsets = excluded.offsets, started_at = excluded.started_at,
+                   committed_at = excluded.committed_at, seconds = excluded.seconds,
+                   rows_per_second = excluded.rows_per_second,
+                   max_delay_seconds = excluded.max_delay_seconds,
+                   min_delay_seconds = excluded.min_delay_seconds,
+                   events_through_id = excluded.events_through_id, rolled_up_at = NULL""",
+            (
+                query_name,
+                report.batch_id,
+                report.rows_read,
+                report.rows_written,
+                report.rows_duplicate,
+                report.rows_dead,
+                json.dumps(report.offsets),
+                started_at,
+                committed_at,
+                report.seconds,
+                report.rows_read / report.seconds if report.seconds else 0.0,
+                report.max_delay_s,
+                report.min_delay_s,
+                report.rows_written,
+            ),
+        )
+        if not read_rollup_lag:
+            return {}
+        cur.execute("SELECT rollup, events_behind FROM clickstream_rollup_lag")
+        return {name: int(behind) for name, behind in cur.fetchall()}
 
 
 def tenant_rollup_delays(

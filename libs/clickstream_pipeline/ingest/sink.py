@@ -49,7 +49,7 @@ from clickstream_pipeline.ingest.routed import (
     valid_rows_of,
 )
 from clickstream_pipeline.ingest.transforms import Rules
-from clickstream_pipeline.warehouse.database import open_connection, retrying
+from clickstream_pipeline.warehouse.database import kept_connection, open_connection, retrying
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +196,11 @@ _ADBC_ROOTS_LOCK = threading.Lock()
 
 
 def adbc_connection(connect_kwargs: dict[str, Any]) -> adbc.Connection:
-    """A new ADBC connection (not autocommit) for one task.
+    """A new ADBC connection (not autocommit), which a Python worker keeps for its tasks.
 
     Opening ADBC's database object loads the server's type catalog (about 0.2 s here, where
     every partition adds types); a Python worker opens it once, with one idle autocommit
-    connection, and each task clones a connection from it in about 5 ms.
+    connection, and clones new connections from it (about 10 ms with TLS).
     """
     info = conninfo(connect_kwargs)
     with _ADBC_ROOTS_LOCK:
@@ -236,11 +236,10 @@ def stream_copy(
     received: list[pa.RecordBatch] = []
     streamed = Streamed()
     input_error: list[BaseException] = []
-    lookup = ledger.LedgerLookup(settings.connect_kwargs, settings.sink)
     started = time.monotonic()
     batches = itertools.chain([first], rest)
 
-    def new_rows() -> Iterator[pa.RecordBatch]:
+    def new_rows(lookup: ledger.LedgerLookup) -> Iterator[pa.RecordBatch]:
         while True:
             try:
                 batch = next(batches)
@@ -262,25 +261,30 @@ def stream_copy(
                     yield from todo.select(list(EVENT_COLUMNS)).to_batches()
 
     schema = pa.schema([first.schema.field(name) for name in EVENT_COLUMNS])
+    kwargs = settings.connect_kwargs
     try:
-        conn = adbc_connection(settings.connect_kwargs)
-        try:
-            with conn.cursor() as cur:
-                cur.adbc_ingest(
-                    settings.table_name,
-                    pa.RecordBatchReader.from_batches(schema, new_rows()),
-                    mode="append",
-                    db_schema_name=settings.schema_name,
-                )
-                entries = [
-                    (settings.sink, topic, partition, low, high, settings.batch_id, count)
-                    for (topic, partition), (count, low, high) in streamed.written.items()
-                ]
-                if entries:
-                    cur.executemany(ledger.insert_sql(lambda i: f"${i}"), entries)
+        with (
+            kept_connection(
+                "ledger lookups", kwargs, lambda: open_connection(kwargs, True)
+            ) as looks,
+            kept_connection("binary COPY", kwargs, lambda: adbc_connection(kwargs)) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.adbc_ingest(
+                settings.table_name,
+                pa.RecordBatchReader.from_batches(
+                    schema, new_rows(ledger.LedgerLookup(looks, settings.sink))
+                ),
+                mode="append",
+                db_schema_name=settings.schema_name,
+            )
+            entries = [
+                (settings.sink, topic, partition, low, high, settings.batch_id, count)
+                for (topic, partition), (count, low, high) in streamed.written.items()
+            ]
+            if entries:
+                cur.executemany(ledger.insert_sql(lambda i: f"${i}"), entries)
             conn.commit()
-        finally:
-            conn.close()
     except Exception as exc:
         if input_error:
             raise input_error[0] from None
@@ -292,8 +296,6 @@ def stream_copy(
         )
         received.extend(batches)
         return received, None
-    finally:
-        lookup.close()
     streamed.seconds = time.monotonic() - started
     return received, streamed
 
