@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["rollups"] = "background" if cfg.ingest.rollup_in_background else "in the batch"
         spark = build_spark(cfg, secrets)
         poller = RollupPoller(db)
+        waiter = connect(db, "bench-freshness-waiter")
+        waiter.autocommit = True
         windows: dict[str, tuple[float, float]] = {}
         try:
             query = start_ingest(spark, cfg, secrets)
@@ -171,7 +173,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return int(stats.acked)
 
             def caught_up() -> bool:
-                ((count, top),) = fetch(db, "SELECT count(*), max(event_id) FROM events")
+                # the batch records on one open connection: polled every 50 ms, neither a new
+                # connection nor count(*) over events (every shard on Citus) may load the server
+                # being measured
+                with waiter.cursor() as cur:
+                    cur.execute(
+                        """SELECT coalesce(sum(rows_written), 0), max(events_through_id)
+                           FROM clickstream_ingest_batches WHERE query_name = %s""",
+                        (cfg.ingest.query_name,),
+                    )
+                    count, top = cur.fetchone()
                 say(f"waiting: {count:,}/{sent:,} rows in events")
                 return bool(
                     count == sent and poller.changes and poller.changes[-1][1] >= (top or 0)
@@ -203,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             delete_checkpoint(spark, cfg.checkpoint_location)
         finally:
             poller.stop.set()
+            waiter.close()
             spark.stop()
         rows = fetch(
             db,
