@@ -211,17 +211,28 @@ def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, d
 
 @contextlib.contextmanager
 def every_connection_slot_taken(db: ConnectionParams) -> Iterator[None]:
-    """Hold every connection the server allows (superuser slots too), then let them go."""
-    held = []
-    try:
+    """End the job's sessions, as a restart would (it keeps its connections between batches),
+    hold every connection the server allows (superuser slots too), then let them go."""
+    held: list = []
+
+    def take_every_slot() -> None:
         for _ in range(1000):
             try:
-                held.append(connect(db))
+                held.append(connect(db, "test-slot-holder"))
             except ConnectionError as exc:  # the builtin, raised by database.connect
                 assert "too many clients" in str(exc) or "reserved" in str(exc), exc
-                break
-        else:
-            raise AssertionError("the server accepted 1000 connections")
+                return
+        raise AssertionError("the server accepted 1000 connections")
+
+    try:
+        take_every_slot()
+        with held[0].cursor() as cur:
+            cur.execute(
+                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                   WHERE application_name = 'clickstream-pipeline'"""
+            )
+            assert cur.fetchone()[0] > 0, "the job kept no connection"
+        take_every_slot()  # the slots its sessions held
         yield
     finally:
         for conn in held:
