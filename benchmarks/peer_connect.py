@@ -161,7 +161,7 @@ def delivery(db: ConnectionParams, table: str, topic: str, expected: int) -> Del
 class Pipeline:
     """One of the two, as the benchmark drives it: how to start it, how many rows it has
     written so far (cheap: read every 0.5 s without touching the table it writes), and when its
-    last row was written (exact, read once at the end).
+    first and last rows were written (exact, on one clock, read once at the end).
 
     Progress polls must not scan the table being written: a `count(*)` every 0.2 s took more of
     the database's CPU than the COPY itself in the first version of this benchmark."""
@@ -172,25 +172,28 @@ class Pipeline:
     db: ConnectionParams
     start: Callable[[], subprocess.Popen]
     progress: Callable[[], int]
-    last_write: Callable[[], float]  # Unix time
+    write_span: Callable[[], tuple[float, float]]  # first and last write, Unix time
     stops_by_itself: bool  # ours with --available-now; the peer runs until killed
     log_tail: Callable[[], str]  # the end of its log, for an error
 
 
-def _epoch(db: ConnectionParams, text: str, args: tuple[Any, ...]) -> float:
-    return float(fetch(db, text, args)[0][0])
+def _epochs(db: ConnectionParams, text: str, args: tuple[Any, ...]) -> tuple[float, float]:
+    first, last = fetch(db, text, args)[0]
+    return float(first), float(last)
 
 
 def ours_pipeline(
     db: ConnectionParams, job: OurJob, topic: str, available_now: bool = True
 ) -> Pipeline:
-    """Progress: rows written by the query's recorded batches (its own bookkeeping)."""
+    """Progress: rows in `events` by the query's recorded batches (its own bookkeeping). A
+    batch replayed after a kill records the rows its first attempt wrote as duplicates, and
+    its record replaces the first attempt's, so written + duplicates is what it holds."""
     query_name = f"peer-ours-{uuid.uuid4().hex[:8]}"
-    written = """SELECT coalesce(sum(rows_written), 0) FROM clickstream_ingest_batches
-                 WHERE query_name = %s"""
+    written = """SELECT coalesce(sum(rows_written + rows_duplicate), 0)
+                 FROM clickstream_ingest_batches WHERE query_name = %s"""
     # the driver's clock once every task of the batch committed (an upper bound)
-    last = """SELECT extract(epoch FROM max(committed_at)) FROM clickstream_ingest_batches
-              WHERE query_name = %s"""
+    span = """SELECT extract(epoch FROM min(committed_at)), extract(epoch FROM max(committed_at))
+              FROM clickstream_ingest_batches WHERE query_name = %s AND rows_written > 0"""
     return Pipeline(
         "ours",
         "events",
@@ -198,7 +201,7 @@ def ours_pipeline(
         db,
         lambda: job.start(query_name, available_now, topic),
         lambda: int(fetch(db, written, (query_name,))[0][0]),
-        lambda: _epoch(db, last, (query_name,)),
+        lambda: _epochs(db, span, (query_name,)),
         available_now,
         job.log_tail,
     )
@@ -209,7 +212,8 @@ def peer_pipeline(db: ConnectionParams, worker: ConnectWorker, topic: str) -> Pi
     statistics, a re-sent row counted again)."""
     inserted = "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'peer_events'"
     base = int(fetch(db, inserted)[0][0])
-    last = "SELECT extract(epoch FROM max(written_at)) FROM peer_events WHERE kafka_topic = %s"
+    span = """SELECT extract(epoch FROM min(written_at)), extract(epoch FROM max(written_at))
+              FROM peer_events WHERE kafka_topic = %s"""
     return Pipeline(
         "peer",
         PEER_TABLE,
@@ -217,7 +221,7 @@ def peer_pipeline(db: ConnectionParams, worker: ConnectWorker, topic: str) -> Pi
         db,
         worker.start,
         lambda: int(fetch(db, inserted)[0][0]) - base,
-        lambda: _epoch(db, last, (topic,)),
+        lambda: _epochs(db, span, (topic,)),
         False,
         worker.log_tail,
     )
@@ -436,10 +440,9 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
     process = None
     try:
         with DbCpuMeter(pipeline.db) as meter:  # up to the last row: no check of the table in it
-            started, started_at = time.monotonic(), time.time()
+            started_at = time.time()
             process = pipeline.start()
             with TreeMemory(process.pid) as memory:
-                first = wait_rows(pipeline, 1, process, what, timeout_s=600)
                 wait_rows(pipeline, n, process, what, timeout_s=3600)
         wait_rows(pipeline, n, process, what, 600, lambda: _complete(pipeline, n))
         if pipeline.stops_by_itself:
@@ -450,20 +453,24 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
     got = delivery(pipeline.db, pipeline.table, pipeline.topic, n)
     if got.rows != n or got.lost:
         raise RuntimeError(f"{what} wrote {got.rows:,} rows ({got.lost:,} lost), expected {n:,}")
-    seconds = pipeline.last_write() - started_at
+    first_at, last_at = pipeline.write_span()
+    seconds, to_first = last_at - started_at, first_at - started_at
     figures = {
         "rows": n,
         "seconds": round(seconds, 3),
         "rows_per_s": n / seconds,
-        "start_to_first_row_s": round(first - started, 3),  # within the 0.5 s of a poll
-        "rows_per_s_after_first_row": n / max(seconds - (first - started), 1e-3),
+        # the first row's batch or insert, on the clock of the last (a poll's lag made the
+        # first row look later than the last when one batch wrote them all)
+        "start_to_first_row_s": round(to_first, 3),
+        # none when one batch wrote every row
+        "rows_per_s_after_first_row": n / (seconds - to_first) if seconds > to_first else None,
         "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
         "peak_memory_mib": round(memory.peak_mib, 1),
     }
     say(
         f"{what}: {n:,} rows in {seconds:.1f}s = {figures['rows_per_s']:,.0f} rows/s "
         f"({figures['start_to_first_row_s']:.1f}s to the first row, then "
-        f"{figures['rows_per_s_after_first_row']:,.0f} rows/s); "
+        f"{figures['rows_per_s_after_first_row'] or n:,.0f} rows/s); "
         f"database CPU {figures['db_cpu_us_per_row']:.1f} us/row; peak memory "
         f"{figures['peak_memory_mib']:,.0f} MiB"
     )

@@ -13,15 +13,20 @@ Run: `.venv/bin/python -m benchmarks.python_tasks [--jobs 40] [--repeat 2] [--qu
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from benchmarks.common import ROOT, benchmark_parser, finish, machine_facts, say, setup_env
+from benchmarks.common import (
+    benchmark_parser,
+    child_figures,
+    finish,
+    machine_facts,
+    report_figures,
+    say,
+    setup_env,
+)
 
 DESIGNS = {"Spark's daemon": False, "installed pyspark": True}
 BASELINE = "Spark's daemon"
@@ -60,20 +65,12 @@ def child(args: argparse.Namespace) -> None:
         figures[name] = round(statistics.median(times), 1)
     figures["daemon"] = spark.conf.get("spark.python.daemon.module", "pyspark.daemon")
     spark.stop()
-    print("FIGURES " + json.dumps(figures), flush=True)
+    report_figures(figures)
 
 
 def run_child(design: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        sys.executable, "-m", "benchmarks.python_tasks", "--child", design,
-        "--jobs", str(args.jobs), "--env", args.env,
-    ]  # fmt: skip
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("FIGURES ")]
-    if out.returncode or not lines:
-        raise RuntimeError(f"{design}: exit {out.returncode}\n{out.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(lines[-1].removeprefix("FIGURES "))
-    return figures
+    command = ["--child", design, "--jobs", str(args.jobs), "--env", args.env]
+    return child_figures("python_tasks", design, command)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import subprocess
@@ -26,9 +25,11 @@ from typing import Any
 from benchmarks.common import (
     ROOT,
     benchmark_parser,
+    child_figures,
     db_params,
     finish,
     machine_facts,
+    report_figures,
     say,
     scratch_database,
     secrets_for,
@@ -100,20 +101,16 @@ def child(args: argparse.Namespace) -> None:
     figures["java_options"] = spark.conf.get("spark.driver.extraJavaOptions", "") or ""
     delete_checkpoint(spark, cfg.checkpoint_location)
     spark.stop()
-    print("FIGURES " + json.dumps(figures), flush=True)
+    report_figures(figures)
 
 
 def run_child(design: str, topic: str, db: ConnectionParams, args: argparse.Namespace) -> dict:
-    command = [
-        sys.executable, "-m", "benchmarks.startup", "--child", design, "--topic", topic,
-        "--db", db.dbname, "--per-batch", str(args.per_batch), "--env", args.env,
-    ]  # fmt: skip
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("FIGURES ")]
-    if out.returncode or not lines:
-        raise RuntimeError(f"{design}: exit {out.returncode}\n{out.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(lines[-1].removeprefix("FIGURES "))
-    return figures
+    return child_figures(
+        "startup",
+        design,
+        ["--child", design, "--topic", topic, "--db", db.dbname,
+         "--per-batch", str(args.per_batch), "--env", args.env],
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:

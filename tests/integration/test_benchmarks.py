@@ -219,7 +219,7 @@ def test_peer_benchmark_quick_mode_measures_ours_and_kafka_connect_in_one_run(
         figures = result[name]
         assert figures["rows"] == n
         assert figures["rows_per_s"] == pytest.approx(n / figures["seconds"], rel=1e-3)
-        assert 0 < figures["start_to_first_row_s"] < figures["seconds"]
+        assert 0 < figures["start_to_first_row_s"] <= figures["seconds"]
         assert figures["db_cpu_us_per_row"] > 0 and figures["peak_memory_mib"] > 100
         assert n // 2 <= figures["killed_at_rows"] <= n + figures["duplicated"]
         fresh = result["freshness"][name]

@@ -88,7 +88,17 @@ def in_one_transaction(db: ConnectionParams, *statements: str) -> list[list[tupl
         conn.close()
 
 
+REGISTERS = 2**14  # hll_add_agg(..., 14) in the rollups
+
+
 def close(estimate: float, exact: int, tolerance: float = 0.03) -> bool:
+    # postgresql-hll's estimator is the original HyperLogLog's: linear counting while the
+    # estimate is under 5/2 of the registers (40,960 here), the raw estimate above, which runs
+    # high just past that switch (measured on this server, 5 sets each: at most +1.6% at
+    # 39,000 distinct ids, +2.9 to +3.8% at 40,000-41,000, under +2.5% from 47,000); an
+    # hourly bucket of the test data can land there
+    if 2.4 * REGISTERS <= exact <= 4 * REGISTERS:
+        tolerance = max(tolerance, 0.05)
     return abs(estimate - exact) <= tolerance * exact
 
 
