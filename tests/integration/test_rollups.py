@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -119,13 +120,16 @@ TOTALS = {
 
 
 def top_up_the_last_minutes(db: ConnectionParams) -> None:
-    """200 events of customer 1 from seconds ago, rolled up: the 5-minute window moves with the
-    clock, and on a long run the module's events can have left it before a test reads it."""
+    """200 events of customer 1 from this second, rolled up. The lab's 5-minute queries keep
+    buckets that start at most 5 minutes ago (`minute >= now() - interval '5 minutes'`), which
+    is only the current one: on a long run the module's events have left it, and so has an
+    event from before the bucket began. So the events go in the current bucket, and when it
+    ends within 15 s (the roll-up and the test's query), in the next one."""
+    left_s = 300 - datetime.now(UTC).timestamp() % 300
+    if left_s < 15:
+        time.sleep(left_s + 0.1)
     now = datetime.now(UTC)
-    rows = [
-        (now - timedelta(seconds=5), 1, "click", "France", "chrome", 300_000 + i, 2_000_000 + i)
-        for i in range(200)
-    ]
+    rows = [(now, 1, "click", "France", "chrome", 300_000 + i, 2_000_000 + i) for i in range(200)]
     copy_events(db, rows)
     aggregate(db)
 
