@@ -159,11 +159,15 @@ def trigger_phase_totals(progress: list[Any]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = benchmark_parser(__doc__, "200,000 messages, 50,000 a batch")
     parser.add_argument("--messages", type=int, default=2_000_000)
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=250_000)
+    parser.add_argument(
+        "--max-offsets-per-trigger", type=int, help="messages a batch (default: the job's)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.max_offsets_per_trigger = 200_000, 50_000
     base_cfg, base_secrets = setup_env(args.env)
+    if args.max_offsets_per_trigger is None:
+        args.max_offsets_per_trigger = base_cfg.kafka.max_offsets_per_trigger
     n = args.messages
     results: dict[str, Any] = {
         "machine": machine_facts(),
@@ -187,7 +191,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             spark = build_spark(cfg, secrets)
             try:
-                say(f"ingest job: available-now, {args.max_offsets_per_trigger:,} per batch")
+                per_batch = args.max_offsets_per_trigger
+                limit = f"{per_batch:,}" if per_batch else "no limit"
+                say(f"ingest job: available-now, {limit} messages a batch")
                 with MemorySampler(jvm_pid(spark)) as memory, DbCpuMeter(db) as meter:
                     started_at = datetime.now(UTC)
                     query = start_ingest(spark, cfg, secrets)

@@ -174,6 +174,16 @@ def table(parts: dict[str, Any]) -> list[str]:
             f"{_n(f['kafka: kafka defaults']['rows_per_s'])}) | "
             f"{stages['worker_over_spark_rules']:.2f}x | us per row, each stage: {own} |"
         )
+        per_row = f.get("worker rules: to python, bytes checked per row")
+        if per_row:
+            by_rows = f["worker rules: to python"]
+            lines.append(
+                f"| stages: Kafka to a Python worker, Arrow batches bounded by rows | "
+                f"{_n(by_rows['rows_per_s'])} rows/s (own {by_rows['own_us_per_row']:.2f} us/row)"
+                f" | Spark 4.0's default, the batch sized after every row: "
+                f"{_n(per_row['rows_per_s'])} rows/s (own {per_row['own_us_per_row']:.2f} us/row)"
+                f" | {stages['to_python_rows_bound_over_bytes_per_row']:.2f}x | |"
+            )
     start = parts.get("startup")
     if start:
         m, base = start["medians"], start["medians"]["spark.jars"]

@@ -7,7 +7,8 @@ Kafka's default fetch sizes and with the job's. Then both designs of validation:
 - spark rules: parse (`from_json`), validate (all rules as Spark expressions), to python (the
   validated rows handed to a Python worker as Arrow), sink (COPY into a scratch `events`);
 - worker rules: to python (the raw records as Arrow), validate (`arrow_validation` in the
-  worker), sink (the same COPY).
+  worker), sink (the same COPY); and to python again with Spark 4.0's default byte bound on
+  Arrow batches, which sizes the batch after every row (the job bounds batches by rows).
 Each stage's own cost is its time minus the previous stage's (Kafka's for a design's first).
 
 Run: `.venv/bin/python -m benchmarks.stages [--messages 1000000] [--quick] [--env local]`.
@@ -37,7 +38,11 @@ from benchmarks.end_to_end import load_topic
 from benchmarks.ingest_support import fresh_topic
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.core.spark import build_spark
+from clickstream_pipeline.core.spark import (
+    ARROW_MAX_BYTES_PER_BATCH,
+    ARROW_NO_BYTE_BOUND,
+    build_spark,
+)
 from clickstream_pipeline.ingest.arrow_validation import check_batch
 from clickstream_pipeline.ingest.sink import SinkSettings
 from clickstream_pipeline.ingest.source import kafka_read_options
@@ -82,6 +87,18 @@ def check_only(rules: Rules, now_us: int) -> Callable[[Iterable[pa.RecordBatch]]
         return iter(())
 
     return run
+
+
+SIZED_PER_ROW = "to python, bytes checked per row"
+
+
+def sized_per_row(spark: SparkSession, action: Callable[[], None]) -> None:
+    """`action` with Spark 4.0's default Arrow byte bound, which sizes the batch every row."""
+    spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, "256m")
+    try:
+        action()
+    finally:
+        spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)
 
 
 def noop(df: DataFrame) -> None:
@@ -148,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "sink": sink(lambda s: route(raw, s, rules)),
                 },
                 "worker rules": {
+                    SIZED_PER_ROW: lambda: sized_per_row(
+                        spark, lambda: noop(kafka_rows.mapInArrow(drain, "x int"))
+                    ),
                     "to python": lambda: noop(kafka_rows.mapInArrow(drain, "x int")),
                     "validate": lambda: noop(
                         kafka_rows.mapInArrow(
@@ -164,7 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 previous = kafka_s
                 for name, action in stages.items():
                     seconds = timed(action, args.repeat)
-                    own = seconds - previous if name != "kafka defaults" else seconds
+                    own = {"kafka defaults": seconds, SIZED_PER_ROW: seconds - kafka_s}.get(
+                        name, seconds - previous
+                    )
                     figures[f"{design}: {name}"] = {
                         "seconds": round(seconds, 3),
                         "rows_per_s": n / seconds,
@@ -178,11 +200,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     )
                     if name == "kafka":
                         kafka_s = seconds
-                    elif name != "kafka defaults":
+                    elif name not in ("kafka defaults", SIZED_PER_ROW):
                         previous = seconds
             spark_sink = figures["spark rules: sink"]["seconds"]
             worker_sink = figures["worker rules: sink"]["seconds"]
             results["worker_over_spark_rules"] = spark_sink / worker_sink
+            per_row = figures[f"worker rules: {SIZED_PER_ROW}"]["seconds"]
+            by_rows = figures["worker rules: to python"]["seconds"]
+            results["to_python_rows_bound_over_bytes_per_row"] = per_row / by_rows
+            say(
+                f"Kafka to a Python worker, Arrow batches bounded by rows over Spark 4.0's "
+                f"per-row byte check: {per_row / by_rows:.2f}x"
+            )
             say(f"worker rules over Spark rules, Kafka to events: {spark_sink / worker_sink:.2f}x")
             results["stages"] = figures
         finally:

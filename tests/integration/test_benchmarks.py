@@ -113,7 +113,7 @@ def test_stages_benchmark_quick_mode_times_both_designs(tmp_path: Path) -> None:
     for design, names in (
         ("kafka", ("kafka defaults", "kafka")),
         ("spark rules", ("parse", "validate", "to python", "sink")),
-        ("worker rules", ("to python", "validate", "sink")),
+        ("worker rules", ("to python, bytes checked per row", "to python", "validate", "sink")),
     ):
         for name in names:
             figures = stages[f"{design}: {name}"]
@@ -124,6 +124,10 @@ def test_stages_benchmark_quick_mode_times_both_designs(tmp_path: Path) -> None:
         stages["spark rules: sink"]["seconds"] / stages["worker rules: sink"]["seconds"]
     )
     assert f"worker rules over Spark rules, Kafka to events: {ratio:.2f}x" in stdout
+    rows_bound = result["to_python_rows_bound_over_bytes_per_row"]
+    per_row = stages["worker rules: to python, bytes checked per row"]["seconds"]
+    assert rows_bound == pytest.approx(per_row / stages["worker rules: to python"]["seconds"])
+    assert f"Spark 4.0's per-row byte check: {rows_bound:.2f}x" in stdout
 
 
 @pytest.mark.timeout(600)

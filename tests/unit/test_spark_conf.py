@@ -1,12 +1,21 @@
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from pydantic import SecretStr
+from pyspark.sql import SparkSession
 
 from clickstream_pipeline.core.config import StorageConfig, load_config
 from clickstream_pipeline.core.errors import SparkSetupError
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.core.spark import session_conf, storage_conf
+from clickstream_pipeline.core.spark import (
+    ARROW_MAX_BYTES_PER_BATCH,
+    ARROW_NO_BYTE_BOUND,
+    arrow_batches_by_rows,
+    session_conf,
+    storage_conf,
+)
 
 
 def secrets(**values: str) -> Secrets:
@@ -71,3 +80,31 @@ def test_a_cluster_master_gets_the_jars_as_spark_jars(tmp_path: Path):
     conf = session_conf(cfg, secrets())
     assert conf["spark.jars"] == str(tmp_path / "a.jar")
     assert "spark.driver.extraClassPath" not in conf
+
+
+def test_arrow_batches_are_bounded_by_rows_unless_config_sets_bytes(tmp_path: Path):
+    (tmp_path / "a.jar").write_text("")
+    cfg = load_config("local", [f"spark.jars_dir={tmp_path}"], environ={})
+    assert session_conf(cfg, secrets())[ARROW_MAX_BYTES_PER_BATCH] == ARROW_NO_BYTE_BOUND
+    mine = f'spark.conf={{"{ARROW_MAX_BYTES_PER_BATCH}" = "64m"}}'
+    cfg = load_config("local", [f"spark.jars_dir={tmp_path}", mine], environ={})
+    assert session_conf(cfg, secrets())[ARROW_MAX_BYTES_PER_BATCH] == "64m"
+
+
+def _batch_sizes(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield pa.RecordBatch.from_pydict({"rows": [b.num_rows for b in batches]})
+
+
+def test_a_running_session_gets_the_row_bound_and_keeps_a_byte_bound_it_has(spark: SparkSession):
+    try:
+        spark.conf.unset(ARROW_MAX_BYTES_PER_BATCH)
+        arrow_batches_by_rows(spark)  # a cluster's session, where the job sets nothing else
+        assert spark.conf.get(ARROW_MAX_BYTES_PER_BATCH) == ARROW_NO_BYTE_BOUND
+        rows = spark.range(0, 25_000, 1, 1).selectExpr("repeat('x', 100) AS value")
+        sizes = [r["rows"] for r in rows.mapInArrow(_batch_sizes, "rows long").collect()]
+        assert sizes == [10_000, 10_000, 5_000]  # spark.sql.execution.arrow.maxRecordsPerBatch
+        spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, "1m")
+        arrow_batches_by_rows(spark)
+        assert spark.conf.get(ARROW_MAX_BYTES_PER_BATCH) == "1m"
+    finally:
+        spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)

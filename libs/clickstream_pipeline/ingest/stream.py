@@ -28,6 +28,7 @@ from pyspark.sql.streaming import StreamingQuery
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
 from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.core.spark import arrow_batches_by_rows
 from clickstream_pipeline.ingest import dead_letters, openmetrics
 from clickstream_pipeline.ingest.ledger import (
     BatchReport,
@@ -331,6 +332,7 @@ IN_PLACE_CHECKPOINTS = (
 def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
     settings = ingest_settings(cfg, secrets)
+    arrow_batches_by_rows(spark)
     dead_letters.ensure_table(spark, settings.dead_letter_path)
     if cfg.ingest.metrics_port is not None:
         # batches count their dead letters by reason only where someone can scrape the counts
@@ -383,6 +385,7 @@ def replay_dead_letters(
     writes nothing twice; they are marked `replayed_at`. The others stay, with their new reason.
     """
     settings = ingest_settings(cfg, secrets)
+    arrow_batches_by_rows(spark)
     letters = dead_letters.read(spark, settings.dead_letter_path).filter(
         F.col("query_name") == settings.query_name
     )
