@@ -467,10 +467,11 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
         "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
         "peak_memory_mib": round(memory.peak_mib, 1),
     }
+    after = figures["rows_per_s_after_first_row"]
     say(
         f"{what}: {n:,} rows in {seconds:.1f}s = {figures['rows_per_s']:,.0f} rows/s "
-        f"({figures['start_to_first_row_s']:.1f}s to the first row, then "
-        f"{figures['rows_per_s_after_first_row'] or n:,.0f} rows/s); "
+        f"({figures['start_to_first_row_s']:.1f}s to the first row, "
+        f"{f'then {after:,.0f} rows/s' if after else 'all written together'}); "
         f"database CPU {figures['db_cpu_us_per_row']:.1f} us/row; peak memory "
         f"{figures['peak_memory_mib']:,.0f} MiB"
     )
