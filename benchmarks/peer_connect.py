@@ -34,6 +34,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -565,7 +566,9 @@ def freshness(
         warm = produce_paced(cfg, secrets, pipeline.topic, encode, rate, min(seconds, 10))
         wait_rows(pipeline, warm, process, f"{pipeline.name} (warm-up)", 300)
         say(f"freshness, {pipeline.name}: {rate:,.0f} msg/s for {seconds:.0f}s")
-        t_from = time.time()
+        # down to the millisecond: both stamps (ours `event_time`, the peer's Kafka timestamp)
+        # are whole milliseconds, so a message sent in t_from's millisecond would fall before it
+        t_from = math.floor(time.time() * 1000) / 1000
         total = warm + produce_paced(cfg, secrets, pipeline.topic, encode, rate, seconds)
         wait_rows(pipeline, total, process, pipeline.name, 300)
     finally:
