@@ -38,7 +38,11 @@ from benchmarks.end_to_end import load_topic
 from benchmarks.ingest_support import fresh_topic
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.core.spark import ARROW_MAX_BYTES_PER_BATCH, build_spark
+from clickstream_pipeline.core.spark import (
+    ARROW_MAX_BYTES_PER_BATCH,
+    build_spark,
+    session_conf_set,
+)
 from clickstream_pipeline.ingest.arrow_validation import check_batch
 from clickstream_pipeline.ingest.sink import SinkSettings
 from clickstream_pipeline.ingest.source import kafka_read_options
@@ -90,15 +94,8 @@ SIZED_PER_ROW = "to python, bytes checked per row"
 
 def sized_per_row(spark: SparkSession, action: Callable[[], None]) -> None:
     """`action` with Spark 4.0's default Arrow byte bound, which sizes the batch every row."""
-    kept = spark.conf.get(ARROW_MAX_BYTES_PER_BATCH, None)
-    spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, "256m")
-    try:
+    with session_conf_set(spark, ARROW_MAX_BYTES_PER_BATCH, "256m"):
         action()
-    finally:
-        if kept is None:
-            spark.conf.unset(ARROW_MAX_BYTES_PER_BATCH)
-        else:
-            spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, kept)
 
 
 def noop(df: DataFrame) -> None:

@@ -14,6 +14,7 @@ from clickstream_pipeline.core.spark import (
     ARROW_NO_BYTE_BOUND,
     arrow_batches_by_rows,
     session_conf,
+    session_conf_set,
     storage_conf,
 )
 
@@ -108,3 +109,20 @@ def test_a_running_session_gets_the_row_bound_and_keeps_a_byte_bound_it_has(spar
         assert spark.conf.get(ARROW_MAX_BYTES_PER_BATCH) == "1m"
     finally:
         spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)
+
+
+def test_a_setting_made_for_a_block_is_restored_after_it_even_when_it_raises(spark: SparkSession):
+    key = "spark.sql.streaming.checkpointFileManagerClass"  # one the ingest job sets this way
+    spark.conf.unset(key)
+    with session_conf_set(spark, key, "a.Manager"):
+        assert spark.conf.get(key) == "a.Manager"
+    assert spark.conf.get(key, None) is None
+    spark.conf.set(key, "the.Users")
+    try:
+        with pytest.raises(RuntimeError), session_conf_set(spark, key, "a.Manager"):
+            raise RuntimeError("start failed")
+        assert spark.conf.get(key) == "the.Users"
+        with session_conf_set(spark, key, None):  # nothing to set: left as it is
+            assert spark.conf.get(key) == "the.Users"
+    finally:
+        spark.conf.unset(key)

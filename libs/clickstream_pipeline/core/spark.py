@@ -15,6 +15,8 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyspark
@@ -45,6 +47,23 @@ def arrow_batches_by_rows(spark: SparkSession) -> None:
     """Bound the Arrow batches of Python tasks by rows only, unless the session sets bytes."""
     if spark.conf.get(ARROW_MAX_BYTES_PER_BATCH, None) is None:
         spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)
+
+
+@contextmanager
+def session_conf_set(spark: SparkSession, key: str, value: str | None) -> Iterator[None]:
+    """`key` set to `value` on the session inside the block (None: left as it is), then restored."""
+    if value is None:
+        yield
+        return
+    kept = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if kept is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, kept)
 
 
 def resolved_jars(jars_dir: str | Path) -> list[str]:

@@ -28,7 +28,7 @@ from pyspark.sql.streaming import StreamingQuery
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.core.spark import arrow_batches_by_rows
+from clickstream_pipeline.core.spark import arrow_batches_by_rows, session_conf_set
 from clickstream_pipeline.ingest import dead_letters, openmetrics
 from clickstream_pipeline.ingest.ledger import (
     BatchReport,
@@ -349,16 +349,9 @@ def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> Streamin
     else:
         writer = writer.trigger(processingTime=cfg.ingest.trigger_interval)
     in_place = cfg.storage.s3a_checkpoint_in_place and cfg.checkpoint_location.startswith("s3a:")
-    previous = spark.conf.get(CHECKPOINT_MANAGER, None)
-    if in_place:  # for this query only: its logs take the setting when it starts
-        spark.conf.set(CHECKPOINT_MANAGER, IN_PLACE_CHECKPOINTS)
-    try:
+    # for this query only: its logs take the setting when it starts
+    with session_conf_set(spark, CHECKPOINT_MANAGER, IN_PLACE_CHECKPOINTS if in_place else None):
         query = writer.start()
-    finally:
-        if in_place and previous is None:
-            spark.conf.unset(CHECKPOINT_MANAGER)
-        elif in_place and previous is not None:
-            spark.conf.set(CHECKPOINT_MANAGER, previous)
     log.info(
         "ingest query %s started: checkpoint %s, dead letters %s",
         cfg.ingest.query_name,
