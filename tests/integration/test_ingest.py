@@ -9,7 +9,11 @@ from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.ingest.source import kafka_read_options, producer_config
+from clickstream_pipeline.ingest.source import (
+    kafka_read_options,
+    producer_config,
+    subscribed_partitions,
+)
 from clickstream_pipeline.ingest.stream import (
     ingest_settings,
     process_batch,
@@ -65,6 +69,42 @@ def test_200k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
     assert batches >= 4  # 200k at 60k per trigger
     assert read == sent.total == written + duplicates + dead_count
     assert (written, dead_count) == (len(sent.valid), len(sent.invalid))
+
+
+def test_a_backlog_of_whole_batches_takes_that_many_batches(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=4)
+    sent = produce_mix(conf, topic, 30_000, seed=5)
+    cfg = ingest_config(tier.config, topic, max_offsets_per_trigger=10_000)
+
+    run_available_now(spark, cfg, tier.secrets)
+
+    # Spark floors each partition's share of the limit: without the job's allowance for that,
+    # 3 x 10,000 messages took 4 batches, the last of a few rows
+    read = query(
+        db,
+        "SELECT rows_read FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id",
+        (cfg.ingest.query_name,),
+    )
+    rows = [r[0] for r in read]
+    assert len(rows) == 3, rows
+    assert all(10_000 <= r <= 10_000 + 4 for r in rows[:2]), rows  # up to one more a partition
+    assert_exactly_once(db, sent)
+
+
+def test_the_partitions_of_the_topics_or_the_pattern_the_job_reads(tier, caplog):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    three, two = new_topic(conf, partitions=3), new_topic(conf, partitions=2)
+    kafka = tier.config.kafka
+
+    assert subscribed_partitions(kafka.model_copy(update={"topics": [three]}), tier.secrets) == 3
+    listed = kafka.model_copy(update={"topics": [three, two, "no-such-topic"]})
+    assert subscribed_partitions(listed, tier.secrets) == 5
+    pattern = kafka.model_copy(update={"topic_pattern": f"({three}|{two})"})
+    assert subscribed_partitions(pattern, tier.secrets) == 5
+    gone = kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1", "topics": [three]})
+    assert subscribed_partitions(gone, tier.secrets, timeout_s=0.5) == 0
+    assert "no topic metadata from Kafka" in caplog.text
 
 
 def test_spark_rules_for_every_record_land_the_same_records(spark, tier, db):

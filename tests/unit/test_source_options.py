@@ -39,6 +39,14 @@ def test_plaintext_options_from_config():
     }
 
 
+def test_the_batch_limit_spark_gets_allows_one_message_a_partition_for_its_rounding():
+    kafka = KafkaConfig(bootstrap_servers="b:9092", max_offsets_per_trigger=500_000)
+    assert kafka_read_options(kafka, secrets(), partitions=4)["maxOffsetsPerTrigger"] == "500004"
+    assert kafka_read_options(kafka, secrets())["maxOffsetsPerTrigger"] == "500000"
+    unlimited = KafkaConfig(bootstrap_servers="b:9092")
+    assert "maxOffsetsPerTrigger" not in kafka_read_options(unlimited, secrets(), partitions=4)
+
+
 def test_topic_pattern_replaces_the_topic_list():
     options = kafka_read_options(
         KafkaConfig(bootstrap_servers="b", topic_pattern="click.*"), secrets()

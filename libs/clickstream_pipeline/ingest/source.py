@@ -7,11 +7,18 @@ Event Hubs' Kafka endpoint is SASL_SSL with mechanism PLAIN, the literal usernam
 
 from __future__ import annotations
 
+import logging
+import re
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from pyspark.sql import DataFrame, SparkSession
 
 from clickstream_pipeline.core.config import KafkaConfig
 from clickstream_pipeline.core.errors import SourceConfigError
 from clickstream_pipeline.core.secrets import Secrets
+
+log = logging.getLogger(__name__)
 
 EVENT_HUBS_PORT = 9093
 
@@ -63,8 +70,15 @@ def security_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
     return options
 
 
-def kafka_read_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
-    """Options for `spark.readStream.format("kafka")`."""
+def kafka_read_options(kafka: KafkaConfig, secrets: Secrets, partitions: int = 0) -> dict[str, str]:
+    """Options for `spark.readStream.format("kafka")`.
+
+    Spark splits `maxOffsetsPerTrigger` among the partitions in proportion to their backlog and
+    rounds each share down, so a batch takes up to one message a partition less than the limit,
+    and a backlog of whole batches leaves a last batch of a few messages that costs a whole
+    batch's fixed time. Given the topics' `partitions`, the limit Spark gets is raised by that
+    many: a batch then takes at least the configured count and at most `partitions` more.
+    """
     options = {
         "kafka.bootstrap.servers": bootstrap_servers(kafka, secrets),
         "startingOffsets": kafka.starting_offsets,
@@ -79,7 +93,7 @@ def kafka_read_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
     else:
         options["subscribe"] = ",".join(kafka.topics)
     if kafka.max_offsets_per_trigger:
-        options["maxOffsetsPerTrigger"] = str(kafka.max_offsets_per_trigger)
+        options["maxOffsetsPerTrigger"] = str(kafka.max_offsets_per_trigger + partitions)
     if kafka.min_partitions:
         options["minPartitions"] = str(kafka.min_partitions)
     if kafka.group_id_prefix:
@@ -88,9 +102,27 @@ def kafka_read_options(kafka: KafkaConfig, secrets: Secrets) -> dict[str, str]:
     return options
 
 
+def subscribed_partitions(kafka: KafkaConfig, secrets: Secrets, timeout_s: float = 3.0) -> int:
+    """The partitions of the topics the job reads, as the broker lists them (0 if it does not
+    answer in time: the caller then gives Spark the limit as configured)."""
+    admin = AdminClient({**producer_config(kafka, secrets), "log_level": 0})
+    try:
+        topics = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        log.warning("no topic metadata from Kafka in %.0f s: %s", timeout_s, exc)
+        return 0
+    if kafka.topic_pattern:
+        pattern = re.compile(kafka.topic_pattern)
+        names = [n for n in topics if pattern.fullmatch(n) and not n.startswith("__")]
+    else:
+        names = [n for n in kafka.topics if n in topics]
+    return sum(len(topics[n].partitions) for n in names)
+
+
 def read_kafka_stream(spark: SparkSession, kafka: KafkaConfig, secrets: Secrets) -> DataFrame:
+    partitions = subscribed_partitions(kafka, secrets) if kafka.max_offsets_per_trigger else 0
     reader = spark.readStream.format("kafka")
-    for key, value in kafka_read_options(kafka, secrets).items():
+    for key, value in kafka_read_options(kafka, secrets, partitions).items():
         reader = reader.option(key, value)
     return reader.load()
 
