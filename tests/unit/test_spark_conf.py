@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
-from clickstream_pipeline.core.config import StorageConfig, load_config
+from clickstream_pipeline.core.config import LATE_C2_COMPILES, StorageConfig, load_config
 from clickstream_pipeline.core.errors import SparkSetupError
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import (
@@ -81,6 +81,24 @@ def test_a_cluster_master_gets_the_jars_as_spark_jars(tmp_path: Path):
     conf = session_conf(cfg, secrets())
     assert conf["spark.jars"] == str(tmp_path / "a.jar")
     assert "spark.driver.extraClassPath" not in conf
+
+
+def test_a_local_jvm_compiles_with_c2_late_and_a_cluster_keeps_its_own_options(tmp_path: Path):
+    (tmp_path / "a.jar").write_text("")
+    local = load_config("local", [f"spark.jars_dir={tmp_path}"], environ={})
+    assert session_conf(local, secrets())["spark.driver.extraJavaOptions"] == LATE_C2_COMPILES
+    cleared = load_config("local", [f"spark.jars_dir={tmp_path}", 'spark.java_options=""'], {})
+    assert "spark.driver.extraJavaOptions" not in session_conf(cleared, secrets())
+    cluster = load_config(
+        "local", [f"spark.jars_dir={tmp_path}", "spark.master=spark://host:7077"], environ={}
+    )
+    assert "spark.driver.extraJavaOptions" not in session_conf(cluster, secrets())
+
+
+def test_the_session_s_jvm_runs_with_the_options(spark: SparkSession):
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    arguments = list(runtime.getInputArguments())
+    assert all(option in arguments for option in LATE_C2_COMPILES.split())
 
 
 def test_arrow_batches_are_bounded_by_rows_unless_config_sets_bytes(tmp_path: Path):

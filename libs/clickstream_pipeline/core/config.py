@@ -127,6 +127,17 @@ class StorageConfig(_Section):
     s3a_checkpoint_in_place: bool = False
 
 
+LATE_C2_COMPILES = " ".join(
+    f"-XX:Tier4{name}={27 * default}"
+    for name, default in (
+        ("InvocationThreshold", 5000),
+        ("MinInvocationThreshold", 600),
+        ("CompileThreshold", 15000),
+        ("BackEdgeThreshold", 40000),
+    )
+)
+
+
 class SparkConfig(_Section):
     master: str | None = None  # None: use the cluster's (Databricks, spark-submit --master)
     # a Spark Connect server to be the client of (sc://host:port) instead of starting Spark
@@ -139,6 +150,9 @@ class SparkConfig(_Section):
     # local[...] sessions' Python workers import pyspark from its installed package and ACK
     # task data at once (core/python_daemon.py: about 70 ms less per task); false: Spark's own
     python_daemon: bool = True
+    # local[...] sessions' JVM options: the JIT's C2 compiler waits for 27x its default counts, so
+    # on a few cores it compiles the per-row code, not every method a job's start runs through
+    java_options: str = LATE_C2_COMPILES
     shuffle_partitions: int = Field(default=4, gt=0)
     ui: bool = False
     conf: dict[str, str] = Field(default_factory=dict)

@@ -188,6 +188,8 @@ def session_conf(cfg: Config, secrets: Secrets) -> dict[str, str]:
         **DELTA_CONF,
         ARROW_MAX_BYTES_PER_BATCH: ARROW_NO_BYTE_BOUND,
     }
+    if is_local(cfg.spark) and cfg.spark.java_options:
+        conf["spark.driver.extraJavaOptions"] = cfg.spark.java_options
     if is_local(cfg.spark) and cfg.spark.python_daemon:
         conf["spark.python.daemon.module"] = python_daemon.__name__
     if cfg.spark.jars_dir and is_local(cfg.spark):
