@@ -18,6 +18,7 @@ from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import query
 from devkit.processes import kill_group, log_tail
+from devkit.waits import wait_until
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     Sent,
@@ -28,7 +29,6 @@ from tests.integration.ingest_support import (
     produce_mix,
     start_job,
     stored_events,
-    wait_until,
 )
 
 STACK = PROJECT_DIR / "scripts" / "stack"
@@ -44,13 +44,19 @@ def test_sigkill_at_several_points_then_restart(tier, db, tmp_path):
 
     # 1: right after batch 1's first COPY committed, before Spark commits the batch
     job = start_job(tier.env, topic, log, *per_trigger)
-    wait_until(lambda: 1 in ledger_batches(db, sink), 180, job)
+    wait_until(lambda: 1 in ledger_batches(db, sink), 180, "batch 1's COPY", process=job, log=log)
     kill_group(job)
-    # 2: at some moment of the next run, while batches flow
+    # 2: in the next run, right after a batch's record (the driver's last write before Spark
+    # commits the batch), two batches on
     job = start_job(tier.env, topic, log, *per_trigger)
     first = max(ledger_batches(db, sink))
-    wait_until(lambda: max(ledger_batches(db, sink)) >= first + 2, 180, job)
-    time.sleep(0.7)
+    wait_until(
+        lambda: first + 2 in recorded_batches(db, sink),
+        180,
+        f"batch {first + 2}'s record",
+        process=job,
+        log=log,
+    )
     kill_group(job)
     # 3: let it finish
     job = start_job(tier.env, topic, log, *per_trigger)
@@ -73,7 +79,13 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
     job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
     try:
         first = produce_mix(conf, topic, 3_000, seed=31)
-        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid) // 2, 180, job)
+        wait_until(
+            lambda: len(stored_events(db, topic)) >= len(first.valid) // 2,
+            180,
+            "half the first lot in events",
+            process=job,
+            log=log,
+        )
         # plain PostgreSQL: the server; Citus: one worker, holding half of every table's shards
         stop = (
             [str(STACK / "citus.sh"), "stop", "worker1"]
@@ -89,7 +101,14 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
         time.sleep(3)
         subprocess.run([stop[0], "start"], check=True, timeout=60)
         first.add(second)
-        wait_until(lambda: len(stored_events(db, topic)) >= len(first.valid), 180, job, every=0.5)
+        wait_until(
+            lambda: len(stored_events(db, topic)) >= len(first.valid),
+            180,
+            "both lots in events",
+            process=job,
+            log=log,
+            every_s=0.5,
+        )
         assert job.poll() is None, "the job died with the database"
     finally:
         kill_group(job)
@@ -135,7 +154,13 @@ def ride_out(
     try:
         sent = produce_mix(conf, topic, 3_000, seed=seed)
         # a batch's record is the last thing it writes
-        wait_until(lambda: batch_totals(db, sink)[1] >= sent.total, 180, job)
+        wait_until(
+            lambda: batch_totals(db, sink)[1] >= sent.total,
+            180,
+            "the first lot read",
+            process=job,
+            log=log,
+        )
 
         def second_lot() -> Sent:
             return produce_mix(conf, topic, 3_000, seed + 1, first_id=10**6)
@@ -145,7 +170,14 @@ def ride_out(
             time.sleep(hold_s)
             assert job.poll() is None, f"the job died in the outage:\n{log_tail(log)}"
         sent.add(more or second_lot())
-        wait_until(lambda: batch_totals(db, sink)[1] >= sent.total, 240, job, every=0.5)
+        wait_until(
+            lambda: batch_totals(db, sink)[1] >= sent.total,
+            240,
+            "both lots read",
+            process=job,
+            log=log,
+            every_s=0.5,
+        )
         assert job.poll() is None, f"the job died after the outage:\n{log_tail(log)}"
     finally:
         kill_group(job)
@@ -154,6 +186,14 @@ def ride_out(
     assert (written, dead) == (len(sent.valid), len(sent.invalid))
     assert read == sent.total + duplicate
     return log
+
+
+def recorded_batches(db: ConnectionParams, query_name: str) -> set[int]:
+    """The batches the job has recorded in clickstream_ingest_batches."""
+    rows = query(
+        db, "SELECT batch_id FROM clickstream_ingest_batches WHERE query_name = %s", (query_name,)
+    )
+    return {batch_id for (batch_id,) in rows}
 
 
 @contextlib.contextmanager
