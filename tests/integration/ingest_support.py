@@ -233,19 +233,6 @@ def batch_totals(db: ConnectionParams, query_name: str) -> tuple[int, ...]:
     return dataclasses.astuple(query_totals(db, query_name))
 
 
-def wait_until(
-    condition, timeout: float, proc: subprocess.Popen | None = None, every: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the job exited early with {proc.returncode}")
-        time.sleep(every)
-    raise AssertionError("timed out")
-
-
 def ledger_batches(db: ConnectionParams, sink: str) -> set[int]:
     return {
         b

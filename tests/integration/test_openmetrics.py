@@ -23,13 +23,13 @@ from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.metrics import of, scrape
 from devkit.ports import free_port
 from devkit.processes import kill_group
+from devkit.waits import wait_until
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     dead_letter_values,
     new_topic,
     produce_mix,
     start_job,
-    wait_until,
 )
 
 
@@ -94,14 +94,26 @@ def test_the_endpoint_counts_what_the_batch_table_records(
         try:
             most_behind, totals = catch_up(job, port, db, query, sent.total, tmp_path)
             # the rollup runner (a driver thread) stamps and exports after the last batch too
-            wait_until(lambda: bool(last_rolled_up(db, query)), 60, every=0.5)
-            rolled_up = last_rolled_up(db, query)
-            wait_until(lambda: rollup_delays(port) == rolled_up, 30)
+            rolled_up = wait_until(
+                lambda: last_rolled_up(db, query), 60, "the last batch stamped", every_s=0.5
+            )
+            wait_until(lambda: rollup_delays(port) == rolled_up, 30, "the rollup delays exported")
             samples = scrape(port)
             # a real scraper reads the same, and every Grafana panel's query answers
             batches = f'clickstream_ingest_batches_total{{query="{query}"}}'
-            wait_until(lambda: _value(promql(api, batches)) == totals.batches, 30, every=0.5)
-            time.sleep(2)  # two scrapes after the last batch, for rate() over the window
+            wait_until(
+                lambda: _value(promql(api, batches)) == totals.batches,
+                30,
+                "Prometheus's count of batches",
+                every_s=0.5,
+            )
+            # rate() over the window answers once two scrapes follow the last batch
+            wait_until(
+                lambda: all(promql(api, e.replace("$query", query)) for e in grafana_queries()),
+                30,
+                "an answer to every Grafana panel's query",
+                every_s=0.5,
+            )
             answers = {e: promql(api, e.replace("$query", query)) for e in grafana_queries()}
         finally:
             kill_group(job)
@@ -179,19 +191,29 @@ def last_rolled_up(db, query: str) -> dict[str, float]:
 def catch_up(job, port: int, db, query: str, total: int, work: Path) -> tuple[float, Any]:
     """Scrape while the job reads `total` records; the most lag seen and the batch totals once
     the counters show every batch."""
-    most_behind = 0.0
-    while query_totals(db, query).read < total:
-        most_behind = max(most_behind, of(scrape(port), "clickstream_ingest_kafka_lag_records"))
-        if job.poll() is not None:
-            raise AssertionError((work / "ingest.log").read_text()[-3000:])
-        time.sleep(0.1)
+    most_behind = [0.0]
+
+    def all_read() -> bool:
+        lag = of(scrape(port), "clickstream_ingest_kafka_lag_records")
+        most_behind[0] = max(most_behind[0], lag)
+        return query_totals(db, query).read >= total
+
+    wait_until(all_read, 300, f"{total} records read", process=job, log=work / "ingest.log")
     totals = query_totals(db, query)
     # the batch table row commits just before the counters move, and Spark's progress event
     # (its phases, the lag) comes after the batch's offsets commit: wait for both
-    wait_until(lambda: of(scrape(port), "clickstream_ingest_batches_total") == totals.batches, 30)
+    wait_until(
+        lambda: of(scrape(port), "clickstream_ingest_batches_total") == totals.batches,
+        30,
+        "the batch counter",
+    )
     spark_phases = "clickstream_ingest_phase_seconds_count"
-    wait_until(lambda: of(scrape(port), spark_phases, phase="addBatch") >= totals.batches, 30)
-    return most_behind, totals
+    wait_until(
+        lambda: of(scrape(port), spark_phases, phase="addBatch") >= totals.batches,
+        30,
+        "Spark's progress of every batch",
+    )
+    return most_behind[0], totals
 
 
 def _value(series: list[dict]) -> float | None:

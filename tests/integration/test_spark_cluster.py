@@ -10,7 +10,7 @@ import os
 import re
 import signal
 import subprocess
-import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,7 @@ from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrap
 from devkit.processes import kill_group, log_tail
+from devkit.waits import wait_until
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import (
     assert_exactly_once,
@@ -29,11 +30,11 @@ from tests.integration.ingest_support import (
     ledger_batches,
     new_topic,
     produce_mix,
-    wait_until,
 )
 
 CLUSTER = PROJECT_DIR / "scripts" / "stack" / "spark-cluster.sh"
 MASTER = "spark://127.0.0.1:57077"
+MASTER_STATE = "http://127.0.0.1:58091/json/"  # the master web UI's JSON
 SUBMIT = PROJECT_DIR / ".venv" / "bin" / "spark-submit"
 
 
@@ -135,6 +136,13 @@ def executor_pids() -> list[int]:
     return [int(p) for p in found.stdout.split()]
 
 
+def cluster_idle() -> bool:
+    """The master runs no application and every worker's cores are free."""
+    with urllib.request.urlopen(MASTER_STATE, timeout=5) as response:
+        state = json.load(response)
+    return not state["activeapps"] and all(w["coresused"] == 0 for w in state["workers"])
+
+
 def events_of(work: Path, kind: str) -> list[dict]:
     return [
         event
@@ -173,7 +181,14 @@ def test_exactly_once_on_two_executors_through_an_executor_killed(
     log = tmp_path / "driver.log"
     job = submit(cluster, wheel, topic, query_name, tmp_path, log)
     try:
-        wait_until(lambda: len(ledger_batches(db, query_name)) >= 2, 300, job, every=0.2)
+        wait_until(
+            lambda: len(ledger_batches(db, query_name)) >= 2,
+            300,
+            "two batches' COPYs",
+            process=job,
+            log=log,
+            every_s=0.2,
+        )
         victims = executor_pids()
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
@@ -198,9 +213,16 @@ def test_exactly_once_through_a_driver_killed_and_resubmitted(
     query_name = f"cluster-{uuid.uuid4().hex[:10]}"
     log = tmp_path / "driver.log"
     job = submit(cluster, wheel, topic, query_name, tmp_path, log)
-    wait_until(lambda: len(ledger_batches(db, query_name)) >= 1, 300, job, every=0.1)
+    wait_until(
+        lambda: len(ledger_batches(db, query_name)) >= 1,
+        300,
+        "a batch's COPY",
+        process=job,
+        log=log,
+        every_s=0.1,
+    )
     kill_group(job)  # the driver, its JVM and its Python workers; the executors are released
-    time.sleep(2)
+    wait_until(cluster_idle, 60, "the master to release the killed driver's executors")
     job = submit(cluster, wheel, topic, query_name, tmp_path, log)
     assert job.wait(timeout=400) == 0, log_tail(log, 4000)
     check_delivery(db, spark, local_config, sent, query_name, tmp_path)
