@@ -24,6 +24,7 @@ from clickstream_pipeline.core.cli import (
     run_job,
 )
 from clickstream_pipeline.core.errors import ConfigError
+from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--streams", type=int, default=2, help="parallel COPY streams, one connection each (2)"
     )
-    p.add_argument("--table", help="target table (default: database.events_table)")
+    p.add_argument("--table", help=f"target table in schema {EVENTS_SCHEMA} (default: events)")
     add_progress_flag(p)
     add_metrics_port_flag(p)
     return p
@@ -56,13 +57,13 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
     params = configured_params(cfg)
-    table = args.table or cfg.database.events_table
+    table = args.table or EVENTS_TABLE
     try:
         result = load_files(
             params,
             paths,
             streams=args.streams,
-            schema=cfg.database.schema_name,
+            schema=EVENTS_SCHEMA,
             table=table,
             progress=args.progress,
             application_name=cfg.database.application_name,
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except CsvHeaderError as exc:
         raise ConfigError(str(exc)) from None
-    print(result.summary(f"{cfg.database.schema_name}.{table}"))
+    print(result.summary(f"{EVENTS_SCHEMA}.{table}"))
     return EXIT_OK
 
 

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,43 @@ def test_naming_one_secret_keeps_the_other_default_names():
     cfg = load_config("local", ["secrets.names.database=My-DB"], environ={})
     assert cfg.secrets.name_of("database") == "My-DB"
     assert cfg.secrets.name_of("kafka_server") == "Kafka-Server"
+
+
+@pytest.mark.parametrize(
+    "override", ["database.schema_name=analytics", "database.events_table=clicks"]
+)
+def test_the_events_table_cannot_be_moved_from_where_the_migrations_create_it(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}.*public\.events"):
+        load_config("local", [override], environ={})
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config("local", environ={f"CLICKSTREAM__{key.replace('.', '__').upper()}": "x"})
+
+
+def test_keys_below_spark_conf_keep_their_case_from_the_environment_and_the_command_line():
+    environ = {
+        "CLICKSTREAM__SPARK__CONF__spark.hadoop.fs.s3a.connection.maximum": "64",
+        "CLICKSTREAM__SPARK__CONF__spark.sql.adaptive.coalescePartitions.enabled": "false",
+    }
+    cfg = load_config("local", ["spark.conf.spark.sql.files.maxPartitionBytes=64m"], environ)
+    assert cfg.spark.conf["spark.hadoop.fs.s3a.connection.maximum"] == "64"
+    assert cfg.spark.conf["spark.sql.adaptive.coalescePartitions.enabled"] == "false"
+    assert cfg.spark.conf["spark.sql.files.maxPartitionBytes"] == "64m"
+
+
+def test_secret_names_are_set_by_their_logical_key_and_an_unknown_key_is_refused():
+    cfg = load_config("local", environ={"CLICKSTREAM__SECRETS__NAMES__database": "Pg-Url"})
+    assert cfg.secrets.name_of("database") == "Pg-Url"
+    with pytest.raises(ConfigError, match=r"secrets\.names.*'DATABASE'.*database"):
+        load_config("local", environ={"CLICKSTREAM__SECRETS__NAMES__DATABASE": "Pg-Url"})
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../other", "-x", "a b", "a/b", "q" * 129, ""])
+def test_query_names_that_are_not_one_plain_folder_name_are_refused(name):
+    with pytest.raises(ConfigError, match=r"ingest\.query_name"):
+        load_config("local", [f'ingest.query_name="{name}"'], environ={})
+
+
+def test_ordinary_query_names_are_accepted():
+    for name in ("clickstream-ingest", "q-bench-1a2b", "nb_7.v2", "Q" * 128):
+        assert load_config("local", [f"ingest.query_name={name}"], environ={}).ingest.query_name

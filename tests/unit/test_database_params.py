@@ -9,8 +9,13 @@ AZURE = (
 )
 
 
+def portal_params() -> ConnectionParams:
+    """The portal's URL, with `require` allowed as `database.min_sslmode = "require"` does."""
+    return ConnectionParams.from_connection_string(AZURE, min_sslmode="require")
+
+
 def test_azure_portal_jdbc_url_becomes_psycopg_arguments():
-    params = ConnectionParams.from_jdbc_url(AZURE)
+    params = portal_params()
     kwargs = params.psycopg_kwargs("app", 5)
     assert kwargs == {
         "host": "lab-c.postgres.database.azure.com",
@@ -25,7 +30,7 @@ def test_azure_portal_jdbc_url_becomes_psycopg_arguments():
 
 
 def test_password_stays_out_of_repr_and_jdbc_url():
-    params = ConnectionParams.from_jdbc_url(AZURE)
+    params = portal_params()
     assert "Abc!12" not in repr(params)
     assert "Abc!12" not in params.jdbc_url()
     assert params.jdbc_url().endswith("/citus?sslmode=require")
@@ -33,7 +38,7 @@ def test_password_stays_out_of_repr_and_jdbc_url():
 
 
 def test_default_port_and_extra_options_are_kept():
-    params = ConnectionParams.from_jdbc_url("jdbc:postgresql://db/x?user=u&ssl=true")
+    params = ConnectionParams.from_jdbc_url("jdbc:postgresql://localhost/x?user=u&ssl=true")
     assert (params.port, params.options) == (5432, {"ssl": "true"})
 
 
@@ -47,7 +52,7 @@ def test_unusable_urls_are_rejected_without_echoing_them(bad):
 
 
 def test_libpq_environment_for_psql():
-    env = ConnectionParams.from_jdbc_url(AZURE).libpq_env()
+    env = portal_params().libpq_env()
     assert env == {
         "PGHOST": "lab-c.postgres.database.azure.com",
         "PGPORT": "5432",
@@ -56,8 +61,8 @@ def test_libpq_environment_for_psql():
         "PGPASSWORD": "Abc!12&x",
         "PGSSLMODE": "require",
     }
-    bare = ConnectionParams.from_jdbc_url("jdbc:postgresql://db:6432/x").libpq_env()
-    assert bare == {"PGHOST": "db", "PGPORT": "6432", "PGDATABASE": "x"}
+    bare = ConnectionParams.from_jdbc_url("jdbc:postgresql://127.0.0.1:6432/x").libpq_env()
+    assert bare == {"PGHOST": "127.0.0.1", "PGPORT": "6432", "PGDATABASE": "x"}
 
 
 def test_tls_files_in_the_url_reach_libpq_psql_and_jdbc():

@@ -20,12 +20,21 @@ import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_origin
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from clickstream_pipeline.core.errors import ConfigError
+from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 
 ENV_PREFIX = "CLICKSTREAM__"
 
@@ -68,7 +77,15 @@ class SecretsConfig(_Section):
     @field_validator("names", mode="before")
     @classmethod
     def _over_defaults(cls, names: object) -> object:
-        return {**DEFAULT_SECRET_NAMES, **names} if isinstance(names, dict) else names
+        if not isinstance(names, dict):
+            return names
+        unknown = sorted(set(names) - set(DEFAULT_SECRET_NAMES))
+        if unknown:
+            raise ValueError(
+                f"secrets.names has no logical key {', '.join(map(repr, unknown))}; "
+                f"the keys are {', '.join(DEFAULT_SECRET_NAMES)}"
+            )
+        return {**DEFAULT_SECRET_NAMES, **names}
 
     def name_of(self, key: str) -> str:
         try:
@@ -157,15 +174,42 @@ class SparkConfig(_Section):
     ui: bool = False
     conf: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _values_as_spark_reads_them(cls, conf: object) -> object:
+        # `64` or `false` from a TOML file, a variable or --set: Spark's "64" and "false"
+        if not isinstance(conf, dict):
+            return conf
+        return {k: _spark_value(v) for k, v in conf.items()}
+
+
+def _spark_value(value: object) -> object:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
 
 class DatabaseConfig(_Section):
-    schema_name: str = "public"
-    events_table: str = "events"
     connect_timeout_s: int = Field(default=10, gt=0)
     application_name: str = "clickstream-pipeline"
     # Citus: shards of each table the bootstrap distributes (None: the server's
     # citus.shard_count, 32 unless the cluster sets it); ignored on plain PostgreSQL.
     citus_shard_count: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _events_where_the_migrations_create_it(cls, data: object) -> object:
+        for key in ("schema_name", "events_table"):
+            if isinstance(data, dict) and key in data:
+                raise ValueError(
+                    f"database.{key} is not a setting: the migrations create the events table "
+                    f"as {EVENTS_SCHEMA}.{EVENTS_TABLE}, and the sink, offset ledger, rollups, "
+                    "loader and dashboard all use it there; remove the key"
+                )
+        return data
+
+
+QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class IngestConfig(_Section):
@@ -200,9 +244,13 @@ class IngestConfig(_Section):
 
     @field_validator("query_name")
     @classmethod
-    def _name_is_a_path_segment(cls, name: str) -> str:
-        if not name or "/" in name or name.strip() != name:
-            raise ValueError("query_name must be a non-blank name without '/'")
+    def _name_is_a_folder_name(cls, name: str) -> str:
+        # the checkpoint's folder under storage.checkpoint_root: never '..', '/' or blank
+        if not QUERY_NAME.fullmatch(name):
+            raise ValueError(
+                "query_name must be 1-128 letters, digits, '_', '.' or '-', starting with a "
+                f"letter or digit (it names the checkpoint's folder), got {name!r}"
+            )
         return name
 
 
@@ -235,13 +283,14 @@ def load_config(
     data = _read_file(env, conf_file)
     for key, value in sorted(environ.items()):
         if key.startswith(ENV_PREFIX):
-            path = key[len(ENV_PREFIX) :].lower().split("__")
+            path = _setting_path(key[len(ENV_PREFIX) :].split("__"), "__", lower=True)
             _assign(data, path, _parse_value(value), origin=f"environment variable {key}")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         dotted, value = item.split("=", 1)
-        _assign(data, dotted.strip().split("."), _parse_value(value), origin=f"--set {dotted}")
+        path = _setting_path(dotted.strip().split("."), ".", lower=False)
+        _assign(data, path, _parse_value(value), origin=f"--set {dotted}")
     data["env"] = env
     try:
         return Config.model_validate(data)
@@ -337,6 +386,25 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def _setting_path(parts: list[str], separator: str, lower: bool) -> list[str]:
+    """Section and key names (lower-cased from a variable's name); below a dict-valued setting
+    (`spark.conf`, `secrets.names`) the rest is one key, its case kept: Spark's keys have dots
+    and capitals (`spark.conf.spark.sql.files.maxPartitionBytes`)."""
+    path: list[str] = []
+    model: type[BaseModel] | None = Config
+    for i, part in enumerate(parts):
+        name = part.lower() if lower else part
+        path.append(name)
+        field = model.model_fields.get(name) if model is not None else None
+        kind = field.annotation if field is not None else None
+        if get_origin(kind) is dict:
+            if i + 1 < len(parts):
+                path.append(separator.join(parts[i + 1 :]))
+            return path
+        model = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+    return path
 
 
 def _assign(data: dict[str, Any], path: list[str], value: Any, origin: str) -> None:

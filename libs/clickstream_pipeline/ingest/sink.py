@@ -36,7 +36,6 @@ import psycopg2.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from psycopg2.extensions import make_dsn
 
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.ingest import ledger
@@ -49,6 +48,7 @@ from clickstream_pipeline.ingest.routed import (
     valid_rows_of,
 )
 from clickstream_pipeline.ingest.transforms import Rules
+from clickstream_pipeline.warehouse.connection_string import libpq_conninfo
 from clickstream_pipeline.warehouse.database import kept_connection, open_connection, retrying
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def write_range(
 
 def conninfo(connect_kwargs: dict[str, Any]) -> str:
     """libpq's `key='value'` form of psycopg2's connect arguments (ADBC takes this form)."""
-    return make_dsn(**{k: v for k, v in connect_kwargs.items() if v is not None})
+    return libpq_conninfo(connect_kwargs)
 
 
 _ADBC_ROOTS: dict[str, adbc.Connection] = {}

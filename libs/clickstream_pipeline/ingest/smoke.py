@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.ingest.sink import quote_ident
 from clickstream_pipeline.ingest.source import ClientConf, producer_config
@@ -96,7 +97,7 @@ def run_smoke(
         raise RuntimeError(f"smoke stream failed: {query.exception()}")
 
     params = configured_params(cfg, secrets)
-    table = f"{quote_ident(cfg.database.schema_name)}.{quote_ident(cfg.database.events_table)}"
+    table = f"{quote_ident(EVENTS_SCHEMA)}.{quote_ident(EVENTS_TABLE)}"
     ((rows, distinct),) = fetch(
         params,
         "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) "  # noqa: S608

@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import arrow_batches_by_rows, session_conf_set
@@ -123,8 +124,8 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         connect_kwargs=params.psycopg_kwargs(
             cfg.database.application_name, cfg.database.connect_timeout_s
         ),
-        schema_name=cfg.database.schema_name,
-        table_name=cfg.database.events_table,
+        schema_name=EVENTS_SCHEMA,
+        table_name=EVENTS_TABLE,
         sink="",
         batch_id=-1,
         copy_format=cfg.ingest.sink_copy_format,

@@ -1,8 +1,10 @@
-"""PostgreSQL/Citus connections from the lab's JDBC-URL secret.
+"""PostgreSQL/Citus connections from the lab's connection-string secret.
 
 `Database-Connection-String` is a JDBC URL (as Azure's portal gives it):
-`jdbc:postgresql://host:5432/citus?user=citus&password=...&sslmode=require`.
-`ConnectionParams` turns it into psycopg2 keyword arguments and into a password-free JDBC URL
+`jdbc:postgresql://host:5432/citus?user=citus&password=...&sslmode=verify-full`, or libpq
+key=value pairs; `connection_string` reads both (percent-encoding, quoting, refusals) and
+refuses an sslmode below `database.min_sslmode`. `ConnectionParams` turns it into psycopg2
+keyword arguments, libpq's conninfo and environment (ADBC, psql) and a password-free JDBC URL
 plus properties for Spark; its `repr` never shows the password. `configured_params` reads it
 from a job's config and secrets. Every module connects through `connect` or `connected` (a
 clear error) or `open_connection` (libpq's errors, for `retrying`, which retries the transient
@@ -16,7 +18,6 @@ import logging
 import random
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,16 +27,13 @@ import psycopg2
 from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import Config
-from clickstream_pipeline.core.errors import DatabaseConfigError
 from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
+from clickstream_pipeline.warehouse import connection_string
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 5432
-
-
 # TLS files libpq and PostgreSQL's JDBC driver both take from the connection string
-TLS_FILE_OPTIONS = {"sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY"}
+TLS_FILE_OPTIONS = {k: f"PG{k.upper()}" for k in connection_string.TLS_FILE_KEYS}
 # libpq's environment variable for each keyword the connection sets
 LIBPQ_ENV = {
     "host": "PGHOST",
@@ -59,34 +57,33 @@ class ConnectionParams:
     options: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_jdbc_url(cls, url: SecretStr | str) -> ConnectionParams:
-        text = url.get_secret_value() if isinstance(url, SecretStr) else url
-        prefix = "jdbc:postgresql://"
-        if not text.startswith(prefix):
-            raise DatabaseConfigError("connection string must start with jdbc:postgresql://")
-        parts = urllib.parse.urlsplit("postgresql://" + text[len(prefix) :])
-        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-        try:
-            port = parts.port or DEFAULT_PORT
-        except ValueError:
-            raise DatabaseConfigError("connection string has an invalid port") from None
-        if not parts.hostname:
-            raise DatabaseConfigError("connection string has no host")
-        dbname = parts.path.lstrip("/") or "postgres"
-        user = query.pop("user", None) or (urllib.parse.unquote(parts.username or "") or None)
-        password = query.pop("password", None) or (
-            urllib.parse.unquote(parts.password) if parts.password else None
+    def from_connection_string(
+        cls,
+        text: SecretStr | str,
+        min_sslmode: str = connection_string.DEFAULT_MIN_SSLMODE,
+        loopback_min_sslmode: str = connection_string.DEFAULT_LOOPBACK_MIN_SSLMODE,
+    ) -> ConnectionParams:
+        """A JDBC URL or libpq key=value pairs (`connection_string`), refused when its sslmode
+        is below the minimum for its host (by default verify-full outside loopback)."""
+        plain = text.get_secret_value() if isinstance(text, SecretStr) else text
+        found = connection_string.parse_connection_string(plain)
+        connection_string.check_sslmode(
+            found.host, found.sslmode, found.options, min_sslmode, loopback_min_sslmode
         )
-        sslmode = query.pop("sslmode", None)
         return cls(
-            host=parts.hostname,
-            port=port,
-            dbname=urllib.parse.unquote(dbname),
-            user=user,
-            password=SecretStr(password) if password else None,
-            sslmode=sslmode,
-            options=query,
+            host=found.host,
+            port=found.port,
+            dbname=found.dbname,
+            user=found.user,
+            password=found.password,
+            sslmode=found.sslmode,
+            options=found.options,
         )
+
+    @classmethod
+    def from_jdbc_url(cls, url: SecretStr | str) -> ConnectionParams:
+        """`from_connection_string` with the default minimum sslmode."""
+        return cls.from_connection_string(url)
 
     def libpq_keywords(self) -> dict[str, str | int]:
         """The connection's libpq keywords: host, port, database, and what the string sets of
@@ -120,13 +117,23 @@ class ConnectionParams:
         """The same connection as libpq environment variables (for psql and other tools)."""
         return {LIBPQ_ENV[k]: str(v) for k, v in self.libpq_keywords().items()}
 
-    def jdbc_url(self) -> str:
-        """The JDBC URL without credentials (they go in `jdbc_properties`)."""
-        query = dict(self.options)
+    def conninfo(self) -> str:
+        """libpq's `key='value'` form of the connection (with its password)."""
+        return connection_string.libpq_conninfo(self.libpq_keywords())
+
+    def jdbc_url(self, with_credentials: bool = False) -> str:
+        """The JDBC URL, every value percent-encoded: without credentials (they go in
+        `jdbc_properties`), or with them, as the connection-string secret is written."""
+        query = {}
+        if with_credentials:
+            if self.user:
+                query["user"] = self.user
+            if self.password is not None:
+                query["password"] = self.password.get_secret_value()
+        query.update(self.options)
         if self.sslmode:
             query["sslmode"] = self.sslmode
-        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
-        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}{suffix}"
+        return connection_string.jdbc_url(self.host, self.port, self.dbname, query)
 
     def jdbc_properties(self) -> dict[str, str]:
         props = {"driver": "org.postgresql.Driver"}
@@ -154,9 +161,12 @@ def connect(
 
 def configured_params(cfg: Config, secrets: Secrets | None = None) -> ConnectionParams:
     """The configured database: its connection string is the secret `database` (resolved here
-    unless `secrets` already holds it)."""
+    unless `secrets` already holds it), refused below `database.min_sslmode` (or
+    `database.loopback_min_sslmode` for a loopback host)."""
     secrets = secrets if secrets is not None else resolve_secrets(cfg.secrets, ["database"])
-    return ConnectionParams.from_jdbc_url(secrets["database"])
+    return ConnectionParams.from_connection_string(
+        secrets["database"], cfg.database.min_sslmode, cfg.database.loopback_min_sslmode
+    )
 
 
 @contextmanager
