@@ -9,6 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -22,10 +23,21 @@ class StaleWhileReloading(Generic[K, V]):
     recently loaded go first). A key's first caller loads it (the others of that key wait for
     it); once its value is older, the next caller starts a reload in a thread and every caller
     gets the old value until it lands. A reload that fails drops the value and raises for the
-    next caller, as that caller's own load would have; the one after loads again."""
+    next caller, as that caller's own load would have; the one after loads again.
 
-    def __init__(self, load: Callable[[K], V], max_age_s: float, max_keys: int = 256):
+    Ages are read on `clock` (seconds); reloads behind run on `executor` (default: a daemon
+    thread each)."""
+
+    def __init__(
+        self,
+        load: Callable[[K], V],
+        max_age_s: float,
+        max_keys: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+        executor: Executor | None = None,
+    ):
         self._load, self._max_age, self._max_keys = load, max_age_s, max_keys
+        self._clock, self._executor = clock, executor
         self._values: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._loading: dict[K, threading.Event] = {}
         self._failed: dict[K, Exception] = {}
@@ -38,9 +50,9 @@ class StaleWhileReloading(Generic[K, V]):
                 raise failure
             held = self._values.get(key)
             if held is not None:
-                if time.monotonic() - held[0] >= self._max_age and key not in self._loading:
+                if self._clock() - held[0] >= self._max_age and key not in self._loading:
                     self._loading[key] = threading.Event()
-                    threading.Thread(target=self._reload_behind, args=(key,), daemon=True).start()
+                    self._start_behind(key)
                 return held[1]
             loading = self._loading.get(key)
             mine = loading is None
@@ -53,24 +65,46 @@ class StaleWhileReloading(Generic[K, V]):
             held = self._values.get(key)
         return held[1] if held is not None else self._load(key)  # that load failed: try
 
+    def _start_behind(self, key: K) -> None:
+        if self._executor is None:
+            threading.Thread(target=self._reload_behind, args=(key,), daemon=True).start()
+        else:
+            self._executor.submit(self._reload_behind, key)
+
     def _reload(self, key: K) -> V:
+        """Load `key` for a caller who waits for it."""
         try:
             value = self._load(key)
-            with self._lock:
-                self._values[key] = (time.monotonic(), value)
+        except BaseException:
+            self._settle(key)
+            raise
+        self._settle(key, value)
+        return value
+
+    def _reload_behind(self, key: K) -> None:
+        """Load `key` while callers get its old value; a failure is kept for the next one."""
+        try:
+            value = self._load(key)
+        except Exception as exc:  # the next caller sees it, as if its own load had failed
+            log.debug("reload of %s failed: %s", key, exc)
+            self._settle(key, failure=exc)
+        except BaseException:
+            self._settle(key)
+            raise
+        else:
+            self._settle(key, value)
+
+    def _settle(self, key: K, value: V | None = None, failure: Exception | None = None) -> None:
+        """A load's outcome in place (`value` when it loaded), then the key no longer loading,
+        in one step: a caller in between would start a second reload of a value that is
+        about to be dropped."""
+        with self._lock:
+            if failure is None and value is not None:
+                self._values[key] = (self._clock(), value)
                 self._values.move_to_end(key)
                 while len(self._values) > self._max_keys:
                     self._values.popitem(last=False)
-            return value
-        finally:
-            with self._lock:
-                self._loading.pop(key).set()
-
-    def _reload_behind(self, key: K) -> None:
-        try:
-            self._reload(key)
-        except Exception as exc:  # the next caller sees it, as if its own load had failed
-            log.debug("reload of %s failed: %s", key, exc)
-            with self._lock:
+            elif failure is not None:
                 self._values.pop(key, None)
-                self._failed[key] = exc
+                self._failed[key] = failure
+            self._loading.pop(key).set()
