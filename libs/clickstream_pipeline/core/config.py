@@ -189,12 +189,32 @@ def _spark_value(value: object) -> object:
     return str(value) if isinstance(value, int | float) else value
 
 
+# libpq's (and PostgreSQL JDBC's) sslmode values, weakest first
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
 class DatabaseConfig(_Section):
     connect_timeout_s: int = Field(default=10, gt=0)
     application_name: str = "clickstream-pipeline"
     # Citus: shards of each table the bootstrap distributes (None: the server's
     # citus.shard_count, 32 unless the cluster sets it); ignored on plain PostgreSQL.
     citus_shard_count: int | None = Field(default=None, gt=0)
+    min_sslmode: SslMode = Field(
+        default="verify-full",
+        description=(
+            "The weakest sslmode the connection string may give for a host outside loopback "
+            "(no sslmode counts as libpq's default, prefer). verify-full checks the server's "
+            "certificate and name; require encrypts without checking who answers, so it is "
+            "refused unless this is lowered to it."
+        ),
+    )
+    loopback_min_sslmode: SslMode = Field(
+        default="disable",
+        description=(
+            "The same minimum for a loopback host (127.0.0.0/8, ::1, localhost) or a Unix "
+            "socket, where traffic never leaves the machine."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
