@@ -30,6 +30,16 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -58,14 +68,20 @@ def parser() -> argparse.ArgumentParser:
         help=f"the WSGI server (default {served.server}; development: Flask's, for debugging)",
     )
     p.add_argument(
-        "--workers", type=int, default=served.workers, help="gunicorn processes (default 2)"
+        "--workers",
+        type=at_least_one,
+        default=served.workers,
+        help="gunicorn processes (default 2)",
     )
     p.add_argument(
-        "--threads", type=int, default=served.threads, help="threads per process (default 8)"
+        "--threads",
+        type=at_least_one,
+        default=served.threads,
+        help="threads per process (default 8)",
     )
     p.add_argument(
         "--pool-size",
-        type=int,
+        type=at_least_one,
         default=served.pool_size,
         help="database connections per process, at most (default 4)",
     )
@@ -111,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
         params,
         serving,
         args.refresh_seconds,
-        schema=cfg.database.schema_name,
         connect_timeout=cfg.database.connect_timeout_s,
         login=(args.user, password) if password is not None else None,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from clickstream_pipeline.dashboard.panels import (
 log = logging.getLogger(__name__)
 
 ALL_CUSTOMERS = "all"
+CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
 CACHED_VIEWS = 256  # views (range x customer) remembered at once
 
 
@@ -209,10 +211,18 @@ def customer_options(snap: Snapshot) -> list[dict[str, str]]:
     return options
 
 
-def parse_view(customer: str | None, range_key: str | None, schema: str) -> View:
-    chosen = RANGES_BY_KEY.get(range_key or "", DEFAULT_RANGE)
-    customer_id = int(customer) if customer and customer.isdigit() else None
-    return View(chosen, customer_id, schema)
+class BadSelection(ValueError):
+    """A selector value the page never offers (a crafted request): answered with a message."""
+
+
+def parse_view(customer: object, range_key: object, schema: str) -> View:
+    chosen = RANGES_BY_KEY.get(range_key if isinstance(range_key, str) else "", DEFAULT_RANGE)
+    if customer is None or customer in ("", ALL_CUSTOMERS):
+        return View(chosen, None, schema)
+    # ASCII digits only (str.isdigit takes "²", which int() refuses), within bigint
+    if not isinstance(customer, str) or not CUSTOMER_ID.fullmatch(customer):
+        raise BadSelection(f"not a customer number: {str(customer)[:40]!r}")
+    return View(chosen, int(customer), schema)
 
 
 OUTPUTS = (
@@ -300,8 +310,11 @@ def create_app(
         Input("customer", "value"),
         Input("range", "value"),
     )
-    def update(_tick: int | None, customer: str | None, range_key: str | None) -> list[Any]:
-        view = parse_view(customer, range_key, schema)
+    def update(_tick: int | None, customer: object, range_key: object) -> list[Any]:
+        try:
+            view = parse_view(customer, range_key, schema)
+        except BadSelection as exc:
+            return [no_update] * (len(OUTPUTS) - 1) + [str(exc)]
         try:
             return rendered(view)
         except (PsycopgError, ConnectionError) as exc:

@@ -53,6 +53,8 @@ class ConnectionPool:
     one is dropped. A caller beyond `size` waits for one to come back."""
 
     def __init__(self, params: ConnectionParams, size: int = 4, connect_timeout: int = 5):
+        if size < 1:  # a pool of none would make every request wait forever
+            raise ValueError(f"a connection pool holds at least 1 connection, not {size}")
         self._params = params
         self._timeout = connect_timeout
         self._idle: queue.LifoQueue[connection] = queue.LifoQueue(maxsize=size)
