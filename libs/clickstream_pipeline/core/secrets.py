@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -102,9 +103,17 @@ def env_fetcher(environ: Mapping[str, str]) -> Fetch:
 
 
 def read_secret_file(path: Path) -> dict[str, str]:
-    """Parse `NAME=VALUE` lines (blank lines and `#` comments skipped; values taken verbatim)."""
+    """Parse `NAME=VALUE` lines (blank lines and `#` comments skipped; values taken verbatim)
+    of a file only its owner may read or write (mode 600 or 400)."""
     if not path.is_file():
         raise SecretError(f"secret file {path} does not exist (did `make up` run?)")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if os.name == "posix" and mode & 0o077:
+        # as libpq refuses such a ~/.pgpass and ssh such a key
+        raise SecretError(
+            f"secret file {path} is open to other users (mode {mode:03o}): "
+            f"make it readable by its owner only, `chmod 600 {path}`"
+        )
     values: dict[str, str] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
