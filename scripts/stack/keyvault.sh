@@ -73,9 +73,13 @@ identity_header() {
   (umask 077; secret_get KEYVAULT_IDENTITY_HEADER >"$KV_HEADER_FILE")
 }
 
+# Headers that carry a credential reach curl through a pipe it reads as a file (-H @/dev/fd/N,
+# written by printf, a shell builtin), never on its command line, which any local user can read.
+
 # token: a bearer token from the managed-identity endpoint, as azure-identity would get one.
 token() {
-  curl -sf --max-time 10 -H "X-IDENTITY-HEADER: $(secret_get KEYVAULT_IDENTITY_HEADER)" \
+  curl -sf --max-time 10 \
+    -H @<(printf 'X-IDENTITY-HEADER: %s\n' "$(secret_get KEYVAULT_IDENTITY_HEADER)") \
     "$KV_TOKEN_URL?api-version=2019-08-01&resource=$KV_URL" \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
 }
@@ -150,8 +154,9 @@ seed() {
     if [[ ! "$name" =~ ^[A-Za-z0-9-]{1,127}$ ]]; then skipped=$((skipped + 1)); continue; fi
     code="$(printf '%s' "$value" \
       | python3 -c 'import json, sys; sys.stdout.write(json.dumps({"value": sys.stdin.read()}))' \
-      | kv_curl -o /dev/null -w '%{http_code}' -X PUT -H "$auth" -H 'Content-Type: application/json' \
-          --data-binary @- "$KV_URL/secrets/$name?$KV_API")" || code="curl-error"
+      | kv_curl -o /dev/null -w '%{http_code}' -X PUT -H @<(printf '%s\n' "$auth") \
+          -H 'Content-Type: application/json' --data-binary @- "$KV_URL/secrets/$name?$KV_API")" \
+      || code="curl-error"
     [ "$code" = 200 ] || die "keyvault: setting secret $name failed (HTTP $code)"
     names+=("$name")
   done <"$SECRETS_FILE"
@@ -163,7 +168,7 @@ secret_count() {
   local url="$KV_URL/secrets?$KV_API&maxresults=25" n=0 page auth
   auth="Authorization: Bearer $(token)" || return 1
   while [ -n "$url" ]; do
-    page="$(kv_curl -f -H "$auth" "$url")" || return 1
+    page="$(kv_curl -f -H @<(printf '%s\n' "$auth") "$url")" || return 1
     n=$((n + $(printf '%s' "$page" | python3 -c 'import json, sys; print(len(json.load(sys.stdin).get("value") or []))')))
     url="$(printf '%s' "$page" | python3 -c 'import json, sys; print(json.load(sys.stdin).get("nextLink") or "")')"
   done

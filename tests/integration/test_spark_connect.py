@@ -11,17 +11,21 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.core.spark_connect import server_command, wait_until_listening
+from clickstream_pipeline.core.spark_connect import start_server
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.ports import free_port
+from devkit.processes import process_tree, showing_any
 from tests.conftest import PROJECT_DIR
+from tests.integration.conftest import LOCAL_SECRETS
 from tests.integration.ingest_support import (
     assert_exactly_once,
     batch_totals,
@@ -31,22 +35,69 @@ from tests.integration.ingest_support import (
 )
 
 
+@contextmanager
+def running_server(cfg: Config, secrets: Secrets, log_path: Path) -> Iterator[tuple[str, int]]:
+    """A Spark Connect server started as `make spark-connect` starts it: (its url, its pid)."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        server = start_server(cfg, secrets, port, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield f"sc://127.0.0.1:{port}", server.pid
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def connect_server(
     local_config: Config, local_secrets: Secrets, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
-    command, env = server_command(local_config, local_secrets, port)
     log_path = tmp_path_factory.mktemp("spark-connect") / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until_listening(port, server)
-            yield f"sc://127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    assert b"AWS_SECRET_ACCESS_KEY" not in " ".join(command).encode()
+    with running_server(local_config, local_secrets, log_path) as (url, _):
+        yield url
+
+
+def test_no_key_of_the_server_is_on_a_command_line_of_its_processes(
+    local_config, local_secrets, tmp_path
+):
+    """With ADLS account-key auth the key (and the object store's) reaches the server, yet no
+    process of its tree shows it in /proc/<pid>/cmdline, which every local user can read."""
+    account, key = "clickstreamargv", f"argv+check/{uuid.uuid4().hex}=="
+    storage = local_config.storage.model_copy(update={"adls_auth": "account_key"})
+    cfg = local_config.model_copy(update={"storage": storage})
+    secrets = Secrets(
+        {
+            **{k: v for k in LOCAL_SECRETS if (v := local_secrets.get(k)) is not None},
+            "adls_account_name": SecretStr(account),
+            "adls_account_key": SecretStr(key),
+        },
+        "test",
+    )
+    values = [key, local_secrets["s3_secret_key"].get_secret_value()]
+    with running_server(cfg, secrets, tmp_path / "server.log") as (url, pid):
+        setting = f"spark.hadoop.fs.azure.account.key.{account}.dfs.core.windows.net"
+        client = subprocess.run(
+            [sys.executable, "-c", CONF_OF_SERVER, url, setting],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        tree = process_tree(pid)
+    assert client.returncode == 0, client.stderr[-3000:]
+    assert client.stdout.strip() == key  # the key did reach the server
+    assert len(tree) >= 2  # spark-submit's script became the JVM: at least it and a worker
+    assert showing_any(tree, values) == {}
+
+
+# a Spark Connect client printing one setting of its server's session
+CONF_OF_SERVER = """
+import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.remote(sys.argv[1]).getOrCreate()
+spark.range(4).mapInArrow(lambda batches: batches, "id long").collect()  # a Python worker
+print(spark.conf.get(sys.argv[2]))
+"""
 
 
 INGEST_JOB = ("-m", "clickstream_pipeline.jobs.ingest", "--available-now")

@@ -13,9 +13,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shlex
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,6 +67,32 @@ def session_conf_set(spark: SparkSession, key: str, value: str | None) -> Iterat
             spark.conf.unset(key)
         else:
             spark.conf.set(key, kept)
+
+
+# Java properties escapes (java.util.Properties.load), for keys and values alike
+_PROPERTIES_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f", "=": "\\=",
+     ":": "\\:", "#": "\\#", "!": "\\!", " ": "\\ "}
+)  # fmt: skip
+
+
+@contextmanager
+def private_properties_file(conf: Mapping[str, str]) -> Iterator[Path]:
+    """`conf` as a Java properties file (spark-submit's `--properties-file`) that only this user
+    can read, in a private temporary folder removed with it after the block: settings that carry
+    secrets reach a JVM this way, never on its command line."""
+    folder = Path(tempfile.mkdtemp(prefix="clickstream-spark-"))  # mode 700
+    path = folder / "spark.properties"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.writelines(
+                f"{k.translate(_PROPERTIES_ESCAPES)}={v.translate(_PROPERTIES_ESCAPES)}\n"
+                for k, v in conf.items()
+            )
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def resolved_jars(jars_dir: str | Path) -> list[str]:
@@ -211,6 +240,24 @@ def _connect_client(url: str, settings: SparkConfig) -> SparkSession:
     return spark
 
 
+HADOOP = "spark.hadoop."
+
+
+@contextmanager
+def _submit_args_with(properties: Path) -> Iterator[None]:
+    """`--properties-file` added to the spark-submit arguments pyspark starts its JVM with."""
+    kept = os.environ.get("PYSPARK_SUBMIT_ARGS")
+    args = f"--properties-file {shlex.quote(str(properties))} {kept or 'pyspark-shell'}"
+    os.environ["PYSPARK_SUBMIT_ARGS"] = args
+    try:
+        yield
+    finally:
+        if kept is None:
+            os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
+        else:
+            os.environ["PYSPARK_SUBMIT_ARGS"] = kept
+
+
 def build_spark(cfg: Config, secrets: Secrets) -> SparkSession:
     """The session for a job: the running one on a cluster, else a new one.
 
@@ -227,6 +274,7 @@ def build_spark(cfg: Config, secrets: Secrets) -> SparkSession:
         return active
     conf = session_conf(cfg, secrets)
     builder = SparkSession.builder
+    launched = "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._gateway is not None
     if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit
         conf.pop("spark.jars", None)
         conf.pop("spark.driver.host", None)
@@ -237,9 +285,16 @@ def build_spark(cfg: Config, secrets: Secrets) -> SparkSession:
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         builder = builder.master(cfg.spark.master)
         _with_class_archive(conf, cfg.spark)
+    # pyspark starts a new JVM with every builder setting on spark-submit's command line: the
+    # storage settings (keys among them) go in a private properties file instead
+    hidden = {} if launched else {k: conf.pop(k) for k in list(conf) if k.startswith(HADOOP)}
     for key, value in conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    if launched:  # settings reach the running JVM over py4j
+        spark = builder.getOrCreate()
+    else:
+        with private_properties_file(hidden) as properties, _submit_args_with(properties):
+            spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark %s started: master %s", spark.version, spark.sparkContext.master)
     return spark
