@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def run_quick(module: str, out: Path, timeout: float) -> tuple[dict, str]:
 @pytest.mark.timeout(600)
 def test_sink_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> None:
     result, stdout = run_quick("sink", tmp_path / "sink.json", 540)
-    assert result["machine"]["cores"] >= 1
+    assert result["machine"]["cores"] == os.cpu_count()  # measured on this machine
     runs = result["runs"]
     printed = {}
     for key, label in LABELS.items():
@@ -239,9 +240,14 @@ def test_peer_benchmark_quick_mode_measures_ours_and_kafka_connect_in_one_run(
     assert result["ours_over_peer_rows_per_s"] == (
         result["ours"]["rows_per_s"] / result["peer"]["rows_per_s"]
     )
-    # ours is exactly once through the kill; the peer (at-least-once) loses nothing either
+    # ours is exactly once through the kill; the peer (at-least-once) loses nothing either, and
+    # writes again what it wrote since its last offset commit (Connect commits every 60 s; the
+    # quick run is killed well before that), at most every row once more
     assert result["ours_lost"] == result["ours_duplicated"] == 0
-    assert result["peer_lost"] == 0 and result["peer_duplicated"] >= 0
+    assert result["peer_lost"] == 0 and 0 < result["peer_duplicated"] <= n
+    assert result["peer"]["duplicated"] == result["peer_duplicated"]
+    duplicated = rf"SIGKILL half-way: duplicated\s+0\s+{result['peer_duplicated']:,}\n"
+    assert re.search(duplicated, stdout)
     settings = result["peer_settings"]["connector"]
     assert settings["connector.class"] == "io.debezium.connector.jdbc.JdbcSinkConnector"
     assert settings["connection.password"].startswith("${env:")  # never the secret itself
