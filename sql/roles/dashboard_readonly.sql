@@ -11,6 +11,8 @@
 -- The role can read the rollups, the BI views, the ingest batches and per-tenant freshness,
 -- nothing else: no raw events (except through bi_raw_events_last_day, granted below; revoke
 -- it to forbid raw reads), no ledger, no writes. Its sessions default to read-only transactions.
+-- It creates nothing in schema public either: on PostgreSQL 14 and older the script takes CREATE
+-- there from PUBLIC (PostgreSQL 15's default), keeping it for the owner of the pipeline's tables.
 -- Safe to run again. On Citus, run it on the coordinator (roles and grants propagate).
 
 DO $$
@@ -59,6 +61,34 @@ DO $$
 BEGIN
     IF to_regprocedure('public.bi_raw_events_last_day_rows()') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION public.bi_raw_events_last_day_rows() TO clickstream_dashboard;
+    END IF;
+END
+$$;
+
+-- PostgreSQL 14 and older grant CREATE on schema public to PUBLIC, so the role (and every
+-- login in it) could create tables, views and functions there, whatever its grants here.
+-- Take it from PUBLIC, as PostgreSQL 15 does by default, keeping it for the owner of the
+-- pipeline's tables (the migrations create in public). Any other role that creates objects in
+-- public needs its own GRANT CREATE ON SCHEMA public. Fails, saying why, when this user may not
+-- revoke it (only the schema's owner or a superuser can).
+DO $$
+DECLARE
+    pipeline_owner regrole := (
+        SELECT relowner::regrole FROM pg_class WHERE oid = to_regclass('public.events')
+    );
+BEGIN
+    IF has_schema_privilege('clickstream_dashboard', 'public', 'CREATE') THEN
+        IF pipeline_owner IS NOT NULL THEN
+            EXECUTE format('GRANT CREATE ON SCHEMA public TO %s', pipeline_owner);
+        END IF;
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+        REVOKE CREATE ON SCHEMA public FROM clickstream_dashboard;
+    END IF;
+    IF has_schema_privilege('clickstream_dashboard', 'public', 'CREATE') THEN
+        RAISE EXCEPTION 'clickstream_dashboard can still create objects in schema public'
+            USING HINT = 'As the owner of schema public or a superuser, run REVOKE CREATE ON '
+                'SCHEMA public FROM PUBLIC, and check the roles clickstream_dashboard is a '
+                'member of.';
     END IF;
 END
 $$;

@@ -10,7 +10,7 @@ from importlib import resources
 import psycopg2
 import pytest
 
-from clickstream_pipeline.warehouse.database import ConnectionParams
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import (
     bootstrapped_database,
     copy_events,
@@ -254,3 +254,39 @@ def test_the_read_only_role_reads_the_views_and_rollups_and_writes_nothing(loade
                 query(reader, forbidden)
     finally:
         drop_login(loaded, reader)
+
+
+def test_the_read_only_role_cannot_create_objects_where_public_may(tier):
+    """PostgreSQL 14 and older grant CREATE on schema public to PUBLIC, which every role
+    inherits; the role script takes it away (PostgreSQL 15's default) and keeps it for the
+    owner of the pipeline's tables."""
+    text = resources.files("clickstream_pipeline.sql.roles").joinpath("dashboard_readonly.sql")
+    with bootstrapped_database(tier.db) as db:
+        query(db, "GRANT CREATE ON SCHEMA public TO PUBLIC")  # as a PostgreSQL 14 database has it
+        query(db, text.read_text(encoding="utf-8"))
+        reader = create_login(db, "clickstream_dashboard")
+        try:
+            conn = connect(reader)
+            try:
+                with conn.cursor() as cur:
+                    # the role's sessions default to read-only; a login can turn that off
+                    cur.execute("SET default_transaction_read_only = off")
+                    conn.commit()
+                    for statement in (
+                        "CREATE TABLE public.planted (x int)",
+                        "CREATE VIEW public.planted AS SELECT 1",
+                        "CREATE FUNCTION public.planted() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                    ):
+                        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                            cur.execute(statement)
+                        conn.rollback()
+            finally:
+                conn.close()
+        finally:
+            drop_login(db, reader)
+        ((owner_can_create,),) = query(
+            db,
+            """SELECT has_schema_privilege(c.relowner, 'public', 'CREATE')
+               FROM pg_class c WHERE c.oid = 'public.events'::regclass""",
+        )
+        assert owner_can_create
