@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import re
@@ -13,9 +14,9 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from clickstream_pipeline.core.config import SecretsConfig, load_config, resolve_storage_paths
+from clickstream_pipeline.core.config import load_config, resolve_storage_paths
 from clickstream_pipeline.core.errors import ConfigError
-from clickstream_pipeline.core.secrets import Secrets
+from clickstream_pipeline.core.secrets import Secrets, env_variable_name
 from tests.conftest import PROJECT_DIR
 
 VAR = re.compile(r"\$\{var\.([A-Za-z0-9_]+)\}")
@@ -129,22 +130,89 @@ def test_every_task_has_the_wheel_and_a_utc_cluster_and_the_ingest_runs_on():
     assert prod_ingest["continuous"]["pause_status"] == "UNPAUSED"
 
 
-def test_every_secret_scope_and_name_referenced_is_in_the_resolver_mapping():
-    known = set(SecretsConfig().names.values())
+def _secret_keys(node: ast.expr, constants: dict[str, ast.expr]) -> set[str]:
+    """The logical keys an argument of `resolve_secrets` names: string literals, in tuples,
+    lists or a dict's keys, through module constants and `*unpacked` ones."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.Name) and node.id in constants:
+        return _secret_keys(constants[node.id], constants)
+    if isinstance(node, ast.Starred):
+        return _secret_keys(node.value, constants)
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return set().union(*(_secret_keys(e, constants) for e in node.elts))
+    if isinstance(node, ast.Dict):
+        return set().union(*(_secret_keys(k, constants) for k in node.keys if k is not None))
+    return set()
+
+
+def resolved_secret_keys() -> dict[str, set[str]]:
+    """Each module's logical secret keys, read from its `resolve_secrets(...)` calls."""
+    found: dict[str, set[str]] = {}
+    files = [*(PROJECT_DIR / "libs").rglob("*.py"), *(PROJECT_DIR / "jobs").glob("*.py")]
+    files += (PROJECT_DIR / "notebooks").glob("*.py")
+    for path in files:
+        tree = ast.parse(path.read_text())
+        constants = {
+            target.id: node.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "resolve_secrets":
+                args = [*call.args[1:], *(k.value for k in call.keywords)]
+                keys = set().union(*(_secret_keys(a, constants) for a in args))
+                found.setdefault(str(path.relative_to(PROJECT_DIR)), set()).update(keys)
+    return found
+
+
+def stack_secret_names() -> set[str]:
+    """The names the local stack's scripts write into .stack/secrets.env."""
+    scripts = "".join(p.read_text() for p in (PROJECT_DIR / "scripts" / "stack").glob("*.sh"))
+    return set(re.findall(r"\b(?:secret_set|set_secret_once) ([A-Za-z0-9_-]+) ", scripts))
+
+
+KEY_VAULT_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+# Azure-only secrets: the local stack has no ADLS, service principal or dashboard login
+AZURE_ONLY = {"adls_account_name", "adls_account_key", "sp_client_id", "sp_client_key"}
+AZURE_ONLY |= {"tenant_id", "dashboard_password"}
+
+
+def test_every_secret_the_code_resolves_has_a_name_where_each_backend_looks():
+    by_module = resolved_secret_keys()
+    assert {"jobs/dashboard.py", "libs/clickstream_pipeline/ingest/session.py"} <= set(by_module)
+    used = set().union(*by_module.values())
+    assert {"database", "kafka_connection_string", "s3_secret_key", "adls_account_key"} <= used
+    databricks = load_config("databricks", environ={})
+    # a Key Vault-backed scope (Databricks) and Key Vault take Key Vault names, one per key
+    names = {key: databricks.secrets.name_of(key) for key in sorted(used)}
+    assert all(KEY_VAULT_NAME.fullmatch(name) for name in names.values()), names
+    assert len(set(names.values())) == len(names), names
+    # the env backend: one distinct variable per name
+    variables = {env_variable_name(name) for name in names.values()}
+    assert len(variables) == len(names) and all(v.isidentifier() for v in variables)
+    # the local stack's file (and its vault, seeded from the file) holds each name but Azure's
+    stack = stack_secret_names()
+    for env in ("local", "local-citus"):
+        local = load_config(env, environ={}).secrets
+        wanted = {k: local.name_of(k) for k in used - AZURE_ONLY}
+        assert {k: n for k, n in wanted.items() if n not in stack} == {}, env
+    # the bundle's and the Jobs JSON's scope and name overrides are those the jobs read
     texts = [p.read_text() for p in resource_files()]
     texts += [json.dumps(job) for job in json_jobs().values()]
     texts.append((PROJECT_DIR / "conf" / "databricks.toml").read_text())
     refs = [ref for text in texts for ref in SECRET_REF.findall(text)]
-    assert {name for _, name in refs} <= known
-    databricks = load_config("databricks", environ={})
-    assert set(databricks.secrets.names.values()) <= known
+    assert {name for _, name in refs} <= set(names.values())
     scopes = {scope for scope, _ in refs}
     for where, _, task in wheel_tasks():
         params = task["python_wheel_task"]["parameters"]
         scopes |= {p.split("=", 1)[1] for p in params if p.startswith("secrets.scope=")}
-        names = [p for p in params if p.startswith("secrets.names.")]
-        assert all(p.split("=", 1)[1] in known for p in names), where
-    assert scopes == {databricks.secrets.scope} == {"key-vault-secrets"}
+        overrides = [p.split("=", 1) for p in params if p.startswith("secrets.names.")]
+        assert all(k.removeprefix("secrets.names.") in used for k, _ in overrides), where
+    default_scope = bundle()["variables"]["secret_scope"]["default"]
+    assert scopes == {databricks.secrets.scope} == {default_scope}
 
 
 def test_the_adls_account_placeholder_is_filled_from_its_secret():
