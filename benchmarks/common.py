@@ -107,16 +107,8 @@ def db_params(secrets: Secrets) -> ConnectionParams:
 
 def secrets_for(secrets: Secrets, params: ConnectionParams) -> Secrets:
     """The same secrets with the database URL pointing at `params` (a scratch database)."""
-    query = {"user": params.user or "", **params.options}
-    if params.password is not None:
-        query["password"] = params.password.get_secret_value()
-    if params.sslmode:
-        query["sslmode"] = params.sslmode
-    from urllib.parse import urlencode
-
-    url = f"jdbc:postgresql://{params.host}:{params.port}/{params.dbname}?{urlencode(query)}"
     values = {k: v for k in SECRET_KEYS if (v := secrets.get(k)) is not None}
-    values["database"] = SecretStr(url)
+    values["database"] = SecretStr(params.jdbc_url(with_credentials=True))
     return Secrets(values, secrets.backend)
 
 

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import load_config
 from clickstream_pipeline.core.fields import LAB_FIELDS
+from clickstream_pipeline.warehouse.connection_string import libpq_conninfo
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from clickstream_pipeline.warehouse.database import fetch as query
 from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
@@ -142,23 +143,27 @@ def copy_events(params: ConnectionParams, rows: Iterable[tuple[object, ...]]) ->
     return count
 
 
-def create_login(db: ConnectionParams, group: str) -> ConnectionParams:
-    """A new login role in `group`, with a random password; its connection parameters.
+def create_login(
+    db: ConnectionParams, group: str | None, password: str | None = None
+) -> ConnectionParams:
+    """A new login role (in `group`, if given) with `password` (default a random one); its
+    connection parameters.
 
     On Citus the coordinator connects to the workers as the same role: a cluster whose nodes
     check passwords (as the stack's does) learns the login's from `pg_dist_authinfo`.
     """
-    login, password = f"test_login_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    login, password = f"test_login_{uuid.uuid4().hex[:8]}", password or uuid.uuid4().hex
+    in_group = sql.SQL(" IN ROLE {}").format(sql.Identifier(group)) if group else sql.SQL("")
     statements: list[sql.Composable | str] = [
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-            sql.Identifier(login), sql.Literal(password), sql.Identifier(group)
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}{}").format(
+            sql.Identifier(login), sql.Literal(password), in_group
         )
     ]
     if citus_workers(db):
         statements.append(
             sql.SQL(
                 "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, {}, {})"
-            ).format(sql.Literal(login), sql.Literal(f"password={password}"))
+            ).format(sql.Literal(login), sql.Literal(libpq_conninfo({"password": password})))
         )
     execute(db, *statements)
     return replace(db, user=login, password=SecretStr(password))

@@ -75,9 +75,23 @@ CONF
   sed -i -E 's/^host(\s)/hostssl\1/' "$data/pg_hba.conf"
 }
 
+# pct_encode TEXT: TEXT percent-encoded for a JDBC URL's query (each byte but A-Z a-z 0-9 . _ ~ - /
+# as %XX), as the project's connection-string parser reads it.
+pct_encode() {
+  local LC_ALL=C text="$1" out="" c i
+  for ((i = 0; i < ${#text}; i++)); do
+    c="${text:i:1}"
+    case "$c" in
+      [A-Za-z0-9._~/-]) out+="$c" ;;
+      *) printf -v c '%%%02X' "'$c"; out+="$c" ;;
+    esac
+  done
+  printf '%s' "$out"
+}
+
 # pg_url PORT: the stack's JDBC URL for the server on PORT, verifying it against the CA.
 pg_url() {
-  echo "jdbc:postgresql://127.0.0.1:$1/$PG_DB?user=$PG_USER&password=$(pg_password)&sslmode=verify-full&sslrootcert=$PG_CA"
+  echo "jdbc:postgresql://127.0.0.1:$1/$PG_DB?user=$PG_USER&password=$(pct_encode "$(pg_password)")&sslmode=verify-full&sslrootcert=$(pct_encode "$PG_CA")"
 }
 
 # pg_initdb BIN DATA PORT SOCKET_DIR PRELOAD: a new data folder owned by `postgres`, user

@@ -93,11 +93,7 @@ def test_a_failing_migration_leaves_nothing_behind(main_db, body, error):
 
 def test_dry_run_prints_pending_sql_and_changes_nothing(main_db, monkeypatch, capsys):
     with scratch_database(main_db) as db:
-        url = (
-            f"jdbc:postgresql://{db.host}:{db.port}/{db.dbname}?user={db.user}"
-            f"&password={db.password.get_secret_value()}"
-        )
-        monkeypatch.setenv("DATABASE_CONNECTION_STRING", url)
+        monkeypatch.setenv("DATABASE_CONNECTION_STRING", db.jdbc_url(with_credentials=True))
         code = bootstrap.main(["--env", "local", "--set", "secrets.backend=env", "--dry-run"])
         out = capsys.readouterr().out
         assert code == 0

@@ -46,11 +46,7 @@ def citus_db(tier) -> ConnectionParams:
 def fresh(citus_db) -> Iterator[tuple[ConnectionParams, str, str]]:
     """A new database on the cluster, bootstrapped twice by the job: (db, first, second)."""
     with scratch_database(citus_db) as db, pytest.MonkeyPatch.context() as env:
-        env.setenv(
-            "DATABASE_CONNECTION_STRING",
-            f"jdbc:postgresql://{db.host}:{db.port}/{db.dbname}?user={db.user}"
-            f"&password={db.password.get_secret_value()}",
-        )
+        env.setenv("DATABASE_CONNECTION_STRING", db.jdbc_url(with_credentials=True))
         env.setenv("CLICKSTREAM__DATABASE__CITUS_SHARD_COUNT", str(CITUS_SHARD_COUNT))
         outputs = []
         for _ in range(2):

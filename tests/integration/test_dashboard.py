@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -79,10 +78,7 @@ class Dashboard:
 
 def jdbc_url(params: ConnectionParams) -> str:
     """The login's JDBC URL with its password, TLS settings kept."""
-    password = params.password.get_secret_value() if params.password else ""
-    url = params.jdbc_url()
-    credentials = urllib.parse.urlencode({"user": params.user, "password": password})
-    return f"{url}{'&' if '?' in url else '?'}{credentials}"
+    return params.jdbc_url(with_credentials=True)
 
 
 def rollups(db: ConnectionParams) -> None:

@@ -59,11 +59,7 @@ def events_in(db) -> Counter:
 
 
 def jdbc_url(params: ConnectionParams) -> str:
-    password = params.password.get_secret_value() if params.password else ""
-    return (
-        f"jdbc:postgresql://{params.host}:{params.port}/{params.dbname}"
-        f"?user={params.user}&password={password}"
-    )
+    return params.jdbc_url(with_credentials=True)
 
 
 def test_parallel_copy_loads_exactly_the_rows_written(db, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,11 +48,7 @@ def secrets_file_for(db: ConnectionParams, folder: Path, local_file: str) -> Pat
     """The stack's secrets, with the database secret pointing at `db`."""
     values = read_secret_file(Path(local_file))
     assert db.password is not None
-    credentials = urllib.parse.urlencode(
-        {"user": db.user or "", "password": db.password.get_secret_value()}
-    )
-    url = db.jdbc_url()
-    values["Database-Connection-String"] = f"{url}{'&' if '?' in url else '?'}{credentials}"
+    values["Database-Connection-String"] = db.jdbc_url(with_credentials=True)
     path = folder / "secrets.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
     path.chmod(0o600)
