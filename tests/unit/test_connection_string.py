@@ -195,3 +195,9 @@ def test_the_minimum_settings_are_validated_config_keys():
     )
     with pytest.raises(ConfigError, match="min_sslmode"):
         load_config("local", ["database.min_sslmode=verify"], environ={})
+
+
+def test_a_line_end_around_the_secret_is_dropped_but_a_trailing_space_is_data():
+    params = parse(f"{REMOTE}&sslmode=verify-full&password=Secret9%20\n")
+    assert password_of(params) == "Secret9 "
+    assert password_of(parse(f"{REMOTE}&sslmode=verify-full&password=Secret9 ")) == "Secret9 "

@@ -70,7 +70,7 @@ class ConnectionFields:
 def parse_connection_string(text: str) -> ConnectionFields:
     """A JDBC URL or libpq key=value pairs; DatabaseConfigError when it cannot be read as
     written."""
-    stripped = text.strip()
+    stripped = text.strip("\r\n")  # a line end a secret store kept; spaces may be data
     if stripped.startswith(JDBC_PREFIX):
         return _parse_jdbc(stripped)
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", stripped):
