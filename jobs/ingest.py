@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.ingest.metrics import flush_progress
     from clickstream_pipeline.ingest.session import open_spark_job
     from clickstream_pipeline.ingest.stream import start_ingest
+    from clickstream_pipeline.warehouse.rollup_runner import drain
 
     overrides = list(args.overrides)
     if args.available_now:
@@ -39,11 +41,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(argparse.Namespace(**{**vars(args), "overrides": overrides}))
     with open_spark_job(cfg) as job:
         query = start_ingest(job.spark, job.cfg, job.secrets)
+        # SIGTERM (a scheduler's or a supervisor's stop) stops the query like Ctrl-C
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             query.awaitTermination()
         except KeyboardInterrupt:
             log.info("stopping %s", cfg.ingest.query_name)
             query.stop()
+        finally:
+            drain(cfg.ingest.query_name, cfg.ingest.rollup_drain_timeout_s)
         flush_progress(job.spark)
         if query.exception() is not None:
             log.error("query %s failed: %s", cfg.ingest.query_name, query.exception())

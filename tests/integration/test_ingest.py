@@ -22,13 +22,16 @@ from clickstream_pipeline.ingest.stream import (
 )
 from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
 from devkit.db import query
+from devkit.processes import log_tail
 from tests.integration.ingest_support import (
+    MALFORMED,
     assert_exactly_once,
     batch_totals,
     consume_all,
     dead_letter_values,
     new_topic,
     produce_mix,
+    start_job,
 )
 
 
@@ -64,9 +67,9 @@ def test_200k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
     assert_exactly_once(db, sent)
     dead = dead_letter_values(spark, cfg, cfg.ingest.query_name)
     assert collections.Counter(v for v, _ in dead) == collections.Counter(sent.invalid)
-    assert all(reason for _, reason in dead)
+    assert all(reason == EXPECTED_REASONS[value] for value, reason in dead)
     batches, read, written, duplicates, dead_count = batch_totals(db, cfg.ingest.query_name)
-    assert batches >= 4  # 200k at 60k per trigger
+    assert batches == 4  # 200k at 60k per trigger (and up to one more a partition)
     assert read == sent.total == written + duplicates + dead_count
     assert (written, dead_count) == (len(sent.valid), len(sent.invalid))
 
@@ -327,3 +330,66 @@ def test_freshness_per_tenant_follows_the_kafka_timestamps_of_each_batch(spark, 
             (name, batch),
         ):
             assert abs(to_rollups - delay(rolled_up_at, min(batches[batch][c]))) < 1e-3
+
+
+# each malformed message of `produce_mix`, and the first rule it breaks
+EXPECTED_REASONS = dict(
+    zip(
+        MALFORMED,
+        [
+            "malformed_json",
+            "malformed_json",
+            "malformed_json",
+            "invalid_utf8",
+            "not_integer_customer_id",
+            "missing_customer_id",
+            "too_long_country",
+            "control_chars_event_type",
+            "empty_event_type",
+            "not_integer_customer_id",
+        ],
+        strict=True,
+    )
+)
+
+
+def test_every_dead_letter_carries_the_first_rule_its_message_breaks(spark, tier, db):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 3_000, seed=8, malformed_share=0.1)
+    cfg = ingest_config(tier.config, topic)
+
+    run_available_now(spark, cfg, tier.secrets)
+
+    dead = dead_letter_values(spark, cfg, cfg.ingest.query_name)
+    assert len(dead) == len(sent.invalid) and set(sent.invalid) == set(MALFORMED)
+    assert {value: reason for value, reason in dead} == EXPECTED_REASONS
+
+
+def test_an_available_now_run_returns_with_its_last_batches_rolled_up(tier, db, tmp_path):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 6_000, seed=35, malformed_share=0)
+    log = tmp_path / "ingest.log"
+    job = start_job(
+        tier.env,
+        topic,
+        log,
+        "--available-now",
+        "--set",
+        "ingest.rollup_after_batch=true",
+        "--set",
+        "kafka.max_offsets_per_trigger=2000",
+    )
+    assert job.wait(300) == 0, log_tail(log)
+
+    # the rollup runner stamps a batch once every rollup holds its events: right after the
+    # job returns, every batch is, the last included
+    stamped = query(
+        db,
+        """SELECT batch_id, rolled_up_at IS NOT NULL FROM clickstream_ingest_batches
+           WHERE query_name = %s ORDER BY batch_id""",
+        (f"q-{topic}",),
+    )
+    assert len(stamped) == 3 and all(done for _, done in stamped), stamped
+    assert_exactly_once(db, sent)

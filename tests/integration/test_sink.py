@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -12,8 +13,9 @@ import pytest
 
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.ingest.sink import SinkSettings, write_and_route
-from clickstream_pipeline.warehouse.database import ConnectionParams
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import bootstrapped_database, query
+from devkit.waits import wait_until
 
 UTC = datetime.UTC
 TS = pa.timestamp("us", tz="UTC")
@@ -254,3 +256,46 @@ def test_kept_connections_the_server_dropped_cost_one_careful_task_and_no_row(db
         assert stats[0]["written"] == 50 and caplog.text == ""
     assert stored(db, "t-dropped") == expected(first + second + third)
     assert sum(count for _, _, _, count, _ in ledger(db, "t-dropped")) == 150
+
+
+def test_an_attempt_that_loses_the_ledger_key_during_its_copy_writes_nothing(db, caplog):
+    # Another attempt at the same range (a speculative or zombie task) commits its ledger entry
+    # while this one streams its COPY: this one's ledger insert waits on the key, then fails
+    # with 23505 once the other commits, and its rows roll back with it.
+    records = rows("t-race", 0, range(0, 500))
+    other = connect(db)
+    with other.cursor() as cur:
+        cur.execute(
+            """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic, kafka_partition,
+                   start_offset, end_offset, batch_id, row_count)
+               VALUES ('s-race', 't-race', 0, 0, 499, 6, 500)"""
+        )
+    watcher = connect(db)
+    watcher.autocommit = True
+
+    def commit_once_the_sink_waits_on_the_key() -> None:
+        def sink_waits() -> bool:
+            with watcher.cursor() as cur:
+                cur.execute(
+                    """SELECT count(*) FROM pg_stat_activity
+                       WHERE wait_event_type = 'Lock'
+                         AND query LIKE 'INSERT INTO clickstream_ingest_ledger%'"""
+                )
+                return cur.fetchone()[0] > 0
+
+        wait_until(sink_waits, 60, "the sink's ledger insert waiting on the key")
+        other.commit()
+
+    committer = threading.Thread(target=commit_once_the_sink_waits_on_the_key)
+    committer.start()
+    try:
+        with caplog.at_level(logging.WARNING, "clickstream_pipeline.ingest.sink"):
+            stats, _ = run(settings(db, "s-race"), batches(records))
+    finally:
+        committer.join(60)
+        other.close()
+        watcher.close()
+    assert "SQLSTATE 23505" in caplog.text
+    assert (stats[0]["written"], stats[0]["duplicates"]) == (0, 500)
+    assert stored(db, "t-race") == []
+    assert ledger(db, "t-race") == [(0, 0, 499, 500, 6)]

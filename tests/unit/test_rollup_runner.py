@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from clickstream_pipeline.warehouse.rollup_runner import RollupRunner
+from clickstream_pipeline.warehouse.rollup_runner import RollupRunner, drain, runner_for
 
 
 def test_requests_during_a_run_coalesce_into_one_more_run():
@@ -46,3 +46,19 @@ def test_a_failed_run_is_kept_and_the_next_request_runs_again():
     runner.request()
     assert runner.wait_idle(5)
     assert runner.last_error is None and runner.runs == 1 and len(calls) == 2
+
+
+def test_drain_waits_for_the_run_a_last_batch_asked_for_and_is_bounded():
+    release, finished = threading.Event(), []
+
+    def run() -> None:
+        release.wait(10)
+        finished.append(1)
+
+    runner = runner_for("q-drain", run)
+    runner.request()  # the last batch's request, still running when the query ends
+    assert not drain("q-drain", 0.2)  # bounded: the deadline passes while the run is held
+    release.set()
+    assert drain("q-drain", 10)
+    assert finished == [1]
+    assert drain("no-such-query", 0)  # a job that never asked for rollups returns at once

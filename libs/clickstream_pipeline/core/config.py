@@ -261,6 +261,24 @@ class IngestConfig(_Section):
     sink_backoff_s: float = Field(default=0.25, gt=0)
     # the driver's OpenMetrics endpoint, http://127.0.0.1:<port>/metrics (None: not served)
     metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    topic_generation: str = Field(
+        default="",
+        max_length=64,
+        description=(
+            "A label for the current incarnation of topics whose broker gives no topic id "
+            "(Azure Event Hubs): the offset ledger keys their offsets by it. Set a new label "
+            "after deleting and recreating such a topic, so its new messages are written "
+            "instead of refused."
+        ),
+    )
+    rollup_drain_timeout_s: float = Field(
+        default=120.0,
+        ge=0,
+        description=(
+            "How long the ingest job waits, when its query ends, for the rollup run the last "
+            "batches asked for (with rollup_after_batch and rollup_in_background)."
+        ),
+    )
 
     @field_validator("query_name")
     @classmethod

@@ -27,3 +27,7 @@ class SparkSetupError(SetupError):
 
 class DatabaseError(Exception):
     """The database refused, failed or disagrees with what the package expects."""
+
+
+class RecreatedTopicError(SourceConfigError):
+    """A topic's offsets went back below what the offset ledger committed: it was recreated."""

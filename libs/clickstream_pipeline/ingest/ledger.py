@@ -2,7 +2,9 @@
 
 `clickstream_ingest_ledger` holds, per sink and Kafka partition, the offset ranges whose rows
 are in `events`; a range's entry commits in the same transaction as its rows, which is what
-makes a replayed batch write nothing twice. `clickstream_ingest_batches` holds one row per
+makes a replayed batch write nothing twice. A partition is named by its topic's identity too
+(`topics`: Kafka's topic id, or a configured generation), so a topic recreated under the
+same name is never taken for the old one. `clickstream_ingest_batches` holds one row per
 micro-batch: counts that balance (read = written + duplicates + dead-lettered), offsets,
 timings and delays, read by the dashboard and the benchmarks, and
 `clickstream_ingest_tenant_freshness` the batch's delays per tenant (`tenants`).
@@ -48,25 +50,25 @@ def ledger_ranges(
 
 
 LOOKUP = """SELECT start_offset, end_offset FROM clickstream_ingest_ledger
-    WHERE sink = %s AND kafka_topic = %s AND kafka_partition = %s
+    WHERE sink = %s AND kafka_topic = %s AND topic_id = %s AND kafka_partition = %s
       AND start_offset <= %s AND end_offset >= %s"""
-INSERT = """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic, kafka_partition,
+INSERT = """INSERT INTO clickstream_ingest_ledger (sink, kafka_topic, topic_id, kafka_partition,
     start_offset, end_offset, batch_id, row_count) VALUES ({})"""
 
 
 def insert_sql(placeholder: Callable[[int], str]) -> str:
     """The ledger's INSERT with the driver's placeholders (`%s` for psycopg2, `$n` for ADBC)."""
-    return INSERT.format(", ".join(placeholder(i) for i in range(1, 8)))
+    return INSERT.format(", ".join(placeholder(i) for i in range(1, 9)))
 
 
 NO_OFFSET_ABOVE = 2**63 - 1
 
 
 def committed_ranges(
-    cur: Any, sink: str, topic: str, partition: int, low: int, high: int
+    cur: Any, sink: str, topic: str, topic_id: str, partition: int, low: int, high: int
 ) -> list[tuple[int, int]]:
-    """The ranges `sink` committed that overlap [low, high]."""
-    cur.execute(LOOKUP, (sink, topic, partition, high, low))
+    """The ranges `sink` committed of this topic's incarnation that overlap [low, high]."""
+    cur.execute(LOOKUP, (sink, topic, topic_id, partition, high, low))
     return [(int(start), int(end)) for start, end in cur.fetchall()]
 
 
@@ -88,9 +90,10 @@ class LedgerLookup:
     an attempt that commits the same range meanwhile still collides on the ledger's key.
     """
 
-    def __init__(self, conn: Any, sink: str) -> None:
+    def __init__(self, conn: Any, sink: str, topic_id: Callable[[str], str]) -> None:
         self.conn = conn
         self.sink = sink
+        self.topic_id = topic_id
         self.known: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
 
     def ranges(self, topic: str, partition: int, low: int) -> list[tuple[int, int]]:
@@ -98,7 +101,9 @@ class LedgerLookup:
         cached = self.known.get((topic, partition))
         if cached is None or low < cached[0]:
             with self.conn.cursor() as cur:
-                found = committed_ranges(cur, self.sink, topic, partition, low, NO_OFFSET_ABOVE)
+                found = committed_ranges(
+                    cur, self.sink, topic, self.topic_id(topic), partition, low, NO_OFFSET_ABOVE
+                )
             cached = self.known[(topic, partition)] = (low, found)
         return cached[1]
 

@@ -73,6 +73,12 @@ class SinkSettings:
     backoff_s: float = 0.25
     max_backoff_s: float = 10.0
     tenant_rows: bool = True  # rows per customer for freshness per tenant (kind "tenant")
+    # each topic's identity in the ledger (`ingest.topics`); topics not listed take the default
+    topic_ids: dict[str, str] = field(default_factory=dict)
+    default_topic_id: str = ""
+
+    def topic_id(self, topic: str) -> str:
+        return self.topic_ids.get(topic, self.default_topic_id)
 
     @property
     def table(self) -> str:
@@ -148,7 +154,9 @@ def write_range(
                 low, high = pc.min(offsets).as_py(), pc.max(offsets).as_py()
                 done = ledger.in_ranges(
                     offsets,
-                    ledger.committed_ranges(cur, settings.sink, topic, partition, low, high),
+                    ledger.committed_ranges(
+                        cur, settings.sink, topic, settings.topic_id(topic), partition, low, high
+                    ),
                 )
                 todo = rows.filter(pc.invert(done))
                 rejected: list[tuple[int, str]] = []
@@ -159,7 +167,16 @@ def write_range(
                     cur.executemany(
                         ledger.insert_sql(lambda _: "%s"),
                         [
-                            (settings.sink, topic, partition, start, end, settings.batch_id, count)
+                            (
+                                settings.sink,
+                                topic,
+                                settings.topic_id(topic),
+                                partition,
+                                start,
+                                end,
+                                settings.batch_id,
+                                count,
+                            )
                             for start, end, count in ledger.ledger_ranges(
                                 todo.column("kafka_offset"), settings.ledger
                             )
@@ -273,13 +290,22 @@ def stream_copy(
             cur.adbc_ingest(
                 settings.table_name,
                 pa.RecordBatchReader.from_batches(
-                    schema, new_rows(ledger.LedgerLookup(looks, settings.sink))
+                    schema, new_rows(ledger.LedgerLookup(looks, settings.sink, settings.topic_id))
                 ),
                 mode="append",
                 db_schema_name=settings.schema_name,
             )
             entries = [
-                (settings.sink, topic, partition, low, high, settings.batch_id, count)
+                (
+                    settings.sink,
+                    topic,
+                    settings.topic_id(topic),
+                    partition,
+                    low,
+                    high,
+                    settings.batch_id,
+                    count,
+                )
                 for (topic, partition), (count, low, high) in streamed.written.items()
             ]
             if entries:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -111,12 +112,15 @@ def subscribed_partitions(kafka: KafkaConfig, secrets: Secrets, timeout_s: float
     except KafkaException as exc:
         log.warning("no topic metadata from Kafka in %.0f s: %s", timeout_s, exc)
         return 0
+    return sum(len(topics[n].partitions) for n in topic_names(kafka, topics))
+
+
+def topic_names(kafka: KafkaConfig, listed: Collection[str]) -> list[str]:
+    """The topics of those the broker `listed` that the job reads (its list, or its pattern)."""
     if kafka.topic_pattern:
         pattern = re.compile(kafka.topic_pattern)
-        names = [n for n in topics if pattern.fullmatch(n) and not n.startswith("__")]
-    else:
-        names = [n for n in kafka.topics if n in topics]
-    return sum(len(topics[n].partitions) for n in names)
+        return [n for n in listed if pattern.fullmatch(n) and not n.startswith("__")]
+    return [n for n in kafka.topics if n in listed]
 
 
 def read_kafka_stream(spark: SparkSession, kafka: KafkaConfig, secrets: Secrets) -> DataFrame:

@@ -40,6 +40,7 @@ from clickstream_pipeline.ingest.ledger import (
 from clickstream_pipeline.ingest.sink import SinkSettings, check_and_route, write_and_route
 from clickstream_pipeline.ingest.source import read_kafka_stream
 from clickstream_pipeline.ingest.tenants import tenant_freshness, utc
+from clickstream_pipeline.ingest.topics import UNKNOWN, describe_topics, ledger_key, ledger_keys
 from clickstream_pipeline.ingest.transforms import Rules, validate
 from clickstream_pipeline.warehouse.database import configured_params, retrying
 from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
@@ -145,6 +146,24 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         max_tasks=cfg.ingest.max_tasks,
         tenant_top=cfg.ingest.tenant_freshness_top,
     )
+
+
+def with_ledger_keys(settings: IngestSettings, cfg: Config, secrets: Secrets) -> IngestSettings:
+    """The settings with each subscribed topic's identity in the offset ledger (`topics`):
+    checked against the ledger before the first batch, so a recreated topic is never taken for
+    the old one."""
+    generation = cfg.ingest.topic_generation
+    keys = ledger_keys(
+        settings.target.connect_kwargs,
+        settings.query_name,
+        describe_topics(cfg.kafka, secrets),
+        generation,
+        settings.target.max_attempts,
+    )
+    target = dataclasses.replace(
+        settings.target, topic_ids=keys, default_topic_id=ledger_key(UNKNOWN, generation)
+    )
+    return dataclasses.replace(settings, target=target)
 
 
 def write_batch(batch_df: DataFrame, batch_id: int, *, settings: IngestSettings) -> None:
@@ -332,7 +351,7 @@ IN_PLACE_CHECKPOINTS = (
 
 def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
-    settings = ingest_settings(cfg, secrets)
+    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, secrets)
     arrow_batches_by_rows(spark)
     dead_letters.ensure_table(spark, settings.dead_letter_path)
     if cfg.ingest.metrics_port is not None:
@@ -378,7 +397,7 @@ def replay_dead_letters(
     Written rows go through the same sink under the name `<query>:replay`, so replaying twice
     writes nothing twice; they are marked `replayed_at`. The others stay, with their new reason.
     """
-    settings = ingest_settings(cfg, secrets)
+    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, secrets)
     arrow_batches_by_rows(spark)
     letters = dead_letters.read(spark, settings.dead_letter_path).filter(
         F.col("query_name") == settings.query_name

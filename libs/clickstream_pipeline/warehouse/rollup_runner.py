@@ -100,3 +100,25 @@ def runner_for(name: str, run: Callable[[], None]) -> RollupRunner:
         if runner is None:
             runner = _RUNNERS[name] = RollupRunner(name, run)
         return runner
+
+
+def drain(name: str, timeout_s: float) -> bool:
+    """Wait until the query's runner (if it has one) has served every request, at most
+    `timeout_s`: a job calls this before it returns, so its last batches are rolled up.
+    False when runs were still due at the deadline (pg_cron's schedule then catches up)."""
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(name)
+    if runner is None:
+        return True
+    started = time.monotonic()
+    if not runner.wait_idle(timeout_s):
+        log.warning(
+            "rollups of %s still running after %.0f s: leaving them to the rollups' schedule",
+            name,
+            timeout_s,
+        )
+        return False
+    if runner.last_error is not None:
+        log.warning("the last rollup run of %s failed: the rollups' schedule catches up", name)
+    log.info("rollups of %s drained in %.2fs", name, time.monotonic() - started)
+    return True
