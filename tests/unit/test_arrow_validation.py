@@ -20,6 +20,16 @@ def raw(text: str) -> bytes:
     return text.encode()
 
 
+def padded(size: int) -> bytes:
+    """A valid lab message of exactly `size` bytes (an extra field pads it)."""
+    value = message(pad="x" * (size - len(message(pad=""))))
+    assert len(value) == size
+    return value
+
+
+MAX = Rules().max_message_bytes
+
+
 # Records the worker decides itself (valid ones in every form the producers send, and
 # invalid ones of each rule it covers).
 PLAIN = [
@@ -57,6 +67,8 @@ PLAIN = [
     raw('{"Customer_ID": 5}'),
     raw("{}"),
     None,
+    padded(1000),
+    padded(MAX + 1),
 ]
 # Records Spark judges (the worker hands them back undecided).
 SPARK_DECIDES = [
@@ -86,6 +98,8 @@ SPARK_DECIDES = [
     raw("null"),
     raw('"text"'),
     raw("{" + '"x":"' + "y" * 1000 + '"}'),
+    padded(1001),
+    padded(MAX),
     b"\xef\xbb\xbf" + message(),
 ]
 
@@ -118,3 +132,15 @@ def test_worker_and_spark_agree_on_every_decided_record(spark, rules):
     decided = {values[offset] for offset in got}
     assert [v for v in PLAIN if v not in decided] == [], "plain records are decided"
     assert [v for v in SPARK_DECIDES if v in decided] == [], "the others are left to Spark"
+
+
+def test_a_message_over_the_maximum_is_too_large_and_keeps_its_first_64_kib(spark):
+    values = [padded(MAX), padded(MAX + 1), b"[" * (MAX + 1)]
+    rules = Rules()
+    expected = spark_rows(spark, values, rules)
+    got, undecided = worker_rows(values, rules, spark)
+    assert undecided == {0}
+    assert [expected[o]["reject_reason"] for o in range(3)] == [None, "too_large", "too_large"]
+    for offset in (1, 2):
+        assert got[offset]["reject_reason"] == "too_large"
+        assert got[offset]["raw_value"] == expected[offset]["raw_value"] == values[offset][:65536]

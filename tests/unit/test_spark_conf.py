@@ -12,6 +12,7 @@ from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import (
     ARROW_MAX_BYTES_PER_BATCH,
     ARROW_NO_BYTE_BOUND,
+    arrow_batches_bounded,
     arrow_batches_by_rows,
     session_conf,
     session_conf_set,
@@ -125,6 +126,23 @@ def test_a_running_session_gets_the_row_bound_and_keeps_a_byte_bound_it_has(spar
         spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, "1m")
         arrow_batches_by_rows(spark)
         assert spark.conf.get(ARROW_MAX_BYTES_PER_BATCH) == "1m"
+    finally:
+        spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)
+
+
+def test_the_ingest_bounds_arrow_batches_by_bytes_too(spark: SparkSession):
+    try:
+        spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)  # the session's default
+        arrow_batches_bounded(spark, 1 << 20)
+        rows = spark.range(0, 100, 1, 1).selectExpr("repeat('x', 100000) AS value")
+        sizes = [r["rows"] for r in rows.mapInArrow(_batch_sizes, "rows long").collect()]
+        assert len(sizes) > 5 and max(sizes) <= 11 and sum(sizes) == 100  # 1 MiB: 10 or 11
+        spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, "4m")
+        arrow_batches_bounded(spark, 1 << 20)  # a bound the session sets stays
+        assert spark.conf.get(ARROW_MAX_BYTES_PER_BATCH) == "4m"
+        spark.conf.unset(ARROW_MAX_BYTES_PER_BATCH)
+        arrow_batches_bounded(spark, 0)
+        assert spark.conf.get(ARROW_MAX_BYTES_PER_BATCH) == ARROW_NO_BYTE_BOUND
     finally:
         spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)
 

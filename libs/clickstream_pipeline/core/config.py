@@ -259,6 +259,34 @@ class IngestConfig(_Section):
     sink_copy_format: Literal["binary", "csv"] = "binary"
     sink_max_attempts: int = Field(default=8, gt=0)
     sink_backoff_s: float = Field(default=0.25, gt=0)
+    max_message_bytes: int = Field(
+        default=1 << 20,
+        gt=0,
+        description=(
+            "The largest Kafka message value, in bytes, the ingest validates (1 MiB, as Event "
+            "Hubs allows). A larger one is a dead letter with reason too_large, its Kafka "
+            "coordinates and its first 64 KiB, never parsed."
+        ),
+    )
+    arrow_batch_bytes: int = Field(
+        default=64 << 20,
+        ge=0,
+        description=(
+            "The most bytes of records Spark hands a Python worker in one Arrow batch, besides "
+            "its 10,000 rows. Spark then sizes the batch after every row (1.4x the time from "
+            "Kafka to a Python worker, within the noise from Kafka to events, in "
+            "benchmarks/stages.py); 0: by rows only, for topics of known small messages."
+        ),
+    )
+    task_buffer_bytes: int = Field(
+        default=64 << 20,
+        gt=0,
+        description=(
+            "What a sink task holds in memory, in bytes, of the records it hands back whole "
+            "(dead letters with their raw bytes, records left to Spark's rules); the rest waits "
+            "in a temporary file in Spark's local directories until the task returns it."
+        ),
+    )
     # the driver's OpenMetrics endpoint, http://127.0.0.1:<port>/metrics (None: not served)
     metrics_port: int | None = Field(default=None, gt=0, lt=65536)
     topic_generation: str = Field(

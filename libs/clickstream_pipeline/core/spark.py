@@ -41,7 +41,9 @@ DELTA_CONF = {
 # Spark 4.0 (SPARK-51316) sizes the Arrow batch it hands a Python worker after every row, and
 # for mapInArrow's struct input that check walks every column vector: a quarter of the ingest
 # JVM's task time here. Int.MaxValue turns the check off (Spark's own switch); batches stay
-# bounded by spark.sql.execution.arrow.maxRecordsPerBatch rows (10,000).
+# bounded by spark.sql.execution.arrow.maxRecordsPerBatch rows (10,000). The ingest turns it
+# back on with its own bound (`arrow_batches_bounded`): 10,000 messages of up to 1 MiB each
+# are too many bytes for one batch.
 ARROW_MAX_BYTES_PER_BATCH = "spark.sql.execution.arrow.maxBytesPerBatch"
 ARROW_NO_BYTE_BOUND = str(2**31 - 1)
 
@@ -50,6 +52,15 @@ def arrow_batches_by_rows(spark: SparkSession) -> None:
     """Bound the Arrow batches of Python tasks by rows only, unless the session sets bytes."""
     if spark.conf.get(ARROW_MAX_BYTES_PER_BATCH, None) is None:
         spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, ARROW_NO_BYTE_BOUND)
+
+
+def arrow_batches_bounded(spark: SparkSession, max_bytes: int) -> None:
+    """Bound the Arrow batches of Python tasks by `max_bytes` as well as by rows (0: by rows
+    only), unless the session sets a byte bound of its own."""
+    if not max_bytes:
+        arrow_batches_by_rows(spark)
+    elif spark.conf.get(ARROW_MAX_BYTES_PER_BATCH, None) in (None, ARROW_NO_BYTE_BOUND):
+        spark.conf.set(ARROW_MAX_BYTES_PER_BATCH, str(max_bytes))
 
 
 @contextmanager

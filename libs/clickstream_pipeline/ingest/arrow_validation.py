@@ -4,10 +4,12 @@ The same rules as `transforms.validate` (the reference, run by Spark), for the r
 meaning is plain: a value of at most `PLAIN_MAX_BYTES` starting with `{` that msgspec decodes
 strictly, ids as JSON integers or digit strings, text as JSON strings (event_type and browser
 in ASCII), event_time as epoch milliseconds or `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM)`.
-Any other record is *undecided* and handed back raw for Spark's rules to judge: where Spark's
-JSON reader is more lenient than msgspec (NaN, single quotes, trailing text) or a cast is
-subtle (signs, spaces, other time formats, non-ASCII case mapping), Spark decides, so a
-record's fate never depends on the path it took.
+A value over `Rules.max_message_bytes` is decided here whatever it holds: a dead letter
+("too_large") keeping its first `TOO_LARGE_KEPT_BYTES`. Any other record is *undecided* and
+handed back raw for Spark's rules to judge: where Spark's JSON reader is more lenient than
+msgspec (NaN, single quotes, trailing text) or a cast is subtle (signs, spaces, other time
+formats, non-ASCII case mapping), Spark decides, so a record's fate never depends on the path
+it took.
 
 Per batch: one msgspec decode per record, then Arrow kernels over whole columns.
 """
@@ -24,7 +26,7 @@ import pyarrow.compute as pc
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from clickstream_pipeline.core.schema import ID_FIELDS, TEXT_FIELDS, VALIDATED_SCHEMA
-from clickstream_pipeline.ingest.transforms import CONTROL_CHARS, Rules
+from clickstream_pipeline.ingest.transforms import CONTROL_CHARS, TOO_LARGE_KEPT_BYTES, Rules
 from clickstream_pipeline.ingest.transforms import EPOCH_MILLIS as EPOCH_MILLIS_PATTERN
 
 # Longer values go to Spark: Jackson's limits (nesting depth 1000, numbers of 1000 digits)
@@ -164,11 +166,27 @@ def first_reason(checks: list[tuple[pa.Array, str]], n: int) -> pa.Array:
     return reason
 
 
+def _kept_values(value: pa.Array, too_large: pa.Array) -> pa.Array:
+    """The values a dead letter keeps: the first `TOO_LARGE_KEPT_BYTES` of one too large."""
+    if not too_large.true_count:
+        return value
+    return pc.if_else(too_large, pc.binary_slice(value, 0, TOO_LARGE_KEPT_BYTES), value)
+
+
 def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     """Validate Kafka rows (`key`, `value`, `topic`, `partition`, `offset`, `timestamp`);
     `now_us` (microseconds since the epoch) is the batch's clock for the event-time bounds."""
     n = raw.num_rows
-    payloads, not_decoded = _decoded(raw.column("value").to_pylist())
+    value = raw.column("value")
+    sizes = pc.binary_length(value)
+    too_large = pc.fill_null(pc.greater(sizes, rules.max_message_bytes), False)
+    long = pc.greater(sizes, PLAIN_MAX_BYTES)
+    if long.true_count:  # left to Spark without copying them into Python objects
+        payloads, not_decoded = _decoded(
+            pc.if_else(long, pa.scalar(b"", value.type), value).to_pylist()
+        )
+    else:
+        payloads, not_decoded = _decoded(value.to_pylist())
     left = pa.array(not_decoded, pa.bool_())
 
     def field(name: str) -> list[int | str | None]:
@@ -190,10 +208,10 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     payload_us, not_plain = event_times(field("event_time"))
     note(not_plain)
 
-    empty = pc.is_null(raw.column("value"))
+    empty = pc.is_null(value)
     kafka_time = raw.column("timestamp").cast(TIMESTAMP)
     event_us = pc.coalesce(payload_us, kafka_time.cast(pa.int64()))
-    checks: list[tuple[pa.Array, str]] = [(empty, "empty_message")]
+    checks: list[tuple[pa.Array, str]] = [(empty, "empty_message"), (too_large, "too_large")]
     for name in ID_FIELDS:
         checks += _id_checks(name, ids[name])
     for name in TEXT_FIELDS:
@@ -224,9 +242,10 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
         kafka_time,
         reason,
         pc.if_else(rejected, raw.column("key"), pa.scalar(None, pa.binary())),
-        pc.if_else(rejected, raw.column("value"), pa.scalar(None, pa.binary())),
+        pc.if_else(rejected, _kept_values(value, too_large), pa.scalar(None, pa.binary())),
     ]
     validated = pa.RecordBatch.from_arrays(columns, schema=VALIDATED_ARROW_SCHEMA)
+    left = pc.and_(left, pc.invert(too_large))  # decided here, whatever it holds
     if not left.true_count:
         return Checked(validated, raw.slice(0, 0))
     return Checked(validated.filter(pc.invert(left)), raw.filter(left))

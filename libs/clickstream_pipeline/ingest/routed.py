@@ -6,7 +6,7 @@ a task's rows by Kafka partition."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -14,8 +14,10 @@ import pyarrow.compute as pc
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
+from clickstream_pipeline.ingest.spill import SpilledBatches
 
 ROUTED_ARROW_SCHEMA = to_arrow_schema(ROUTED_SCHEMA)
+RAW_COLUMNS = ["raw_key", "raw_value"]
 
 
 # what `route_outputs` takes for a partition with nothing to write
@@ -55,19 +57,45 @@ def valid_rows_of(rows: pa.Table) -> pa.Table:
     return rows.filter(pc.is_null(reasons))
 
 
+class Received:
+    """A task's validated rows as they arrive: every row without its raw key and value (the
+    careful path and the statistics need them all, a few dozen bytes each), and the invalid
+    ones as dead letters with their raw bytes, held by bytes (`SpilledBatches`)."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.rows: list[pa.RecordBatch] = []
+        self.dead = SpilledBatches(memory_bytes)
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        invalid = pc.is_valid(batch.column("reject_reason"))
+        if invalid.true_count:
+            dead = batch.filter(invalid)
+            self.dead.append(dead_batch(dead, dead.column("reject_reason"), with_raw=True))
+        self.rows.append(batch.drop_columns(RAW_COLUMNS))
+
+    def extend(self, batches: Iterable[pa.RecordBatch]) -> None:
+        for batch in batches:
+            self.append(batch)
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(self.rows)
+
+
 def route_outputs(
     topic: str,
     partition: int,
     rows: pa.Table,
     written: dict[str, Any],
     valid: pa.Table | None = None,
+    invalid_sent: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """One Kafka partition's dead letters (invalid or refused rows), its statistics row and,
-    given its `valid` rows, its rows per customer."""
+    """One Kafka partition's dead letters (invalid rows, unless `invalid_sent`: returned as they
+    arrived, and refused rows), its statistics row and, given its `valid` rows, its rows per
+    customer."""
     invalid = pc.is_valid(rows.column("reject_reason"))
     dead = rows.filter(invalid)
     rejected = dict(zip(written["rejected_offsets"], written["rejected_errors"], strict=True))
-    if dead.num_rows:
+    if dead.num_rows and not invalid_sent:
         yield dead_batch(dead, dead.column("reject_reason"), with_raw=True)
     if rejected:
         # raw key and value are filled in by the driver from the micro-batch
@@ -130,7 +158,9 @@ def routed_batch(n: int, **columns: Any) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=ROUTED_ARROW_SCHEMA)
 
 
-def dead_batch(rows: pa.Table, reasons: pa.Array, with_raw: bool) -> pa.RecordBatch:
+def dead_batch(
+    rows: pa.Table | pa.RecordBatch, reasons: pa.Array | pa.ChunkedArray, with_raw: bool
+) -> pa.RecordBatch:
     """Dead-letter rows of the routed schema from validated rows."""
     raw = {"raw_key": rows.column("raw_key"), "raw_value": rows.column("raw_value")}
     return routed_batch(
@@ -145,25 +175,34 @@ def dead_batch(rows: pa.Table, reasons: pa.Array, with_raw: bool) -> pa.RecordBa
     )
 
 
-def undecided_batches(raw: pa.Table) -> Iterator[pa.RecordBatch]:
-    """Records left to Spark's rules, raw, and one statistics row per Kafka partition."""
-    table = raw.rename_columns(
-        {"key": "raw_key", "value": "raw_value", "timestamp": "kafka_timestamp"}
-    ).select(["raw_key", "raw_value", "topic", "partition", "offset", "kafka_timestamp"])
-    yield routed_batch(
-        table.num_rows,
-        kind=pa.array(["undecided"] * table.num_rows),
-        **{name: table.column(name) for name in table.column_names},
-    )
-    for topic, partition, rows in partitions_of(table, "topic", "partition"):
-        offsets = rows.column("offset")
+def undecided_batches(raw: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Records left to Spark's rules, raw, batch by batch as given, then one statistics row
+    per Kafka partition."""
+    seen: dict[tuple[str, int], list[int]] = {}  # rows, first and last offset
+    for batch in raw:
+        table = pa.Table.from_batches([batch]).rename_columns(
+            {"key": "raw_key", "value": "raw_value", "timestamp": "kafka_timestamp"}
+        )
+        table = table.select([*RAW_COLUMNS, "topic", "partition", "offset", "kafka_timestamp"])
+        yield routed_batch(
+            table.num_rows,
+            kind=pa.array(["undecided"] * table.num_rows),
+            **{name: table.column(name) for name in table.column_names},
+        )
+        for topic, partition, rows in partitions_of(table, "topic", "partition"):
+            offsets = rows.column("offset")
+            low, high = pc.min(offsets).as_py(), pc.max(offsets).as_py()
+            entry = seen.setdefault((topic, partition), [0, low, high])
+            entry[0] += rows.num_rows
+            entry[1], entry[2] = min(entry[1], low), max(entry[2], high)
+    for (topic, partition), (count, low, high) in seen.items():
         yield routed_batch(
             1,
             kind=pa.array(["stats"]),
             topic=pa.array([topic]),
             partition=pa.array([partition]),
-            undecided=pa.array([rows.num_rows]),
-            first_offset=pa.array([pc.min(offsets).as_py()]),
-            last_offset=pa.array([pc.max(offsets).as_py()]),
+            undecided=pa.array([count]),
+            first_offset=pa.array([low]),
+            last_offset=pa.array([high]),
             **{k: pa.array([0]) for k in ("rows_in", "written", "duplicates", "dead")},
         )

@@ -42,11 +42,13 @@ from clickstream_pipeline.ingest import ledger
 from clickstream_pipeline.ingest.arrow_validation import check_batch
 from clickstream_pipeline.ingest.routed import (
     NOTHING_WRITTEN,
+    Received,
     partitions_of,
     route_outputs,
     undecided_batches,
     valid_rows_of,
 )
+from clickstream_pipeline.ingest.spill import SpilledBatches
 from clickstream_pipeline.ingest.transforms import Rules
 from clickstream_pipeline.warehouse.connection_string import libpq_conninfo
 from clickstream_pipeline.warehouse.database import kept_connection, open_connection, retrying
@@ -73,6 +75,8 @@ class SinkSettings:
     backoff_s: float = 0.25
     max_backoff_s: float = 10.0
     tenant_rows: bool = True  # rows per customer for freshness per tenant (kind "tenant")
+    # raw records a task holds in memory (dead letters, undecided); the rest spill to disk
+    buffer_bytes: int = 64 << 20
     # each topic's identity in the ledger (`ingest.topics`); topics not listed take the default
     topic_ids: dict[str, str] = field(default_factory=dict)
     default_topic_id: str = ""
@@ -243,14 +247,14 @@ class Streamed:
 
 def stream_copy(
     settings: SinkSettings, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]
-) -> tuple[list[pa.RecordBatch], Streamed | None]:
+) -> tuple[Received, Streamed | None]:
     """The fast path: each batch's new valid rows into one binary COPY as they arrive.
 
-    Returns every batch received and what was written, or None when the fast path failed and
-    nothing of it committed (the caller then writes the task the careful way). An error of the
-    input itself (Spark's side) is raised, never taken for a database failure.
+    Returns the rows received (`Received`) and what was written, or None when the fast path
+    failed and nothing of it committed (the caller then writes the task the careful way). An
+    error of the input itself (Spark's side) is raised, never taken for a database failure.
     """
-    received: list[pa.RecordBatch] = []
+    received = Received(settings.buffer_bytes)
     streamed = Streamed()
     input_error: list[BaseException] = []
     started = time.monotonic()
@@ -340,8 +344,10 @@ def write_and_route(
         if settings.copy_format == "binary" and settings.ledger == "span":
             received, streamed = stream_copy(settings, first, source)
         else:
-            received = [first, *source]
-        table = pa.Table.from_batches(received)
+            received = Received(settings.buffer_bytes)
+            received.extend(itertools.chain([first], source))
+        yield from received.dead.drain()
+        table = received.table()
         if table.num_rows == 0:
             return
         for topic, partition, rows in partitions_of(table):
@@ -361,7 +367,12 @@ def write_and_route(
             else:
                 written = NOTHING_WRITTEN
             yield from route_outputs(
-                topic, partition, rows, written, valid if settings.tenant_rows else None
+                topic,
+                partition,
+                rows,
+                written,
+                valid if settings.tenant_rows else None,
+                invalid_sent=True,
             )
 
     return run
@@ -377,7 +388,7 @@ def check_and_route(
     route_validated = write_and_route(settings)
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        left: list[pa.RecordBatch] = []
+        left = SpilledBatches(settings.buffer_bytes)
 
         def validated() -> Iterator[pa.RecordBatch]:
             for raw in batches:
@@ -387,7 +398,7 @@ def check_and_route(
                 yield checked.validated
 
         yield from route_validated(validated())
-        if left:
-            yield from undecided_batches(pa.Table.from_batches(left))
+        if left.num_rows:
+            yield from undecided_batches(left.drain())
 
     return run

@@ -29,7 +29,7 @@ from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
 from clickstream_pipeline.core.secrets import Secrets
-from clickstream_pipeline.core.spark import arrow_batches_by_rows, session_conf_set
+from clickstream_pipeline.core.spark import arrow_batches_bounded, session_conf_set
 from clickstream_pipeline.ingest import dead_letters, openmetrics
 from clickstream_pipeline.ingest.ledger import (
     BatchReport,
@@ -133,10 +133,16 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         max_attempts=cfg.ingest.sink_max_attempts,
         backoff_s=cfg.ingest.sink_backoff_s,
         tenant_rows=cfg.ingest.tenant_freshness_top > 0,
+        buffer_bytes=cfg.ingest.task_buffer_bytes,
     )
     return IngestSettings(
         query_name=cfg.ingest.query_name,
-        rules=Rules(cfg.ingest.max_text_length, cfg.ingest.max_past_s, cfg.ingest.max_future_s),
+        rules=Rules(
+            cfg.ingest.max_text_length,
+            cfg.ingest.max_past_s,
+            cfg.ingest.max_future_s,
+            cfg.ingest.max_message_bytes,
+        ),
         dead_letter_path=cfg.dead_letter_path,
         checkpoint=cfg.checkpoint_location,
         target=target,
@@ -352,7 +358,7 @@ IN_PLACE_CHECKPOINTS = (
 def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
     settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, secrets)
-    arrow_batches_by_rows(spark)
+    arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     dead_letters.ensure_table(spark, settings.dead_letter_path)
     if cfg.ingest.metrics_port is not None:
         # batches count their dead letters by reason only where someone can scrape the counts
@@ -398,7 +404,7 @@ def replay_dead_letters(
     writes nothing twice; they are marked `replayed_at`. The others stay, with their new reason.
     """
     settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, secrets)
-    arrow_batches_by_rows(spark)
+    arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     letters = dead_letters.read(spark, settings.dead_letter_path).filter(
         F.col("query_name") == settings.query_name
     )

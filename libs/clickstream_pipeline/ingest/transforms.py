@@ -22,6 +22,8 @@ from clickstream_pipeline.core.schema import (
 INTEGER = r"^-?[0-9]+$"
 EPOCH_MILLIS = r"^[0-9]{10,15}$"
 CONTROL_CHARS = r"[\x00-\x1F\x7F]"
+# A message over the maximum size is a dead letter ("too_large") keeping only its first bytes.
+TOO_LARGE_KEPT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,15 @@ class Rules:
     max_text_length: int = 256
     max_past_s: int = 2 * 24 * 3600
     max_future_s: int = 15 * 60
+    max_message_bytes: int = 1 << 20
 
 
-def with_payload(raw: DataFrame) -> DataFrame:
-    """Adds `value_text` (the value as UTF-8 text) and `p` (the parsed payload, all text)."""
+def with_payload(raw: DataFrame, max_bytes: int | None = None) -> DataFrame:
+    """Adds `value_text` (the value as UTF-8 text) and `p` (the parsed payload, all text);
+    both null for a value over `max_bytes` (never parsed)."""
     text = F.col("value").cast("string")
+    if max_bytes is not None:
+        text = F.when(F.length(F.col("value")) <= max_bytes, text)
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
     return raw.withColumn("value_text", text).withColumn(
         "p", F.from_json(F.col("value_text"), PAYLOAD_SCHEMA, options)
@@ -82,6 +88,7 @@ def with_reject_reason(df: DataFrame, rules: Rules) -> DataFrame:
     """Adds `reject_reason`: the first rule the record breaks, or null when it is valid."""
     checks: list[tuple[Column, str]] = [
         (F.col("value").isNull(), "empty_message"),
+        (F.length(F.col("value")) > rules.max_message_bytes, "too_large"),
         (~F.is_valid_utf8(F.col("value_text")), "invalid_utf8"),
         (F.col("p").isNull() | F.col("p._corrupt_record").isNotNull(), "malformed_json"),
     ]
@@ -115,11 +122,15 @@ def validate(raw: DataFrame, rules: Rules) -> DataFrame:
     batch small). The JSON is parsed once per record.
     """
     checked = (
-        raw.transform(with_payload)
+        raw.transform(lambda df: with_payload(df, rules.max_message_bytes))
         .transform(with_event_time)
         .transform(lambda df: with_reject_reason(df, rules))
     )
     rejected = F.col("reject_reason").isNotNull()
+    too_large = F.col("reject_reason") == "too_large"
+    kept_value = F.when(too_large, F.substring("value", 1, TOO_LARGE_KEPT_BYTES)).otherwise(
+        F.col("value")
+    )
     return checked.select(
         F.col("event_time"),
         F.col("p.customer_id").try_cast("bigint").alias("customer_id"),
@@ -135,7 +146,7 @@ def validate(raw: DataFrame, rules: Rules) -> DataFrame:
         F.col("timestamp").alias("kafka_timestamp"),
         F.col("reject_reason"),
         F.when(rejected, F.col("key")).alias("raw_key"),
-        F.when(rejected, F.col("value")).alias("raw_value"),
+        F.when(rejected, kept_value).alias("raw_value"),
     )
 
 
