@@ -92,7 +92,6 @@ setup(
             "chispa>=0.10",
             "pytest>=8",
             "pytest-timeout>=2.3",
-            "moto[server]>=5",
             "boto3>=1.34",
             "ruff>=0.6",
             "mypy>=1.10",

@@ -29,6 +29,7 @@ from devkit.db import bootstrapped_database, citus_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+STUDY_RESULTS = ROOT / "benchmarks" / "studies" / "results"
 LOCAL_SECRETS = ("database", "kafka_server", "kafka_connection_string", "s3_access_key")
 SECRET_KEYS = (*LOCAL_SECRETS, "s3_secret_key")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -51,9 +52,12 @@ def benchmark_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
     return parser
 
 
-def finish(name: str, args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
-    """Write the results as `<name>[_citus].json` (or --out) and return them."""
-    write_result(result_name(name, args.env), results, args.out)
+def finish(
+    name: str, args: argparse.Namespace, results: dict[str, Any], folder: Path | None = None
+) -> dict[str, Any]:
+    """Write the results as `<folder>/<name>[_citus].json` (or --out) and return them."""
+    full_name = result_name(name, args.env)
+    write_result(full_name, results, args.out or (folder or RESULTS) / f"{full_name}.json")
     return results
 
 

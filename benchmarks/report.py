@@ -16,9 +16,6 @@ PARTS = (
     "producer",
     "sink",
     "stages",
-    "startup",
-    "python_tasks",
-    "objectstore",
     "end_to_end",
     "freshness",
     "dashboard",
@@ -184,39 +181,6 @@ def table(parts: dict[str, Any]) -> list[str]:
                 f"{_n(per_row['rows_per_s'])} rows/s (own {per_row['own_us_per_row']:.2f} us/row)"
                 f" | {stages['to_python_rows_bound_over_bytes_per_row']:.2f}x | |"
             )
-    start = parts.get("startup")
-    if start:
-        m, base = start["medians"], start["medians"]["spark.jars"]
-        ours = m["class path + archive"]
-        lines.append(
-            f"| job start to last commit, {start['messages']:,} messages, class path + archive | "
-            f"{ours['last_commit_s']:.1f} s (session {ours['session_s']:.1f} s, query "
-            f"{ours['query_start_s']:.1f} s, first commit {ours['first_commit_s']:.1f} s) | "
-            f"`spark.jars` {base['last_commit_s']:.1f} s (session {base['session_s']:.1f} s); "
-            f"class path alone {m['class path']['last_commit_s']:.1f} s | "
-            f"{ours['speed_over_spark_jars']:.2f}x | |"
-        )
-    tasks = parts.get("python_tasks")
-    if tasks:
-        ours, base = tasks["medians"]["installed pyspark"], tasks["medians"]["Spark's daemon"]
-        lines.append(
-            f"| one-row `mapInArrow` job (a Python task's fixed cost), medians of "
-            f"{tasks['jobs']} x {tasks['repeat']} | {ours['map_in_arrow_ms']:.0f} ms (JVM-only "
-            f"job {ours['jvm_only_ms']:.0f} ms); RDD `map` {ours['rdd_map_ms']:.0f} ms | Spark's "
-            f"daemon {base['map_in_arrow_ms']:.0f} ms; RDD `map` {base['rdd_map_ms']:.0f} ms | "
-            f"{ours['map_in_arrow_speed']:.2f}x | |"
-        )
-    store = parts.get("objectstore")
-    if store:
-        ours, moto, r = store["stores"]["s3proxy"], store["stores"]["moto"], store["ratios"]
-        lines.append(
-            f"| object store: S3Proxy on a folder | start {ours['start_s']:.1f} s, checkpoint "
-            f"entry {ours['checkpoint_cycle_ms']:.0f} ms, 100-row Delta append "
-            f"{ours['delta_append_s']:.2f} s | moto (in memory): {moto['start_s']:.1f} s, "
-            f"{moto['checkpoint_cycle_ms']:.0f} ms, {moto['delta_append_s']:.2f} s | "
-            f"{r['s3proxy_over_moto_delta_append']:.2f}x the append's time | keeps data across "
-            f"a restart: {_met(ours['keeps_data_across_restart'])} |"
-        )
     e2e = parts.get("end_to_end")
     if e2e:
         i = e2e["ingest"]

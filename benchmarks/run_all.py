@@ -1,8 +1,8 @@
 """Run every benchmark, one process each, then write the combined results.
 
 `.venv/bin/python -m benchmarks.run_all [--quick] [--only sink,freshness]` (or `make bench`):
-producer, sink, stages, startup, python_tasks, objectstore, end_to_end, freshness, dashboard,
-viewers, peer_connect, rollups, bootstrap in turn, each writing `benchmarks/results/<name>.json`;
+producer, sink, stages, end_to_end, freshness, dashboard, viewers, peer_connect, rollups,
+bootstrap in turn, each writing `benchmarks/results/<name>.json`;
 sink, stages, end_to_end, freshness and dashboard run a second time against the Citus cluster
 (`--env local-citus`, `<name>_citus.json`) when the stack has one; then `results.json`,
 `results.md` and `results.png`.

@@ -157,52 +157,6 @@ def test_freshness_benchmark_quick_mode_reports_each_scenario(tmp_path: Path) ->
     assert f"fixed cost of a one-message batch (trigger, median of {fixed['batches']})" in stdout
 
 
-@pytest.mark.timeout(600)
-def test_startup_benchmark_quick_mode_times_each_way_of_starting_the_jvm(tmp_path: Path) -> None:
-    result, stdout = run_quick("startup", tmp_path / "startup.json", 540)
-    medians, base = result["medians"], result["medians"]["spark.jars"]
-    for design, runs in result["runs"].items():
-        run = runs[0]
-        assert run["rows"] == result["messages"]
-        assert 0 < run["session_s"] < run["query_start_s"] < run["first_commit_s"]
-        assert run["first_commit_s"] <= run["last_commit_s"]
-        assert ("SharedArchiveFile" in run["java_options"]) == (design == "class path + archive")
-        speed = medians[design]["speed_over_spark_jars"]
-        last = medians[design]["last_commit_s"]
-        assert speed == pytest.approx(base["last_commit_s"] / last, 0.01)
-        assert re.search(rf"{re.escape(design)}\s.*\s{speed:.2f}x", stdout), design
-
-
-@pytest.mark.timeout(300)
-def test_python_tasks_benchmark_quick_mode_times_each_worker_daemon(tmp_path: Path) -> None:
-    result, stdout = run_quick("python_tasks", tmp_path / "python_tasks.json", 240)
-    medians, base = result["medians"], result["medians"]["Spark's daemon"]
-    for design, runs in result["runs"].items():
-        assert runs[0]["daemon"].endswith("python_daemon") == (design == "installed pyspark")
-        m = medians[design]
-        assert 0 < m["jvm_only_ms"] < m["map_in_arrow_ms"]
-        assert m["map_in_arrow_speed"] == pytest.approx(
-            base["map_in_arrow_ms"] / m["map_in_arrow_ms"], abs=0.01
-        )
-        assert re.search(rf"{re.escape(design)}\s.*\s{m['map_in_arrow_speed']:.2f}x", stdout)
-
-
-@pytest.mark.timeout(600)
-def test_objectstore_benchmark_quick_mode_measures_both_stores(tmp_path: Path) -> None:
-    result, stdout = run_quick("objectstore", tmp_path / "objectstore.json", 540)
-    stores = result["stores"]
-    for name, figures in stores.items():
-        assert 0 < figures["start_s"] < 120, name
-        assert figures["checkpoint_cycle_ms"] > 0 and figures["delta_append_s"] > 0, name
-        assert re.search(rf"^{name}\s+{figures['start_s']:.2f}\s", stdout, re.M), name
-    assert stores["s3proxy"]["keeps_data_across_restart"] is True
-    assert stores["moto"]["keeps_data_across_restart"] is False
-    ratio = result["ratios"]["s3proxy_over_moto_delta_append"]
-    assert ratio == pytest.approx(
-        stores["s3proxy"]["delta_append_s"] / stores["moto"]["delta_append_s"]
-    )
-
-
 @pytest.mark.timeout(300)
 def test_viewers_benchmark_quick_mode_measures_every_server_against_the_development_one(
     tmp_path: Path,

@@ -7,7 +7,7 @@ default). Figures: medians over the jobs of a one-row `mapInArrow` job (the shap
 pass) and a one-row RDD `map` job, against the same session's JVM-only one-row `collect`, and
 each job's speed against Spark's daemon. Needs no service.
 
-Run: `.venv/bin/python -m benchmarks.python_tasks [--jobs 40] [--repeat 2] [--quick]`.
+Run: `.venv/bin/python -m benchmarks.studies.python_tasks [--jobs 40] [--repeat 2] [--quick]`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from benchmarks.common import (
+    STUDY_RESULTS,
     benchmark_parser,
     child_figures,
     finish,
@@ -70,7 +71,7 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(design: str, args: argparse.Namespace) -> dict[str, Any]:
     command = ["--child", design, "--jobs", str(args.jobs), "--env", args.env]
-    return child_figures("python_tasks", design, command)
+    return child_figures("studies.python_tasks", design, command)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "medians": medians,
         "runs": runs,
     }
-    return finish("python_tasks", args, results)
+    return finish("python_tasks", args, results, STUDY_RESULTS)
 
 
 if __name__ == "__main__":

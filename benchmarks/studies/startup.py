@@ -7,7 +7,7 @@ seconds from process start to a session, to the query's start, to the first batc
 to the last one (N messages available-now), medians over the repeats, and each design's speed
 (time to the last commit) against `spark.jars`.
 
-Run: `.venv/bin/python -m benchmarks.startup [--messages 200000] [--repeat 3] [--quick]`.
+Run: `.venv/bin/python -m benchmarks.studies.startup [--messages 200000] [--repeat 3] [--quick]`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from benchmarks.common import (
     ROOT,
+    STUDY_RESULTS,
     benchmark_parser,
     child_figures,
     db_params,
@@ -106,7 +107,7 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(design: str, topic: str, db: ConnectionParams, args: argparse.Namespace) -> dict:
     return child_figures(
-        "startup",
+        "studies.startup",
         design,
         ["--child", design, "--topic", topic, "--db", db.dbname,
          "--per-batch", str(args.per_batch), "--env", args.env],
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "medians": medians,
         "runs": runs,
     }
-    return finish("startup", args, results)
+    return finish("startup", args, results, STUDY_RESULTS)
 
 
 if __name__ == "__main__":
