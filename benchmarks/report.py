@@ -352,13 +352,12 @@ def chart(parts: dict[str, Any], path: Path) -> None:
     fresh = parts.get("freshness")
     if fresh:
         for key, label in (
-            ("visible_delay_sample_s", "Kafka -> events"),
-            ("rollup_delay_sample_s", "Kafka -> rollup_events_5min"),
+            ("visible_delay_quantiles_s", "Kafka -> events"),
+            ("rollup_delay_quantiles_s", "Kafka -> rollup_events_5min"),
         ):
-            values = sorted(fresh.get(key, []))
+            values = fresh.get(key, [])  # percentiles 0..100
             if values:
-                ys = [(i + 1) / len(values) for i in range(len(values))]
-                ax.plot(values, ys, label=label)
+                ax.plot(values, [q / 100 for q in range(len(values))], label=label)
         ax.axvline(2.0, color="red", linestyle="--", linewidth=1, label="target p95 2 s")
         ax.axhline(0.95, color="gray", linestyle=":", linewidth=1)
         ax.legend(fontsize=8)
@@ -372,13 +371,17 @@ def chart(parts: dict[str, Any], path: Path) -> None:
 
 def main(folder: Path = RESULTS) -> dict[str, Any]:
     parts = load_parts(folder)
-    machine = machine_facts()
+    # the machine the benchmarks ran on (the first result's facts), not the report's
+    measured = [part["machine"] for part in parts.values() if "machine" in part]
+    machine = measured[0] if measured else machine_facts()
     combined = {
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
         "benchmarks": {
-            # the freshness samples (for the chart) stay in freshness.json
-            name: {k: v for k, v in part.items() if k != "machine" and not k.endswith("_sample_s")}
+            # the freshness percentiles (for the chart) stay in freshness.json
+            name: {
+                k: v for k, v in part.items() if k != "machine" and not k.endswith("_quantiles_s")
+            }
             for name, part in parts.items()
         },
     }
