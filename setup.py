@@ -100,6 +100,7 @@ setup(
             "pyyaml>=6",
             "selenium>=4.20",
             "aiohttp>=3.9",  # the dashboard viewers benchmark's load (asyncio HTTP client)
+            "psutil>=5.9",  # the benchmarks' process CPU and memory
         ],
     },
     entry_points={

@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: config, scratch databases, DB CPU accounting, output.
+"""Shared helpers for the benchmarks: config, scratch databases, process CPU and memory, output.
 
 Every benchmark runs from the project root against the local stack (`make up`), in databases
 and topics of its own (dropped afterwards), and writes `benchmarks/results/<name>.json`.
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import Config, load_config
@@ -32,7 +33,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 STUDY_RESULTS = ROOT / "benchmarks" / "studies" / "results"
 LOCAL_SECRETS = ("database", "kafka_server", "kafka_connection_string", "s3_access_key")
 SECRET_KEYS = (*LOCAL_SECRETS, "s3_secret_key")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def say(text: str) -> None:
@@ -157,7 +157,7 @@ def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Pa
     return seconds
 
 
-# --- the database server's CPU, from its own process accounting ---------------------------
+# --- processes: CPU and memory, read with psutil ---------------------------------------------
 
 
 def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
@@ -175,42 +175,35 @@ def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
                 cur.execute("SELECT pg_backend_pid()")
                 (backend,) = cur.fetchone()
             try:
-                parent = int(_stat(backend)[1])
-            except OSError:
-                parent = 0
-            if parent <= 1 or not _cmdline(parent).split(" ", 1)[0].endswith("postgres"):
+                postmaster = psutil.Process(backend).parent()
+                program = postmaster.cmdline()[0].split(" ", 1)[0] if postmaster else ""
+            except (psutil.Error, IndexError):
+                postmaster, program = None, ""
+            if postmaster is None or postmaster.pid <= 1 or not program.endswith("postgres"):
                 raise RuntimeError(
                     f"the database server at {node.host}:{node.port} does not run on this "
                     "machine (its backend is not a local process): its CPU cannot be measured"
                 )
-            found[f"{node.host}:{node.port}"] = parent
+            found[f"{node.host}:{node.port}"] = postmaster.pid
         finally:
             conn.close()
     return found
 
 
-def _stat(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
-
-
-def _cpu_ticks(fields: list[str]) -> int:
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
+def children(pid: int) -> list[int]:
+    """A process's children from the kernel's own list. psutil's `children()` reads every
+    process on the machine instead (4 ms a call here: a tenth of a core at the CPU meter's
+    50 ms, counted as the benchmark's own CPU)."""
+    found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
-            out += [int(c) for c in (task / "children").read_text().split()]
-    return out
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 @dataclass
@@ -222,8 +215,9 @@ class CpuReading:
 
 @dataclass
 class DbCpuMeter:
-    """Server CPU over a run: postmaster children's utime+stime, plus cutime+cstime, summed
-    over every server behind the database (on Citus: the coordinator and each worker).
+    """Server CPU over a run: postmaster children's user+system, plus the postmaster's reaped
+    children's, summed over every server behind the database (on Citus: the coordinator and
+    each worker).
 
     A sampler (every 50 ms) also attributes CPU per backend by its process title, so work of
     other databases on the same servers can be told apart (`own_s`, `foreign_s`).
@@ -232,36 +226,40 @@ class DbCpuMeter:
     db: ConnectionParams
     interval_s: float = 0.05
     servers: dict[str, int] = field(default_factory=dict)
-    _start_total: int = 0
-    _first: dict[int, int] = field(default_factory=dict)
-    _last: dict[int, int] = field(default_factory=dict)
+    _start_total: float = 0.0
+    _processes: dict[int, psutil.Process] = field(default_factory=dict)
+    _first: dict[int, float] = field(default_factory=dict)
+    _last: dict[int, float] = field(default_factory=dict)
     _title: dict[int, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _children(self) -> list[int]:
-        return [child for pm in self.servers.values() for child in _children(pm)]
+        return [child for pm in self.servers.values() for child in children(pm)]
 
-    def _total(self) -> int:
-        ticks = 0
+    def _total(self) -> float:
+        seconds = 0.0
         for pm in self.servers.values():
-            fields = _stat(pm)
-            ticks += int(fields[13]) + int(fields[14])  # cutime + cstime (fields 16, 17)
+            times = psutil.Process(pm).cpu_times()
+            seconds += times.children_user + times.children_system
         for child in self._children():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ticks += _cpu_ticks(_stat(child))
-        return ticks
+            with contextlib.suppress(psutil.Error):
+                seconds += _cpu_s(self._processes.get(child) or psutil.Process(child))
+        return seconds
 
     def _sample(self, first: bool = False) -> None:
-        for child in self._children():
+        for pid in self._children():
             try:
-                ticks = _cpu_ticks(_stat(child))
-            except (OSError, ValueError, IndexError):
+                process = self._processes.get(pid) or psutil.Process(pid)
+                seconds = _cpu_s(process)
+                if pid not in self._title:
+                    self._title[pid] = " ".join(process.cmdline()).strip()
+            except psutil.Error:
                 continue
-            if child not in self._title:
-                self._title[child] = _cmdline(child)
-                self._first[child] = ticks if first else 0
-            self._last[child] = ticks
+            if pid not in self._processes:
+                self._processes[pid] = process
+                self._first[pid] = seconds if first else 0.0
+            self._last[pid] = seconds
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -283,10 +281,10 @@ class DbCpuMeter:
         self.reading = self._read()
 
     def _read(self) -> CpuReading:
-        own = foreign = 0
+        own = foreign = 0.0
         marker = f" {self.db.dbname} "
         for pid, title in self._title.items():
-            delta = self._last.get(pid, 0) - self._first.get(pid, 0)
+            delta = self._last.get(pid, 0.0) - self._first.get(pid, 0.0)
             parts = title.split()
             is_backend = len(parts) >= 4 and parts[0] == "postgres:" and "(" in title
             if marker in f" {title} " or not is_backend:
@@ -300,47 +298,85 @@ class DbCpuMeter:
                 f"{', '.join(f'{k} (pid {v})' for k, v in self.servers.items())}: "
                 "the meter is not watching the server that did the work"
             )
-        return CpuReading(total / TICK, own / TICK, foreign / TICK)
+        return CpuReading(total, own, foreign)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and its descendants, live and reaped (utime+stime+cutime+cstime).
+    """CPU seconds of a process and its descendants, live and reaped (user, system and their
+    reaped children's).
 
     The difference of two readings is the tree's CPU in between: a child's CPU moves into its
-    parent's cutime when it is reaped, and a new child counts in full.
+    parent's reaped-children count when it is reaped, and a new child counts in full.
     """
-    ticks = 0
-    for member in (pid, *descendants(pid)):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = _stat(member)
-            ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))
-    return ticks / TICK
+    seconds = 0.0
+    for member in _tree(pid):
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            seconds += times.user + times.system + times.children_user + times.children_system
+    return seconds
 
 
-# --- memory of processes -------------------------------------------------------------------
+@dataclass
+class PeakMemory:
+    """Peak resident memory of a process tree, sampled every `interval_s` (and on exit): the
+    root's, the whole tree's (summed), and each descendant's whose command line holds `marked`
+    (say the Python workers under Spark's JVM), with their sum. Figures in MiB."""
 
+    root: int
+    marked: str = ""
+    interval_s: float = 0.5
+    root_peak_mib: float = 0.0
+    tree_peak_mib: float = 0.0
+    marked_peak_mib: dict[int, float] = field(default_factory=dict)
+    marked_total_peak_mib: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
 
-def vm_kib(pid: int, key: str) -> int:
-    """VmHWM / VmRSS of a process in KiB (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    def sample(self) -> None:
+        try:
+            members = _tree(self.root)
+        except psutil.Error:  # the root is gone
+            return
+        tree = marked = 0.0
+        for member in members:
+            try:
+                mib = member.memory_info().rss / (1 << 20)
+                is_marked = (
+                    self.marked
+                    and member.pid != self.root
+                    and self.marked in " ".join(member.cmdline())
+                )
+            except psutil.Error:  # gone, or a zombie
+                continue
+            tree += mib
+            if member.pid == self.root:
+                self.root_peak_mib = max(self.root_peak_mib, mib)
+            if is_marked:
+                self.marked_peak_mib[member.pid] = max(self.marked_peak_mib.get(member.pid, 0), mib)
+                marked += mib
+        self.tree_peak_mib = max(self.tree_peak_mib, tree)
+        self.marked_total_peak_mib = max(self.marked_total_peak_mib, marked)
 
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
 
-def descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        with contextlib.suppress(OSError):
-            kids = _children(current)
-            out += kids
-            todo += kids
-    return out
+    def __enter__(self) -> PeakMemory:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -356,10 +392,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def machine_facts() -> dict[str, Any]:
-    mem_kib = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kib = int(line.split()[1])
     model = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -368,7 +400,7 @@ def machine_facts() -> dict[str, Any]:
     facts: dict[str, Any] = {
         "cores": os.cpu_count(),
         "cpu_model": model,
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
         "os": platform.platform(),
         "python": platform.python_version(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # a shared machine?

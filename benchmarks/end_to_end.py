@@ -26,6 +26,7 @@ from confluent_kafka import Producer
 
 from benchmarks.common import (
     DbCpuMeter,
+    PeakMemory,
     benchmark_parser,
     db_params,
     finish,
@@ -37,13 +38,7 @@ from benchmarks.common import (
     secrets_for,
     setup_env,
 )
-from benchmarks.ingest_support import (
-    MemorySampler,
-    delete_checkpoint,
-    fresh_topic,
-    ingest_config,
-    jvm_pid,
-)
+from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config, jvm_pid
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.core.secrets import Secrets
@@ -194,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 per_batch = args.max_offsets_per_trigger
                 limit = f"{per_batch:,}" if per_batch else "no limit"
                 say(f"ingest job: available-now, {limit} messages a batch")
-                with MemorySampler(jvm_pid(spark)) as memory, DbCpuMeter(db) as meter:
+                workers = PeakMemory(jvm_pid(spark), marked="pyspark")  # Python workers
+                with workers as memory, DbCpuMeter(db) as meter:
                     started_at = datetime.now(UTC)
                     query = start_ingest(spark, cfg, secrets)
                     while query.isActive:
@@ -234,7 +230,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "db_cpu_s": round(meter.reading.total_s, 3),
                 "db_cpu_us_per_row_own": meter.reading.own_s / n * 1e6,
                 "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
-                **memory.figures(),
+                "driver_jvm_peak_mib": memory.root_peak_mib,
+                "python_worker_peak_mib": max(memory.marked_peak_mib.values(), default=0.0),
+                "python_workers_peak_total_mib": memory.marked_total_peak_mib,
+                "python_worker_processes": len(memory.marked_peak_mib),
                 "trigger_phases_s": trigger_phase_totals(progress),
                 "start_to_first_trigger_s": round(
                     (_progress_time(progress[0]) - started_at).total_seconds(), 3

@@ -1,17 +1,15 @@
-"""What the end-to-end and freshness benchmarks share: topics, the ingest config, memory."""
+"""What the end-to-end and freshness benchmarks share: topics, the ingest config, waits."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
-from benchmarks.common import _cmdline, descendants, say, vm_kib
+from benchmarks.common import say
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.ingest.source import producer_config
@@ -59,50 +57,6 @@ def jvm_pid(spark: SparkSession) -> int:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     return int(jvm.java.lang.ProcessHandle.current().pid())
-
-
-@dataclass
-class MemorySampler:
-    """Peak memory of the driver JVM (VmHWM) and the Python workers it forks (every 0.5 s)."""
-
-    jvm: int
-    interval_s: float = 0.5
-    worker_hwm_kib: dict[int, int] = field(default_factory=dict)
-    workers_rss_peak_kib: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        total = 0
-        for pid in descendants(self.jvm):
-            if "pyspark" not in _cmdline(pid):
-                continue
-            self.worker_hwm_kib[pid] = max(self.worker_hwm_kib.get(pid, 0), vm_kib(pid, "VmHWM"))
-            total += vm_kib(pid, "VmRSS")
-        self.workers_rss_peak_kib = max(self.workers_rss_peak_kib, total)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def __enter__(self) -> MemorySampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._sample()
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def figures(self) -> dict[str, float]:
-        return {
-            "driver_jvm_peak_mib": vm_kib(self.jvm, "VmHWM") / 1024,
-            "python_worker_peak_mib": max(self.worker_hwm_kib.values(), default=0) / 1024,
-            "python_workers_peak_total_mib": self.workers_rss_peak_kib / 1024,
-            "python_worker_processes": len(self.worker_hwm_kib),
-        }
 
 
 def wait_for(

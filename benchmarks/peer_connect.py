@@ -39,7 +39,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -53,9 +52,9 @@ from confluent_kafka import Producer
 from benchmarks.common import (
     SECRET_KEYS,
     DbCpuMeter,
+    PeakMemory,
     benchmark_parser,
     db_params,
-    descendants,
     finish,
     machine_facts,
     percentile,
@@ -63,7 +62,6 @@ from benchmarks.common import (
     scratch_database,
     secrets_for,
     setup_env,
-    vm_kib,
 )
 from benchmarks.end_to_end import load_topic
 from benchmarks.ingest_support import fresh_topic
@@ -101,34 +99,6 @@ _ENVELOPE = b'{"schema":' + json.dumps(LAB_SCHEMA, separators=(",", ":")).encode
 def encode_with_schema(event: Event) -> bytes:
     """The same row as `encode_event`, wrapped with its schema for Connect's JsonConverter."""
     return _ENVELOPE + encode_event(event) + b"}"
-
-
-@dataclass
-class TreeMemory:
-    """Peak resident memory of a process and its descendants (summed), sampled every 0.5 s."""
-
-    root: int
-    peak_kib: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def _sample(self) -> None:
-        total = sum(vm_kib(pid, "VmRSS") for pid in [self.root, *descendants(self.root)])
-        self.peak_kib = max(self.peak_kib, total)
-
-    def __enter__(self) -> TreeMemory:
-        def run() -> None:
-            while not self._stop.wait(0.5):
-                self._sample()
-
-        threading.Thread(target=run, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-
-    @property
-    def peak_mib(self) -> float:
-        return self.peak_kib / 1024
 
 
 @dataclass
@@ -443,7 +413,7 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
         with DbCpuMeter(pipeline.db) as meter:  # up to the last row: no check of the table in it
             started_at = time.time()
             process = pipeline.start()
-            with TreeMemory(process.pid) as memory:
+            with PeakMemory(process.pid) as memory:
                 wait_rows(pipeline, n, process, what, timeout_s=3600)
         wait_rows(pipeline, n, process, what, 600, lambda: _complete(pipeline, n))
         if pipeline.stops_by_itself:
@@ -466,7 +436,7 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
         # none when one batch wrote every row
         "rows_per_s_after_first_row": n / (seconds - to_first) if seconds > to_first else None,
         "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
-        "peak_memory_mib": round(memory.peak_mib, 1),
+        "peak_memory_mib": round(memory.tree_peak_mib, 1),
     }
     after = figures["rows_per_s_after_first_row"]
     say(

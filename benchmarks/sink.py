@@ -10,9 +10,9 @@ into a bootstrapped, partitioned `events` table of a scratch database, truncated
 (c) the lab's sink: one INSERT per row, autocommit (a slice, scaled: rows/s);
 (d) `psql \\copy` of the same rows as CSV, one stream and two streams.
 
-For each: rows/s and the database server's CPU seconds per row (postmaster children's
-utime+stime plus cutime+cstime from /proc; `own` counts only this database's backends and the
-shared writers, so other work on the same server is left out).
+For each: rows/s and the database server's CPU seconds per row (postmaster children's user and
+system CPU plus their reaped children's, read with psutil; `own` counts only this database's
+backends and the shared writers, so other work on the same server is left out).
 
 Run: `.venv/bin/python -m benchmarks.sink [--rows 2000000] [--quick]`.
 """
