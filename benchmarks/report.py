@@ -199,7 +199,8 @@ def table(parts: dict[str, Any]) -> list[str]:
         b = e2e.get("breakdown")
         if b:
             lines.append(
-                f"| end to end, where the time went | first batch {b['first_batch_s']:.1f} s "
+                f"| end to end, where the time went | {session(b)}first batch "
+                f"{b['first_batch_s']:.1f} s "
                 f"(warm-up {b['warm_up_s']:.1f} s); other batches {b['other_batches_s']:.1f} s "
                 f"at {_n(b['steady_rows_per_s'])} rows/s; outside batches "
                 f"{b['outside_batches_s']:.1f} s ({b['outside_per_batch_s']:.2f} s a batch; "
@@ -263,6 +264,12 @@ def table(parts: dict[str, Any]) -> list[str]:
             f"{prod['storefront_msg_per_s'] / prod['raw_msg_per_s']:.2f}x | |"
         )
     return lines
+
+
+def session(breakdown: dict[str, Any]) -> str:
+    """The Spark session's build, part of the end-to-end clock (results before it left it out)."""
+    seconds = breakdown.get("session_s")
+    return "" if seconds is None else f"Spark session {seconds:.1f} s; "
 
 
 def viewer_rows(viewers: dict[str, Any] | None) -> list[str]:
