@@ -62,17 +62,43 @@ class _Section(BaseModel):
 class SecretsConfig(_Section):
     """Where secrets come from, and the secret name behind each logical key."""
 
-    backend: Literal["env", "file", "keyvault", "databricks"] = "env"
-    file: str | None = None
-    vault_url: str | None = None
-    vault_ca_file: str | None = None  # PEM bundle for a vault with a private CA (local stack)
-    # Azure checks that the auth challenge names a *.vault.azure.net resource; a local vault
-    # answers for localhost, so the local config turns the check off.
-    vault_verify_challenge_resource: bool = True
-    scope: str = "key-vault-secrets"
-    # Logical key -> secret name; defaults are the lab's Key Vault names. A config that names
-    # some keys changes those and keeps the defaults of the rest.
-    names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SECRET_NAMES))
+    backend: Literal["env", "file", "keyvault", "databricks"] = Field(
+        default="env",
+        description=(
+            "Where secrets come from: env (environment variables, the exact name or its "
+            "upper-snake form), file (secrets.file), keyvault (Azure Key Vault through "
+            "DefaultAzureCredential), databricks (the secret scope secrets.scope)."
+        ),
+    )
+    file: str | None = Field(
+        default=None,
+        description="The KEY=value file the file backend reads; it must be mode 600.",
+    )
+    vault_url: str | None = Field(
+        default=None, description="The Key Vault's URL, for the keyvault backend."
+    )
+    vault_ca_file: str | None = Field(
+        default=None,
+        description="A PEM bundle for a vault with a private CA (the local stack's).",
+    )
+    vault_verify_challenge_resource: bool = Field(
+        default=True,
+        description=(
+            "Check that the vault's auth challenge names a *.vault.azure.net resource; a local "
+            "vault answers for localhost, so the local config turns the check off."
+        ),
+    )
+    scope: str = Field(
+        default="key-vault-secrets",
+        description="The Databricks secret scope, for the databricks backend.",
+    )
+    names: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_SECRET_NAMES),
+        description=(
+            "Logical key -> secret name; the defaults are the lab's Key Vault names. A config "
+            "that names some keys changes those and keeps the defaults of the rest."
+        ),
+    )
 
     @field_validator("names", mode="before")
     @classmethod
@@ -97,30 +123,88 @@ class SecretsConfig(_Section):
 class KafkaConfig(_Section):
     """The Kafka source. `security = "eventhubs"` is SASL_SSL/PLAIN with `$ConnectionString`."""
 
-    bootstrap_servers: str | None = None  # None: from the Kafka-Server secret
-    topics: list[str] = Field(default_factory=lambda: ["clickstream"])
-    topic_pattern: str | None = None
-    security: Literal["plaintext", "eventhubs"] = "plaintext"
-    ssl_truststore: str | None = None  # PKCS12 for a private CA (local broker); None: JVM's CAs
-    ssl_ca_pem: str | None = None  # the same CA as PEM, for librdkafka clients
-    # Databricks Runtime shades its Kafka client: there the class is kafkashaded.org.apache...
-    sasl_login_module: str = "org.apache.kafka.common.security.plain.PlainLoginModule"
-    starting_offsets: str = "earliest"
-    max_offsets_per_trigger: int | None = Field(default=None, gt=0)
-    min_partitions: int | None = Field(default=None, gt=0)
-    fail_on_data_loss: bool = True
-    group_id_prefix: str | None = None
-    request_timeout_ms: int = Field(default=60000, gt=0)
-    session_timeout_ms: int = Field(default=60000, gt=0)
-    # How long the broker may hold a fetch that finds no new data. Kafka's 500 ms default is
-    # paid by every task that reads to the end of its offset range (about 0.8 s per
-    # micro-batch measured here); Spark only fetches ranges that exist, so a short wait is free.
-    fetch_max_wait_ms: int = Field(default=20, gt=0)
-    # Records per consumer poll and bytes per partition fetch. Kafka's defaults (500 records,
-    # 1 MiB) halve the Kafka source's speed here (benchmarks/stages.py: 224k rows/s against
-    # 496k with these).
-    max_poll_records: int = Field(default=20000, gt=0)
-    max_partition_fetch_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port of the brokers; unset: from the Kafka-Server secret (port 9093).",
+    )
+    topics: list[str] = Field(
+        default_factory=lambda: ["clickstream"],
+        description="The topics the ingest reads; the producer sends to the first.",
+    )
+    topic_pattern: str | None = Field(
+        default=None,
+        description="A regular expression of topics to read instead of topics (subscribePattern).",
+    )
+    security: Literal["plaintext", "eventhubs"] = Field(
+        default="plaintext",
+        description=(
+            "eventhubs: SASL_SSL/PLAIN with the username $ConnectionString and the "
+            "Kafka-Connection-String secret as password, as Azure Event Hubs' Kafka endpoint."
+        ),
+    )
+    ssl_truststore: str | None = Field(
+        default=None,
+        description="A PKCS12 truststore for a broker with a private CA; unset: the JVM's CAs.",
+    )
+    ssl_ca_pem: str | None = Field(
+        default=None, description="The same CA as PEM, for the librdkafka clients."
+    )
+    sasl_login_module: str = Field(
+        default="org.apache.kafka.common.security.plain.PlainLoginModule",
+        description=(
+            "The PLAIN login module's class; Databricks Runtime shades its Kafka client, so "
+            "there it is kafkashaded.org.apache.kafka.common.security.plain.PlainLoginModule."
+        ),
+    )
+    starting_offsets: str = Field(
+        default="earliest",
+        description="Where a new checkpoint starts: earliest, latest or Spark's JSON form.",
+    )
+    max_offsets_per_trigger: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "The least a micro-batch takes from a backlog (the job adds one message a "
+            "partition, as Spark rounds each partition's share down); unset: everything."
+        ),
+    )
+    min_partitions: int | None = Field(
+        default=None, gt=0, description="Spark's minPartitions for the Kafka source."
+    )
+    fail_on_data_loss: bool = Field(
+        default=True,
+        description="Spark's failOnDataLoss: stop when offsets were deleted before being read.",
+    )
+    group_id_prefix: str | None = Field(
+        default=None, description="Spark's groupIdPrefix for the consumers' group ids."
+    )
+    request_timeout_ms: int = Field(
+        default=60000, gt=0, description="The Kafka clients' request.timeout.ms."
+    )
+    session_timeout_ms: int = Field(
+        default=60000, gt=0, description="The Kafka clients' session.timeout.ms."
+    )
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        gt=0,
+        description=(
+            "How long the broker may hold a fetch that finds no new data. Kafka's 500 ms "
+            "default is paid by every task that reads to the end of its offset range (about "
+            "0.8 s per micro-batch measured here); Spark only fetches ranges that exist, so a "
+            "short wait is free."
+        ),
+    )
+    max_poll_records: int = Field(
+        default=20000,
+        gt=0,
+        description=(
+            "Records per consumer poll. Kafka's defaults (500 records, 1 MiB a partition "
+            "fetch) halve the Kafka source's speed here (benchmarks/stages.py)."
+        ),
+    )
+    max_partition_fetch_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0, description="Bytes per partition fetch."
+    )
 
     @field_validator("topics")
     @classmethod
@@ -133,15 +217,37 @@ class KafkaConfig(_Section):
 class StorageConfig(_Section):
     """Checkpoints and the lake (dead letters): local paths, s3a:// or abfss://."""
 
-    checkpoint_root: str = ".stack/checkpoints"
-    lake_root: str = ".stack/lake"
-    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:59000 for a local S3-compatible store
-    s3_path_style: bool = True
-    s3_ssl: bool = False
-    adls_auth: Literal["none", "account_key", "service_principal"] = "none"
-    # s3a:// checkpoints written in place by Spark's cloud module (spark-hadoop-cloud jar)
-    # instead of written and renamed, which S3 does as a copy: ~150 ms less per micro-batch
-    s3a_checkpoint_in_place: bool = False
+    checkpoint_root: str = Field(
+        default=".stack/checkpoints",
+        description=(
+            "Where each query's checkpoint goes (<root>/<query_name>): a local path, s3a:// "
+            "or abfss://; {adls_account} is filled from the ADLS-Gen2-Account-Name secret."
+        ),
+    )
+    lake_root: str = Field(
+        default=".stack/lake",
+        description="Where the Delta dead-letter table goes (<root>/dead_letters).",
+    )
+    s3_endpoint: str | None = Field(
+        default=None,
+        description="An S3-compatible store's endpoint, e.g. http://127.0.0.1:59000.",
+    )
+    s3_path_style: bool = Field(default=True, description="Path-style S3 access.")
+    s3_ssl: bool = Field(default=False, description="TLS to the S3 endpoint.")
+    adls_auth: Literal["none", "account_key", "service_principal"] = Field(
+        default="none",
+        description=(
+            "How abfss:// paths authenticate: with the ADLS account key or a service principal."
+        ),
+    )
+    s3a_checkpoint_in_place: bool = Field(
+        default=False,
+        description=(
+            "s3a:// checkpoints written in place by Spark's cloud module (spark-hadoop-cloud "
+            "jar) instead of written and renamed, which S3 does as a copy: about 150 ms less "
+            "per micro-batch. Leave it off on ABFS and local paths."
+        ),
+    )
 
 
 LATE_C2_COMPILES = " ".join(
@@ -156,23 +262,51 @@ LATE_C2_COMPILES = " ".join(
 
 
 class SparkConfig(_Section):
-    master: str | None = None  # None: use the cluster's (Databricks, spark-submit --master)
-    # a Spark Connect server to be the client of (sc://host:port) instead of starting Spark
-    remote: str | None = None
-    app_name: str = "clickstream-pipeline"
-    jars_dir: str | None = None  # a folder of resolved jars for sessions started here
-    # local[...] sessions map their classes from a class-data-sharing archive, trained by the
-    # first session (faster session start and first batch; see class_archive.py)
-    class_archive: bool = True
-    # local[...] sessions' Python workers import pyspark from its installed package and ACK
-    # task data at once (core/python_daemon.py: about 70 ms less per task); false: Spark's own
-    python_daemon: bool = True
-    # local[...] sessions' JVM options: the JIT's C2 compiler waits for 27x its default counts, so
-    # on a few cores it compiles the per-row code, not every method a job's start runs through
-    java_options: str = LATE_C2_COMPILES
-    shuffle_partitions: int = Field(default=4, gt=0)
-    ui: bool = False
-    conf: dict[str, str] = Field(default_factory=dict)
+    """The Spark session: a local one, the cluster's, or a Spark Connect client."""
+
+    master: str | None = Field(
+        default=None,
+        description="e.g. local[2]; unset: the cluster's (Databricks, spark-submit --master).",
+    )
+    remote: str | None = Field(
+        default=None,
+        description=(
+            "A Spark Connect server to be the client of (sc://host:port) instead of starting Spark."
+        ),
+    )
+    app_name: str = Field(default="clickstream-pipeline", description="Spark's app name.")
+    jars_dir: str | None = Field(
+        default=None, description="A folder of resolved jars for sessions started here."
+    )
+    class_archive: bool = Field(
+        default=True,
+        description=(
+            "local[...] sessions map their classes from a class-data-sharing archive, trained "
+            "at set-up (faster session start and first batch; see class_archive.py)."
+        ),
+    )
+    python_daemon: bool = Field(
+        default=True,
+        description=(
+            "local[...] sessions' Python workers import pyspark from its installed package and "
+            "ACK task data at once (core/python_daemon.py: about 70 ms less per task); false: "
+            "Spark's own daemon."
+        ),
+    )
+    java_options: str = Field(
+        default=LATE_C2_COMPILES,
+        description=(
+            "local[...] sessions' JVM options: the JIT's C2 compiler waits for 27x its default "
+            "counts, so on a few cores it compiles the per-row code, not every method a job's "
+            "start runs through."
+        ),
+    )
+    shuffle_partitions: int = Field(default=4, gt=0, description="spark.sql.shuffle.partitions.")
+    ui: bool = Field(default=False, description="Serve Spark's web UI.")
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="More Spark settings, by Spark's name (spark.conf.spark.sql.x = value).",
+    )
 
     @field_validator("conf", mode="before")
     @classmethod
@@ -194,11 +328,23 @@ SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-
 
 
 class DatabaseConfig(_Section):
-    connect_timeout_s: int = Field(default=10, gt=0)
-    application_name: str = "clickstream-pipeline"
-    # Citus: shards of each table the bootstrap distributes (None: the server's
-    # citus.shard_count, 32 unless the cluster sets it); ignored on plain PostgreSQL.
-    citus_shard_count: int | None = Field(default=None, gt=0)
+    """The PostgreSQL or Citus database (its connection string is a secret)."""
+
+    connect_timeout_s: int = Field(
+        default=10, gt=0, description="Seconds to wait for a connection."
+    )
+    application_name: str = Field(
+        default="clickstream-pipeline",
+        description="The application_name the connections show in pg_stat_activity.",
+    )
+    citus_shard_count: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Citus: shards of each table the bootstrap distributes; unset: the server's "
+            "citus.shard_count (32 unless the cluster sets it). Ignored on plain PostgreSQL."
+        ),
+    )
     min_sslmode: SslMode = Field(
         default="verify-full",
         description=(
@@ -235,30 +381,95 @@ QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 class IngestConfig(_Section):
     """The streaming ingest job: trigger, validation bounds, sink behaviour."""
 
-    query_name: str = "clickstream-ingest"  # also the sink's name in the offset ledger
-    trigger: Literal["processing_time", "available_now"] = "processing_time"
-    # 1 s measured best here: p95 Kafka -> events 1.6 s at 2,000 msg/s against 6.9 s with 5 s
-    trigger_interval: str = "1 second"
-    max_text_length: int = Field(default=256, gt=0)
-    max_past_s: int = Field(default=2 * 24 * 3600, ge=0)
-    max_future_s: int = Field(default=15 * 60, ge=0)
-    rollup_after_batch: bool = False
-    # the rollups run in a driver thread (one run at a time, requests coalesced), so the next
-    # batch does not wait for them; false: inside the batch, before its offsets commit
-    rollup_in_background: bool = True
-    # At most this many tasks per micro-batch (Kafka partitions are merged, never split; a
-    # Python task costs about 0.2 s however small). None: the cores Spark has.
-    max_tasks: int | None = Field(default=None, gt=0)
-    # freshness per tenant (clickstream_ingest_tenant_freshness, metrics): this many busiest
-    # and this many slowest customers of each batch by name, the rest as one "other"; 0: off
-    tenant_freshness_top: int = Field(default=10, ge=0)
-    # worker: rules run in the Python worker over the raw bytes (msgspec + Arrow), records
-    # they do not cover left to Spark's; spark: Spark's rules for every record
-    validation: Literal["worker", "spark"] = "worker"
-    # binary: streamed binary COPY through ADBC (CSV only for a task it fails on); csv: always
-    sink_copy_format: Literal["binary", "csv"] = "binary"
-    sink_max_attempts: int = Field(default=8, gt=0)
-    sink_backoff_s: float = Field(default=0.25, gt=0)
+    query_name: str = Field(
+        default="clickstream-ingest",
+        description=(
+            "The streaming query's name: its checkpoint folder and the sink's name in the "
+            "offset ledger; 1-128 letters, digits, _, . or -."
+        ),
+    )
+    trigger: Literal["processing_time", "available_now"] = Field(
+        default="processing_time",
+        description=(
+            "processing_time: a micro-batch every trigger_interval until stopped; "
+            "available_now: read what is there, then stop (also --available-now)."
+        ),
+    )
+    trigger_interval: str = Field(
+        default="1 second",
+        description=(
+            "The processing-time trigger; 1 s measured best here: p95 Kafka -> events 1.6 s at "
+            "2,000 msg/s against 6.9 s with 5 s."
+        ),
+    )
+    max_text_length: int = Field(
+        default=256, gt=0, description="The longest event_type, country or browser, in characters."
+    )
+    max_past_s: int = Field(
+        default=2 * 24 * 3600,
+        ge=0,
+        description="How far in the past an event_time may be (seconds) before event_time_too_old.",
+    )
+    max_future_s: int = Field(
+        default=15 * 60,
+        ge=0,
+        description="How far ahead an event_time may be (seconds) before event_time_in_future.",
+    )
+    rollup_after_batch: bool = Field(
+        default=False,
+        description="Run the incremental rollups after each committed batch (else pg_cron's).",
+    )
+    rollup_in_background: bool = Field(
+        default=True,
+        description=(
+            "The rollups run in a driver thread (one run at a time, requests coalesced), so the "
+            "next batch does not wait for them; false: inside the batch, before its offsets "
+            "commit."
+        ),
+    )
+    max_tasks: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "At most this many tasks per micro-batch (Kafka partitions are merged, never split; "
+            "a Python task costs about 0.2 s however small); unset: the cores Spark has."
+        ),
+    )
+    tenant_freshness_top: int = Field(
+        default=10,
+        ge=0,
+        description=(
+            "Freshness per tenant (clickstream_ingest_tenant_freshness, metrics): this many "
+            "busiest and this many slowest customers of each batch by name, the rest as one "
+            "other; 0: off."
+        ),
+    )
+    validation: Literal["worker", "spark"] = Field(
+        default="worker",
+        description=(
+            "worker: the rules run in the Python worker over the raw bytes (msgspec + Arrow), "
+            "records they do not cover left to Spark's; spark: Spark's rules for every record."
+        ),
+    )
+    sink_copy_format: Literal["binary", "csv"] = Field(
+        default="binary",
+        description=(
+            "binary: streamed binary COPY through ADBC (CSV only for a task it fails on); "
+            "csv: always the CSV path."
+        ),
+    )
+    sink_max_attempts: int = Field(
+        default=8,
+        gt=0,
+        description=(
+            "Attempts at a write on transient database errors (connection lost, deadlock, ...)."
+        ),
+    )
+    sink_backoff_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="The first retry's backoff in seconds, doubled each attempt, with jitter.",
+    )
     max_message_bytes: int = Field(
         default=1 << 20,
         gt=0,
@@ -287,8 +498,14 @@ class IngestConfig(_Section):
             "in a temporary file in Spark's local directories until the task returns it."
         ),
     )
-    # the driver's OpenMetrics endpoint, http://127.0.0.1:<port>/metrics (None: not served)
-    metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    metrics_port: int | None = Field(
+        default=None,
+        gt=0,
+        lt=65536,
+        description=(
+            "The driver's OpenMetrics endpoint, http://127.0.0.1:<port>/metrics; unset: off."
+        ),
+    )
     topic_generation: str = Field(
         default="",
         max_length=64,
