@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
-from clickstream_pipeline.ingest.spill import SpilledBatches
+from clickstream_pipeline.ingest.spill import SpilledBatches, release_freed_memory
 
 ROUTED_ARROW_SCHEMA = to_arrow_schema(ROUTED_SCHEMA)
 RAW_COLUMNS = ["raw_key", "raw_value"]
@@ -72,6 +72,7 @@ class Received:
             dead = batch.filter(invalid)
             self.dead.append(dead_batch(dead, dead.column("reject_reason"), with_raw=True))
         self.rows.append(batch.drop_columns(RAW_COLUMNS))
+        release_freed_memory(batch)
 
     def extend(self, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:

@@ -48,7 +48,7 @@ from clickstream_pipeline.ingest.routed import (
     undecided_batches,
     valid_rows_of,
 )
-from clickstream_pipeline.ingest.spill import SpilledBatches
+from clickstream_pipeline.ingest.spill import SpilledBatches, release_freed_memory
 from clickstream_pipeline.ingest.transforms import Rules
 from clickstream_pipeline.warehouse.connection_string import libpq_conninfo
 from clickstream_pipeline.warehouse.database import kept_connection, open_connection, retrying
@@ -396,6 +396,7 @@ def check_and_route(
                 if checked.undecided.num_rows:
                     left.append(checked.undecided)
                 yield checked.validated
+                release_freed_memory(raw)
 
         yield from route_validated(validated())
         if left.num_rows:

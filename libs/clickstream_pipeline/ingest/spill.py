@@ -16,6 +16,17 @@ from typing import IO
 
 import pyarrow as pa
 
+# After a batch this large, freed memory goes back to the system: Arrow's allocator (mimalloc)
+# keeps what it frees, so a worker's memory would follow every large batch it has seen rather
+# than what it holds (measured: 1.8 GB against about 0.3 GB over 1 MB messages).
+RELEASE_AFTER_BYTES = 8 << 20
+
+
+def release_freed_memory(batch: pa.RecordBatch) -> None:
+    """Return the allocator's freed memory to the system after a large batch (about 1 us)."""
+    if batch.nbytes >= RELEASE_AFTER_BYTES:
+        pa.default_memory_pool().release_unused()
+
 
 def local_dir() -> str | None:
     """The first of Spark's local directories for this worker (None: the system's temp)."""
@@ -66,11 +77,15 @@ class SpilledBatches:
             self._writer.close()
             self._file.seek(0)
             try:
-                yield from pa.ipc.open_stream(self._file)
+                for batch in pa.ipc.open_stream(self._file):
+                    yield batch
+                    release_freed_memory(batch)
             finally:
                 self._file.close()
                 self._file, self._writer = None, None
         held, self._held, self._held_bytes = self._held, [], 0
         while held:
-            yield held.pop(0)
+            batch = held.pop(0)
+            yield batch
+            release_freed_memory(batch)
         self.num_rows = 0
