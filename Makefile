@@ -24,10 +24,15 @@ down: ## stop the local stack (data stays in .stack/)
 status: ## say what runs where
 	scripts/stack.sh status
 
-lint: ## ruff lint and format check, mypy
+lint: ## ruff lint and format check, mypy, and the docs site's strict build
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs: ## regenerate docs/reference/ from the code, then build the docs site into build/site
+	$(PY) -m devkit.docs_reference
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 format: ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
@@ -67,4 +72,4 @@ wheel: ## build the wheel into dist/
 clean: ## remove build output (keeps .stack and .venv)
 	rm -rf build dist *.egg-info libs/*.egg-info
 
-.PHONY: help setup jars up down status lint format check unit integration test demo dashboard bench wheel clean
+.PHONY: help setup jars up down status lint docs format check unit integration test demo dashboard bench wheel clean

@@ -102,6 +102,8 @@ setup(
             "aiohttp>=3.9",  # the dashboard viewers benchmark's load (asyncio HTTP client)
             "psutil>=5.9",  # the benchmarks' process CPU and memory
         ],
+        # the docs site (mkdocs.yml, make docs); its reference pages are generated from the code
+        "docs": ["mkdocs-material>=9.5"],
     },
     entry_points={
         "console_scripts": [

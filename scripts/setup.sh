@@ -2,7 +2,7 @@
 # Set up a fresh Debian 12 machine (as root) for this project; safe to run again.
 #   1. Debian packages: PostgreSQL 15 with hll, pg_cron, pg_partman; the libraries the Citus
 #      bundle links; kcat; Java 17; Maven; Chromium and its driver (the dashboard test)
-#   2. .venv with the package (editable) and its local, dev and dashboard extras
+#   2. .venv with the package (editable) and its local, dev, dashboard and docs extras
 #   3. JVM jars for Spark resolved by Maven into .stack/jars (scripts/jars.sh), and the local
 #      JVM's class archive (.stack/class-archive, clickstream_pipeline.ingest.warm_up)
 source "$(dirname "$0")/stack/common.sh"
@@ -52,7 +52,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
   log "setup: installing Python packages (pyspark builds from a 435 MB archive the first time: minutes)"
   "$VENV/bin/pip" install -q --upgrade pip "setuptools>=68" wheel
-  "$VENV/bin/pip" install -q -e "$PROJECT_DIR[local,dev,dashboard]"
+  "$VENV/bin/pip" install -q -e "$PROJECT_DIR[local,dev,dashboard,docs]"
   echo "$want" >"$stamp"
 fi
 
