@@ -1,4 +1,5 @@
-"""The README's spark-submit commands, run as written, ingest events end to end."""
+"""The spark-submit commands of the README and of the docs' spark-submit page, run as written,
+ingest events end to end."""
 
 from __future__ import annotations
 
@@ -17,13 +18,22 @@ from tests.integration.ingest_support import assert_exactly_once, new_topic, pro
 MARKED_BLOCK = re.compile(r"<!-- spark-submit -->\n```bash\n(.*?)```", re.DOTALL)
 
 
+# the README's ingest command, then the page's other jobs, in that order
+MARKED_FILES = ("README.md", "docs/how-to/spark-submit.md")
+
+
 def readme_blocks() -> list[str]:
-    return MARKED_BLOCK.findall((PROJECT_DIR / "README.md").read_text(encoding="utf-8"))
+    return [
+        block
+        for name in MARKED_FILES
+        for block in MARKED_BLOCK.findall((PROJECT_DIR / name).read_text(encoding="utf-8"))
+    ]
 
 
 def test_the_readme_marks_its_spark_submit_blocks():
     blocks = readme_blocks()
     assert len(blocks) == 2
+    assert "jobs/ingest.py" in blocks[0]
     commands = "\n".join(blocks)
     for job in ("ingest", "bootstrap", "dead_letters", "query"):
         assert re.search(rf"spark-submit .*(\\\n.*)*jobs/{job}\.py", commands), job
