@@ -162,8 +162,9 @@ def routed_batch(n: int, **columns: Any) -> pa.RecordBatch:
 def dead_batch(
     rows: pa.Table | pa.RecordBatch, reasons: pa.Array | pa.ChunkedArray, with_raw: bool
 ) -> pa.RecordBatch:
-    """Dead-letter rows of the routed schema from validated rows."""
-    raw = {"raw_key": rows.column("raw_key"), "raw_value": rows.column("raw_value")}
+    """Dead-letter rows of the routed schema from validated rows (`with_raw`: with their raw
+    key and value; without, `rows` need not have them)."""
+    raw = {name: rows.column(name) for name in RAW_COLUMNS} if with_raw else {}
     return routed_batch(
         rows.num_rows,
         kind=pa.array(["dead"] * rows.num_rows),
@@ -172,7 +173,7 @@ def dead_batch(
         offset=rows.column("kafka_offset"),
         kafka_timestamp=rows.column("kafka_timestamp"),
         reason=reasons,
-        **(raw if with_raw else {}),
+        **raw,
     )
 
 
