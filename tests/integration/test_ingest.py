@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import signal
 from datetime import UTC, datetime
 
 from pydantic import SecretStr
@@ -23,6 +24,7 @@ from clickstream_pipeline.ingest.stream import (
 from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
 from devkit.db import query
 from devkit.processes import log_tail
+from devkit.waits import wait_until
 from tests.integration.ingest_support import (
     MALFORMED,
     assert_exactly_once,
@@ -392,4 +394,42 @@ def test_an_available_now_run_returns_with_its_last_batches_rolled_up(tier, db, 
         (f"q-{topic}",),
     )
     assert len(stamped) == 3 and all(done for _, done in stamped), stamped
+    assert_exactly_once(db, sent)
+
+
+def test_sigterm_stops_a_running_job_once_its_rollups_are_drained(tier, db, tmp_path):
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    sent = produce_mix(conf, topic, 20_000, seed=37, malformed_share=0)
+    log = tmp_path / "ingest.log"
+    name = f"q-{topic}"
+    job = start_job(
+        tier.env,
+        topic,
+        log,
+        "--set",
+        "ingest.rollup_after_batch=true",
+        "--set",
+        "kafka.max_offsets_per_trigger=5000",
+    )
+    # a scheduler's stop right after the last batch's record, while its rollups run
+    wait_until(
+        lambda: batch_totals(db, name)[2] >= len(sent.valid),
+        300,
+        "every message written",
+        every_s=0.05,
+        process=job,
+        log=log,
+    )
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(180) == 0, log_tail(log)
+
+    stamped = query(
+        db,
+        """SELECT batch_id, rolled_up_at IS NOT NULL FROM clickstream_ingest_batches
+           WHERE query_name = %s AND rows_written > 0 ORDER BY batch_id""",
+        (name,),
+    )
+    assert len(stamped) >= 4 and all(done for _, done in stamped), stamped
+    assert f"rollups of {name} drained" in log.read_text()
     assert_exactly_once(db, sent)
