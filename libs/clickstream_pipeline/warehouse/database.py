@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 import psycopg2
@@ -47,14 +47,8 @@ LIBPQ_ENV = {
 
 
 @dataclass(frozen=True)
-class ConnectionParams:
-    host: str
-    port: int
-    dbname: str
-    user: str | None
-    password: SecretStr | None = field(default=None, repr=False)
-    sslmode: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
+class ConnectionParams(connection_string.ConnectionFields):
+    """A database to connect to: what its connection string says, and the ways to use it."""
 
     @classmethod
     def from_connection_string(
@@ -70,15 +64,7 @@ class ConnectionParams:
         connection_string.check_sslmode(
             found.host, found.sslmode, found.options, min_sslmode, loopback_min_sslmode
         )
-        return cls(
-            host=found.host,
-            port=found.port,
-            dbname=found.dbname,
-            user=found.user,
-            password=found.password,
-            sslmode=found.sslmode,
-            options=found.options,
-        )
+        return cls(**{f.name: getattr(found, f.name) for f in fields(found)})
 
     @classmethod
     def from_jdbc_url(cls, url: SecretStr | str) -> ConnectionParams:
