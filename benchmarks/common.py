@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,27 @@ class CpuReading:
     foreign_s: float  # backends of other databases (other people's work on the same server)
 
 
+class Ticker:
+    """Calls `tick` every `interval_s` on a daemon thread from `start` until `stop`."""
+
+    def __init__(self, tick: Callable[[], None], interval_s: float) -> None:
+        self._tick = tick
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._tick()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class DbCpuMeter:
     """Server CPU over a run: postmaster children's user+system, plus the postmaster's reaped
@@ -231,8 +252,7 @@ class DbCpuMeter:
     _first: dict[int, float] = field(default_factory=dict)
     _last: dict[int, float] = field(default_factory=dict)
     _title: dict[int, str] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticker: Ticker | None = None
 
     def _children(self) -> list[int]:
         return [child for pm in self.servers.values() for child in children(pm)]
@@ -261,22 +281,17 @@ class DbCpuMeter:
                 self._first[pid] = seconds if first else 0.0
             self._last[pid] = seconds
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
     def __enter__(self) -> DbCpuMeter:
         self.servers = postmaster_pids(self.db)
         self._sample(first=True)
         self._start_total = self._total()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._ticker = Ticker(self._sample, self.interval_s)
+        self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._ticker is not None:
+            self._ticker.stop()
         self._sample()
         self.reading = self._read()
 
@@ -334,8 +349,7 @@ class PeakMemory:
     tree_peak_mib: float = 0.0
     marked_peak_mib: dict[int, float] = field(default_factory=dict)
     marked_total_peak_mib: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticker: Ticker | None = None
 
     def sample(self) -> None:
         try:
@@ -362,20 +376,15 @@ class PeakMemory:
         self.tree_peak_mib = max(self.tree_peak_mib, tree)
         self.marked_total_peak_mib = max(self.marked_total_peak_mib, marked)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
     def __enter__(self) -> PeakMemory:
         self.sample()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._ticker = Ticker(self.sample, self.interval_s)
+        self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._ticker is not None:
+            self._ticker.stop()
         self.sample()
 
 
