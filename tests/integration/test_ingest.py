@@ -6,14 +6,15 @@ import collections
 import signal
 from datetime import UTC, datetime
 
+import pytest
 from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.errors import SourceConfigError
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.ingest.source import (
     kafka_read_options,
     producer_config,
-    subscribed_partitions,
 )
 from clickstream_pipeline.ingest.stream import (
     ingest_settings,
@@ -21,6 +22,7 @@ from clickstream_pipeline.ingest.stream import (
     replay_dead_letters,
     start_ingest,
 )
+from clickstream_pipeline.ingest.topics import describe_topics
 from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
 from devkit.db import query
 from devkit.processes import log_tail
@@ -97,19 +99,24 @@ def test_a_backlog_of_whole_batches_takes_that_many_batches(spark, tier, db):
     assert_exactly_once(db, sent)
 
 
-def test_the_partitions_of_the_topics_or_the_pattern_the_job_reads(tier, caplog):
+def partitions_of(kafka, secrets, timeout_s: float = 30.0) -> int:
+    return sum(len(t.ends) for t in describe_topics(kafka, secrets, timeout_s).values())
+
+
+def test_the_partitions_of_the_topics_or_the_pattern_the_job_reads(tier):
     conf = producer_config(tier.config.kafka, tier.secrets)
     three, two = new_topic(conf, partitions=3), new_topic(conf, partitions=2)
     kafka = tier.config.kafka
 
-    assert subscribed_partitions(kafka.model_copy(update={"topics": [three]}), tier.secrets) == 3
+    assert partitions_of(kafka.model_copy(update={"topics": [three]}), tier.secrets) == 3
     listed = kafka.model_copy(update={"topics": [three, two, "no-such-topic"]})
-    assert subscribed_partitions(listed, tier.secrets) == 5
+    assert partitions_of(listed, tier.secrets) == 5
     pattern = kafka.model_copy(update={"topic_pattern": f"({three}|{two})"})
-    assert subscribed_partitions(pattern, tier.secrets) == 5
+    assert partitions_of(pattern, tier.secrets) == 5
+    # without the topics' identities the job cannot key its ledger: it stops, saying why
     gone = kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1", "topics": [three]})
-    assert subscribed_partitions(gone, tier.secrets, timeout_s=0.5) == 0
-    assert "no topic metadata from Kafka" in caplog.text
+    with pytest.raises(SourceConfigError, match="cannot describe the subscribed topics"):
+        partitions_of(gone, tier.secrets, timeout_s=1.0)
 
 
 def test_spark_rules_for_every_record_land_the_same_records(spark, tier, db):

@@ -11,8 +11,6 @@ import logging
 import re
 from collections.abc import Collection
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from pyspark.sql import DataFrame, SparkSession
 
 from clickstream_pipeline.core.config import KafkaConfig
@@ -103,18 +101,6 @@ def kafka_read_options(kafka: KafkaConfig, secrets: Secrets, partitions: int = 0
     return options
 
 
-def subscribed_partitions(kafka: KafkaConfig, secrets: Secrets, timeout_s: float = 3.0) -> int:
-    """The partitions of the topics the job reads, as the broker lists them (0 if it does not
-    answer in time: the caller then gives Spark the limit as configured)."""
-    admin = AdminClient({**producer_config(kafka, secrets), "log_level": 0})
-    try:
-        topics = admin.list_topics(timeout=timeout_s).topics
-    except KafkaException as exc:
-        log.warning("no topic metadata from Kafka in %.0f s: %s", timeout_s, exc)
-        return 0
-    return sum(len(topics[n].partitions) for n in topic_names(kafka, topics))
-
-
 def topic_names(kafka: KafkaConfig, listed: Collection[str]) -> list[str]:
     """The topics of those the broker `listed` that the job reads (its list, or its pattern)."""
     if kafka.topic_pattern:
@@ -123,8 +109,10 @@ def topic_names(kafka: KafkaConfig, listed: Collection[str]) -> list[str]:
     return [n for n in kafka.topics if n in listed]
 
 
-def read_kafka_stream(spark: SparkSession, kafka: KafkaConfig, secrets: Secrets) -> DataFrame:
-    partitions = subscribed_partitions(kafka, secrets) if kafka.max_offsets_per_trigger else 0
+def read_kafka_stream(
+    spark: SparkSession, kafka: KafkaConfig, secrets: Secrets, partitions: int
+) -> DataFrame:
+    """The Kafka source, given the subscribed topics' `partitions` (`kafka_read_options`)."""
     reader = spark.readStream.format("kafka")
     for key, value in kafka_read_options(kafka, secrets, partitions).items():
         reader = reader.option(key, value)

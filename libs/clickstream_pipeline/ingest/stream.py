@@ -40,7 +40,13 @@ from clickstream_pipeline.ingest.ledger import (
 from clickstream_pipeline.ingest.sink import SinkSettings, check_and_route, write_and_route
 from clickstream_pipeline.ingest.source import read_kafka_stream
 from clickstream_pipeline.ingest.tenants import tenant_freshness, utc
-from clickstream_pipeline.ingest.topics import UNKNOWN, describe_topics, ledger_key, ledger_keys
+from clickstream_pipeline.ingest.topics import (
+    UNKNOWN,
+    TopicState,
+    describe_topics,
+    ledger_key,
+    ledger_keys,
+)
 from clickstream_pipeline.ingest.transforms import Rules, validate
 from clickstream_pipeline.warehouse.database import configured_params, retrying
 from clickstream_pipeline.warehouse.rollup_runner import aggregate, runner_for
@@ -154,7 +160,9 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
     )
 
 
-def with_ledger_keys(settings: IngestSettings, cfg: Config, secrets: Secrets) -> IngestSettings:
+def with_ledger_keys(
+    settings: IngestSettings, cfg: Config, topics: dict[str, TopicState]
+) -> IngestSettings:
     """The settings with each subscribed topic's identity in the offset ledger (`topics`):
     checked against the ledger before the first batch, so a recreated topic is never taken for
     the old one."""
@@ -162,7 +170,7 @@ def with_ledger_keys(settings: IngestSettings, cfg: Config, secrets: Secrets) ->
     keys = ledger_keys(
         settings.target.connect_kwargs,
         settings.query_name,
-        describe_topics(cfg.kafka, secrets),
+        topics,
         generation,
         settings.target.max_attempts,
     )
@@ -357,7 +365,8 @@ IN_PLACE_CHECKPOINTS = (
 
 def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
-    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, secrets)
+    topics = describe_topics(cfg.kafka, secrets)  # once: ledger keys and the batch allowance
+    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, topics)
     arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     dead_letters.ensure_table(spark, settings.dead_letter_path)
     if cfg.ingest.metrics_port is not None:
@@ -365,7 +374,7 @@ def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> Streamin
         served = openmetrics.export(spark, cfg.ingest.metrics_port, remote=bool(cfg.spark.remote))
         settings = dataclasses.replace(settings, metrics=served)
     writer = (
-        read_kafka_stream(spark, cfg.kafka, secrets)
+        read_kafka_stream(spark, cfg.kafka, secrets, sum(len(t.ends) for t in topics.values()))
         .writeStream.foreachBatch(functools.partial(write_batch, settings=settings))
         .option("checkpointLocation", cfg.checkpoint_location)
         .queryName(cfg.ingest.query_name)
@@ -403,7 +412,8 @@ def replay_dead_letters(
     Written rows go through the same sink under the name `<query>:replay`, so replaying twice
     writes nothing twice; they are marked `replayed_at`. The others stay, with their new reason.
     """
-    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, secrets)
+    topics = describe_topics(cfg.kafka, secrets)
+    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, topics)
     arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     letters = dead_letters.read(spark, settings.dead_letter_path).filter(
         F.col("query_name") == settings.query_name
