@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
-from clickstream_pipeline.core.cli import EXIT_FAILED, config_from_args, job_parser, run_job
+from clickstream_pipeline.core.cli import (
+    EXIT_FAILED,
+    config_from_args,
+    job_parser,
+    run_job,
+    stop_requests,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+STOP_POLL_S = 1  # how soon a stop request is seen
+
+
 def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.ingest.metrics import flush_progress
     from clickstream_pipeline.ingest.session import open_spark_job
@@ -41,13 +49,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(argparse.Namespace(**{**vars(args), "overrides": overrides}))
     with open_spark_job(cfg) as job:
         query = start_ingest(job.spark, job.cfg, job.secrets)
-        # SIGTERM (a scheduler's or a supervisor's stop) stops the query like Ctrl-C
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            query.awaitTermination()
-        except KeyboardInterrupt:
-            log.info("stopping %s", cfg.ingest.query_name)
-            query.stop()
+            with stop_requests() as stop:
+                while not query.awaitTermination(STOP_POLL_S):
+                    if stop.is_set():
+                        log.info("stopping %s", cfg.ingest.query_name)
+                        query.stop()
         finally:
             drain(cfg.ingest.query_name, cfg.ingest.rollup_drain_timeout_s)
         flush_progress(job.spark)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from clickstream_pipeline.core.cli import notebook_setting
+from clickstream_pipeline.core.cli import notebook_setting, stop_requests
 from clickstream_pipeline.core.errors import ConfigError
 from clickstream_pipeline.traffic import command
 
@@ -63,3 +66,13 @@ def test_produce_flags_refuse_what_cannot_work(tmp_path):
         command.synthetic(command.parser().parse_args(["--tenants", "0"]))
     with pytest.raises(ConfigError, match=r"(?i)no such|not found"):
         command.events(command.parser().parse_args(["--csv", str(tmp_path / "missing.csv")]))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_sets_the_event_and_the_handlers_come_back_after(sig):
+    before = signal.getsignal(sig)
+    with stop_requests() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), sig)
+        assert stop.wait(5)
+    assert signal.getsignal(sig) is before

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from clickstream_pipeline.core.config import Config, load_config
@@ -93,6 +96,24 @@ def setup_logging(level: str) -> None:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """While inside, Ctrl-C and SIGTERM (a scheduler's or a supervisor's stop) set an event.
+
+    The handlers only set it: an exception raised inside a py4j call would leave that call's
+    connection half-read, and the query might then no longer be stopped.
+    """
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
