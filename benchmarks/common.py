@@ -1,161 +1,38 @@
-"""Shared helpers for the benchmarks: config, scratch databases, process CPU and memory, output.
-
-Every benchmark runs from the project root against the local stack (`make up`), in databases
-and topics of its own (dropped afterwards), and writes `benchmarks/results/<name>.json`.
+"""What the benchmarks measure with: database server CPU, a process tree's CPU and peak memory
+(psutil), and `psql \\copy` as a baseline. The flags, targets, printing and results are the
+harness's (`benchmarks/harness.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import SecretStr
 
-from clickstream_pipeline.core.config import Config, load_config
-from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
+from benchmarks.harness import (  # noqa: F401  (re-exported for peer_connect until it has a Scenario)
+    ENVS,
+    RESULTS,
+    Scenario,
+    db_params,
+    machine_facts,
+    percentile,
+    say,
+    scratch_database,
+    secrets_for,
+    setup_env,
+)
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
-from devkit.db import bootstrapped_database, citus_workers
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-STUDY_RESULTS = ROOT / "benchmarks" / "studies" / "results"
-LOCAL_SECRETS = ("database", "kafka_server", "kafka_connection_string", "s3_access_key")
-SECRET_KEYS = (*LOCAL_SECRETS, "s3_secret_key")
-
-
-def say(text: str) -> None:
-    """A progress line with a timestamp (flushed: the runner streams it)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-ENVS = {"local": "", "local-citus": "_citus"}  # config env -> suffix of its result files
-
-
-def benchmark_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
-    """The flags every benchmark has: --quick (what it shrinks to), --out and --env."""
-    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=quick)
-    parser.add_argument("--out", type=Path, default=None, help="the result's JSON file")
-    add_env_argument(parser)
-    return parser
-
-
-def finish(
-    name: str, args: argparse.Namespace, results: dict[str, Any], folder: Path | None = None
-) -> dict[str, Any]:
-    """Write the results as `<folder>/<name>[_citus].json` (or --out) and return them."""
-    full_name = result_name(name, args.env)
-    write_result(full_name, results, args.out or (folder or RESULTS) / f"{full_name}.json")
-    return results
-
-
-def add_env_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--env",
-        default="local",
-        choices=list(ENVS),
-        help="local: the plain PostgreSQL server; local-citus: the Citus cluster's coordinator",
-    )
-
-
-def result_name(name: str, env: str) -> str:
-    """`sink` on plain PostgreSQL, `sink_citus` on the Citus cluster."""
-    return name + ENVS[env]
-
-
-def setup_env(env: str = "local") -> tuple[Config, Secrets]:
-    os.chdir(ROOT)  # conf/local.toml paths are relative to the project root
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    # Python workers import benchmark functions by module name
-    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    cfg = load_config(env, ["spark.master=local[2]", "spark.shuffle_partitions=2"])
-    return cfg, resolve_secrets(cfg.secrets, optional=SECRET_KEYS)
-
-
-FIGURES = "FIGURES "  # the line a benchmark's child process reports its figures on
-
-
-def report_figures(figures: dict[str, Any]) -> None:
-    """A child process's figures, as the one line `child_figures` reads."""
-    print(FIGURES + json.dumps(figures), flush=True)
-
-
-def child_figures(module: str, label: str, args: list[str]) -> dict[str, Any]:
-    """Run `python -m benchmarks.<module> <args>` in a fresh process; its reported figures."""
-    command = [sys.executable, "-m", f"benchmarks.{module}", *args]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(FIGURES)]
-    if out.returncode or not lines:
-        raise RuntimeError(f"{label}: exit {out.returncode}\n{out.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(lines[-1].removeprefix(FIGURES))
-    return figures
-
-
-def db_params(secrets: Secrets) -> ConnectionParams:
-    return ConnectionParams.from_jdbc_url(secrets["database"])
-
-
-def secrets_for(secrets: Secrets, params: ConnectionParams) -> Secrets:
-    """The same secrets with the database URL pointing at `params` (a scratch database)."""
-    values = {k: v for k in SECRET_KEYS if (v := secrets.get(k)) is not None}
-    values["database"] = SecretStr(params.jdbc_url(with_credentials=True))
-    return Secrets(values, secrets.backend)
-
-
-def database_exists(params: ConnectionParams, name: str) -> bool:
-    admin = connect(replace(params, dbname="postgres"))
-    try:
-        with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            return cur.fetchone() is not None
-    finally:
-        admin.close()
-
-
-@contextlib.contextmanager
-def scratch_database(params: ConnectionParams, prefix: str) -> Iterator[ConnectionParams]:
-    """A bootstrapped database of its own, dropped afterwards."""
-    say(f"scratch database {prefix}_*: bootstrapping")
-    with bootstrapped_database(params, prefix) as db:
-        say(f"scratch database {db.dbname} ready")
-        yield db
-
-
-def psql_env(params: ConnectionParams) -> dict[str, str]:
-    return {**os.environ, **params.libpq_env()}
-
-
-def psql_copy_command(columns: tuple[str, ...], path: Path, direction: str = "from") -> list[str]:
-    cols = ", ".join(columns)
-    return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-            f"\\copy events ({cols}) {direction} '{path}' with (format csv)"]  # fmt: skip
-
-
-def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Path]) -> float:
-    """`psql \\copy` of each file, one psql per file, all at once; returns wall seconds."""
-    env = psql_env(params)
-    started = time.perf_counter()
-    procs = [subprocess.Popen(psql_copy_command(columns, f), env=env) for f in files]
-    codes = [p.wait() for p in procs]
-    seconds = time.perf_counter() - started
-    if any(codes):
-        raise RuntimeError(f"psql \\copy failed: exit codes {codes}")
-    return seconds
-
+from devkit.db import citus_workers
+from devkit.stack import STACK_SECRETS as SECRET_KEYS  # noqa: F401
 
 # --- processes: CPU and memory, read with psutil ---------------------------------------------
 
@@ -388,53 +265,43 @@ class PeakMemory:
         self.sample()
 
 
-# --- results ---------------------------------------------------------------------------------
+def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Path],
+              direction: str = "from") -> float:  # fmt: skip
+    """`psql \\copy` of each file, one psql per file, all at once; returns wall seconds."""
+    env = {**os.environ, **params.libpq_env()}
+    copy = "\\copy events ({}) {} '{}' with (format csv)"
+    started = time.perf_counter()
+    procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                               copy.format(", ".join(columns), direction, f)], env=env)
+             for f in files]  # fmt: skip
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"psql \\copy failed: exit codes {codes}")
+    return time.perf_counter() - started
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
+# --- the studies' and peer_connect's calls (peer_connect's go when it declares a Scenario) ---
 
 
-def machine_facts() -> dict[str, Any]:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    facts: dict[str, Any] = {
-        "cores": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # a shared machine?
-    }
-    with contextlib.suppress(Exception):
-        import pyspark
-
-        facts["pyspark"] = pyspark.__version__
-    with contextlib.suppress(Exception):
-        import pyarrow
-
-        facts["pyarrow"] = pyarrow.__version__
-    with contextlib.suppress(Exception):
-        import confluent_kafka
-
-        facts["confluent_kafka"] = confluent_kafka.__version__
-        facts["librdkafka"] = confluent_kafka.libversion()[0]
-    return facts
+def benchmark_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", type=Path, default=None, help="a JSON file of its own")
+    parser.add_argument("--env", default="local", choices=list(ENVS))
+    return parser
 
 
-def write_result(name: str, data: dict[str, Any], out: Path | None = None) -> Path:
-    path = out or RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    payload.update(data)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    say(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    return path
+def finish(
+    name: str, args: argparse.Namespace, results: dict[str, Any], folder: Path | None = None
+) -> dict[str, Any]:
+    """A study's results as `<folder>/<name>.json`; peer_connect's into results.json."""
+    from benchmarks import harness
+
+    if folder is not None:
+        harness.store(name, results, args.out or folder / f"{name}{ENVS[args.env]}.json")
+        return results
+    legacy = harness.scenario(name)
+    figures = harness.record(legacy, results)
+    print("\n".join(harness.markdown_table(legacy.columns, legacy.rows(figures))))
+    harness.store(name + ENVS[args.env], figures, args.out)
+    return figures

@@ -16,8 +16,8 @@ Run: `.venv/bin/python -m benchmarks.dashboard [--events 10000000] [--quick]`.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,21 +25,24 @@ from typing import Any
 
 import psycopg2.errors
 
-from benchmarks.common import (
-    benchmark_parser,
-    database_exists,
+from benchmarks.common import Ticker
+from benchmarks.harness import (
+    Cells,
+    Scenario,
+    Target,
     db_params,
-    finish,
-    machine_facts,
+    ms,
     percentile,
     say,
     setup_env,
+    verdict,
 )
 from clickstream_pipeline.dashboard.panels import DEFAULT_RANGE, PANELS, RANGES, View
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
 from clickstream_pipeline.warehouse.queries import load_queries
-from devkit.db import bootstrap, create_database, drop_database, execute
+from devkit.db import bootstrap, create_database, drop_database
+from devkit.waits import wait_until
 
 LOAD_CHUNK = """
 INSERT INTO events (event_time, customer_id, event_type, country, browser, device_id, session_id)
@@ -115,20 +118,13 @@ def building(params: ConnectionParams, name: str) -> bool:
 @contextlib.contextmanager
 def ticking(what: str, every_s: float = 15.0) -> Iterator[None]:
     """Progress lines while one long statement runs."""
-    stop = threading.Event()
     started = time.perf_counter()
-
-    def tick() -> None:
-        while not stop.wait(every_s):
-            say(f"{what}: {time.perf_counter() - started:.0f}s so far")
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
+    ticker = Ticker(lambda: say(f"{what}: {time.perf_counter() - started:.0f}s so far"), every_s)
+    ticker.start()
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        ticker.stop()
 
 
 def build(params: ConnectionParams, name: str, events: int, chunk: int) -> ConnectionParams:
@@ -247,46 +243,33 @@ def time_panels(cur: Any, runs: int, budget_s: float) -> dict[str, dict[str, flo
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "200,000 events, 20 runs")
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--chunk", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--raw-runs", type=int, default=5, help="runs of each raw-events query")
-    parser.add_argument("--budget-s", type=float, default=20.0, help="time per query and side")
-    parser.add_argument("--timeout-s", type=float, default=120.0, help="statement_timeout")
-    parser.add_argument("--max-age-hours", type=float, default=6.0)
-    parser.add_argument("--rebuild", action="store_true")
-    parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
-    parser.add_argument("--build-only", action="store_true", help="build (or reuse), no queries")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.events, args.chunk, args.runs, args.raw_runs = 200_000, 100_000, 20, 3
-        args.budget_s = 5.0
+def prepare_database(args: argparse.Namespace) -> ConnectionParams:
+    """The `bench_dashboard_<events>` database: reused while young enough, else built."""
     _, secrets = setup_env(args.env)
     params = db_params(secrets)
     name = f"bench_dashboard_{args.events}"
     db = replace(params, dbname=name)
-    finished = built_at(db) if database_exists(params, name) else None
-    while finished is None and building(params, name):
+    if building(params, name):
         say(f"{name} is being built by another run: waiting")
-        time.sleep(15)
-        finished = built_at(db)
+        wait_until(lambda: not building(params, name), 3600, f"{name}'s build", every_s=15)
+    finished = built_at(db)
     if args.rebuild or finished is None or time.time() - finished > args.max_age_hours * 3600:
         db = build(params, name, args.events, args.chunk)
     else:
         say(f"reusing {name} (built {(time.time() - finished) / 60:.0f} min ago)")
     ensure_dashboard_rollups(db)
-    if args.build_only:
-        return {}
-    (load_s, rollup_s), = fetch(db, "SELECT load_s, rollup_s FROM bench_built")  # fmt: skip
+    return db
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    db = prepare_database(args)
+    ((load_s, rollup_s),) = fetch(db, "SELECT load_s, rollup_s FROM bench_built")
     sizes = fetch(
         db,
         """SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM rollup_events_5min),
                   (SELECT count(*) FROM rollup_events_1hr)""",
     )[0]
     results: dict[str, Any] = {
-        "machine": machine_facts(),
         "events": int(sizes[0]),
         "rollup_5min_rows": int(sizes[1]),
         "rollup_1hr_rows": int(sizes[2]),
@@ -316,31 +299,76 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
                 figures["speedup_p50"] = figures["raw_p50_ms"] / figures["rollup_p50_ms"]
                 results["queries"][query.name] = figures
-                say(
-                    f"{query.name}: rollup p50 {figures['rollup_p50_ms']:.1f} ms, p99 "
-                    f"{figures['rollup_p99_ms']:.1f} ms; raw events p50 "
-                    f"{figures['raw_p50_ms']:.0f} ms; {figures['speedup_p50']:,.1f}x "
-                    f"({len(rollup_ms)} and {len(raw_ms)} runs)"
-                )
+                say(f"{query.name}: {figures}")
             results["panels"] = time_panels(cur, args.runs, args.budget_s)
     finally:
         conn.close()
     if args.drop:
-        drop_database(params, name)
-    else:
-        execute(db, "SELECT 1")
-    queries = results["queries"].values()
-    results["targets"] = {
-        "rollup_p99_le_20ms_all": all(q["rollup_p99_ms"] <= 20 for q in queries),
-        "speedup_ge_50x_all": all(q["speedup_p50"] >= 50 for q in queries),
-        "panel_p99_le_50ms_all": all(
-            f["p99_ms"] <= PANEL_TARGET_MS for f in results["panels"].values()
-        ),
-    }
-    for key, ok in results["targets"].items():
-        print(f"target {key}: {'met' if ok else 'MISSED'}")
-    return finish("dashboard", args, results)
+        drop_database(db_params(setup_env(args.env)[1]), db.dbname)
+    return results
 
+
+def targets(f: dict[str, Any]) -> list[Target]:
+    found = []
+    for name, q in f["queries"].items():
+        found += [
+            Target(f"rollup_p99_le_20ms:{name}", q["rollup_p99_ms"], "<=", 20, "p99 <= 20 ms"),
+            Target(f"speedup_ge_50x:{name}", q["speedup_p50"], ">=", 50, ">= 50x"),
+        ]
+    worst: dict[str, float] = {}
+    for key, p in f["panels"].items():
+        worst[key.split("/")[0]] = max(worst.get(key.split("/")[0], 0.0), p["p99_ms"])
+    found += [
+        Target(f"panel_p99_le_50ms:{panel}", p99, "<=", PANEL_TARGET_MS, "p99 <= 50 ms")
+        for panel, p99 in worst.items()
+    ]
+    return found
+
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    found = [
+        [f"dashboard `{name}` ({f['events']:,} events)",
+         f"rollup p50 {ms(q['rollup_p50_ms'])}, p99 {ms(q['rollup_p99_ms'])} "
+         f"({q['rollup_runs']} runs)",
+         f"raw `events` p50 {ms(q['raw_p50_ms'])} ({q['raw_runs']} runs)",
+         f"{q['speedup_p50']:,.1f}x",
+         verdict(f, f"rollup_p99_le_20ms:{name}", f"speedup_ge_50x:{name}")]
+        for name, q in f["queries"].items()
+    ]  # fmt: skip
+    cells: dict[str, list[str]] = {}
+    for key, p in f["panels"].items():
+        panel, view = key.split("/", 1)
+        cells.setdefault(panel, []).append(f"{view} {ms(p['p50_ms'])} / {ms(p['p99_ms'])}")
+    return found + [
+        [f"dashboard panel `{panel}` ({f['events']:,} events; p50 / p99)", "; ".join(texts), "",
+         "", verdict(f, f"panel_p99_le_50ms:{panel}")]
+        for panel, texts in cells.items()
+    ]  # fmt: skip
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--chunk", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--raw-runs", type=int, default=5, help="runs of each raw-events query")
+    parser.add_argument("--budget-s", type=float, default=20.0, help="time per query and side")
+    parser.add_argument("--timeout-s", type=float, default=120.0, help="statement_timeout")
+    parser.add_argument("--max-age-hours", type=float, default=6.0)
+    parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
+
+
+QUICK = {"events": 200_000, "chunk": 100_000, "runs": 20, "raw_runs": 3, "budget_s": 5.0}
+SCENARIO = Scenario(
+    "dashboard",
+    __doc__ or "",
+    run,
+    quick=QUICK,
+    arguments=arguments,
+    targets=targets,
+    rows=rows,
+    on_both=True,
+)
 
 if __name__ == "__main__":
-    main()
+    SCENARIO.main()

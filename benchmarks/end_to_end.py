@@ -12,34 +12,34 @@ Run: `.venv/bin/python -m benchmarks.end_to_end [--messages 2000000] [--quick]`.
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from pyspark.sql import SparkSession
 
-from benchmarks.common import (
-    DbCpuMeter,
-    PeakMemory,
-    benchmark_parser,
+from benchmarks.common import DbCpuMeter, PeakMemory, psql_copy
+from benchmarks.harness import (
+    Cells,
+    Scenario,
+    Target,
     db_params,
-    finish,
-    machine_facts,
-    psql_copy,
-    psql_env,
+    millions,
+    n0,
     say,
     scratch_database,
     secrets_for,
     setup_env,
+    verdict,
 )
-from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config, jvm_pid
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.core.secrets import Secrets
@@ -47,9 +47,10 @@ from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import start_ingest
 from clickstream_pipeline.traffic.generator import Event, encode_event, lab_uniform_events
-from clickstream_pipeline.traffic.producer import SendOptions, kafka_settings
-from clickstream_pipeline.warehouse.database import fetch
+from clickstream_pipeline.traffic.producer import SendOptions, send_messages
+from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.db import execute
+from devkit.stack import fresh_topic
 
 
 def load_topic(
@@ -60,41 +61,44 @@ def load_topic(
     encode: Callable[[Event], bytes] = encode_event,
 ) -> float:
     """N lab-format messages (the lab's six fields, no key), pre-serialised; returns msg/s."""
-    started = time.perf_counter()
-    values = [encode(e) for e in itertools.islice(lab_uniform_events(1), n)]
-    say(f"serialised {n:,} messages in {time.perf_counter() - started:.1f}s")
-    producer = Producer(kafka_settings(producer_config(cfg.kafka, secrets), SendOptions(topic)))
-    produce, poll = producer.produce, producer.poll
-    started = time.perf_counter()
-    step = max(n // 8, 1)
-    for i, value in enumerate(values):
-        while True:
-            try:
-                produce(topic, value)
-                break
-            except BufferError:
-                poll(0.05)
-        if i & 1023 == 0:
-            poll(0)
-        if i and i % step == 0:
-            rate = i / (time.perf_counter() - started)
-            say(f"produced {i:,}/{n:,} ({rate:,.0f} msg/s)")
-    left = producer.flush(300)
-    seconds = time.perf_counter() - started
-    if left:
-        raise RuntimeError(f"{left} messages not acknowledged")
-    say(f"topic loaded: {n:,} messages in {seconds:.1f}s ({n / seconds:,.0f} msg/s)")
-    return n / seconds
+    values = [(None, encode(e)) for e in itertools.islice(lab_uniform_events(1), n)]
+    options = SendOptions(topic=topic, count=n, progress=False)
+    stats = send_messages(producer_config(cfg.kafka, secrets), iter(values), options)
+    if not stats.ok or stats.acked != n:
+        raise RuntimeError(stats.summary(topic))
+    say(stats.summary(topic))
+    return n / stats.seconds
 
 
-def copy_baseline(db: Any, folder: Path, n: int) -> dict[str, Any]:
+def ingest_config(cfg: Config, topic: str, query_name: str, **ingest: Any) -> Config:
+    """The job's config reading `topic` as `query_name` (with `ingest` settings)."""
+    most = ingest.pop("max_offsets_per_trigger", cfg.kafka.max_offsets_per_trigger)
+    kafka = cfg.kafka.model_copy(update={"topics": [topic], "max_offsets_per_trigger": most})
+    update = {"query_name": query_name, **ingest}
+    return cfg.model_copy(update={"kafka": kafka, "ingest": cfg.ingest.model_copy(update=update)})
+
+
+def delete_checkpoint(spark: SparkSession, location: str) -> None:
+    """Remove the query's checkpoint (s3a:// or local) through Hadoop's file system."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
+
+def jvm_pid(spark: SparkSession) -> int:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    return int(jvm.java.lang.ProcessHandle.current().pid())
+
+
+def copy_baseline(db: ConnectionParams, folder: Path, n: int) -> dict[str, Any]:
     """Export the ingested rows as CSV, truncate, `\\copy` them back with one stream."""
     path = folder / "events.csv"
     cols = ", ".join(EVENT_COLUMNS)
     export = f"\\copy (SELECT {cols} FROM events) to '{path}' with (format csv)"  # noqa: S608
-    subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", export], env=psql_env(db), check=True
-    )
+    env = {**os.environ, **db.libpq_env()}
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", export], env=env, check=True)
     execute(db, "TRUNCATE events", "CHECKPOINT")
     say(f"psql \\copy, 1 stream: {n:,} rows")
     with DbCpuMeter(db) as meter:
@@ -111,10 +115,6 @@ def copy_baseline(db: Any, folder: Path, n: int) -> dict[str, Any]:
     }
     say(f"psql \\copy, 1 stream: {n / seconds:,.0f} rows/s")
     return result
-
-
-def _n(value: float) -> str:
-    return f"{value:,.0f}"
 
 
 def breakdown(ingest: dict[str, Any], n: int) -> dict[str, float]:
@@ -155,28 +155,19 @@ def trigger_phase_totals(progress: list[Any]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "200,000 messages, 50,000 a batch")
-    parser.add_argument("--messages", type=int, default=2_000_000)
-    parser.add_argument(
-        "--max-offsets-per-trigger", type=int, help="messages a batch (default: the job's)"
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.messages, args.max_offsets_per_trigger = 200_000, 50_000
+def run(args: argparse.Namespace) -> dict[str, Any]:
     base_cfg, base_secrets = setup_env(args.env)
     if args.max_offsets_per_trigger is None:
         args.max_offsets_per_trigger = base_cfg.kafka.max_offsets_per_trigger
     n = args.messages
     results: dict[str, Any] = {
-        "machine": machine_facts(),
         "messages": n,
         "max_offsets_per_trigger": args.max_offsets_per_trigger,
     }
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
         with (
-            fresh_topic(base_cfg, base_secrets, "bench-e2e") as topic,
+            fresh_topic(producer_config(base_cfg.kafka, base_secrets), "bench-e2e") as topic,
             scratch_database(db_params(base_secrets), "bench_e2e") as db,
         ):
             results["producer_load_msg_per_s"] = load_topic(base_cfg, base_secrets, topic, n)
@@ -249,41 +240,73 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if progress
                 else 0.0,
             }
-            ing = results["ingest"]
-            say(
-                f"ingest: {n:,} rows in {wall:.1f}s from job start to last commit (Spark "
-                f"session {session_s:.1f}s of it) = "
-                f"{ing['rows_per_s']:,.0f} rows/s over {len(batches)} batches (median batch "
-                f"{ing['batch_rows_per_s_median']:,.0f} rows/s); driver JVM peak "
-                f"{ing['driver_jvm_peak_mib']:,.0f} MiB, Python worker peak "
-                f"{ing['python_worker_peak_mib']:,.0f} MiB (all workers "
-                f"{ing['python_workers_peak_total_mib']:,.0f} MiB)"
-            )
             results["copy_1"] = copy_baseline(db, tmp, n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = results["ingest"]["rows_per_s"] / results["copy_1"]["rows_per_s"]
     results["ratio_ingest_over_copy_1"] = ratio
     results["breakdown"] = breakdown(results["ingest"], n)
-    b = results["breakdown"]
-    print(
-        f"\nwhere the {results['ingest']['wall_seconds']:.1f}s went: Spark session "
-        f"{b['session_s']:.1f}s; first batch "
-        f"{b['first_batch_s']:.1f}s ({b['warm_up_s']:.1f}s of it warm-up over the median batch); "
-        f"{b['other_batches_s']:.1f}s in the other batches ({_n(b['steady_rows_per_s'])} rows/s; "
-        f"per stage: benchmarks/stages.py); {b['outside_batches_s']:.1f}s outside batches "
-        f"({b['outside_per_batch_s']:.2f}s a batch): {b['start_s']:.1f}s from the query's start "
-        f"to its first trigger, {b['checkpoint_s']:.1f}s writing the offset log and commits "
-        f"(walCommit + commitOffsets), the rest planning and Spark's bookkeeping"
-    )
-    results["targets"] = {"e2e_ge_40pct_of_copy_1": ratio >= 0.4}
-    print(
-        f"\nend to end {results['ingest']['rows_per_s']:,.0f} rows/s vs psql \\copy x1 "
-        f"{results['copy_1']['rows_per_s']:,.0f} rows/s: ratio {ratio:.2f} "
-        f"(target >= 0.40: {'met' if ratio >= 0.4 else 'MISSED'})"
-    )
-    return finish("end_to_end", args, results)
+    return results
 
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    i, b = f["ingest"], f["breakdown"]
+    session = f"Spark session {b['session_s']:.1f} s; " if "session_s" in i else ""
+    return [
+        [f"end to end, {f['messages']:,} messages",
+         f"{n0(i['rows_per_s'])} rows/s ({i['wall_seconds']:.0f} s, {i['batches']} batches, "
+         f"median batch {n0(i['batch_rows_per_s_median'])} rows/s)",
+         f"`\\copy` 1 stream {n0(f['copy_1']['rows_per_s'])} rows/s",
+         f"{f['ratio_ingest_over_copy_1']:.2f}x",
+         verdict(f, "e2e_ge_40pct_of_copy_1", "e2e_ge_25pct_of_copy_1")],
+        ["end to end, peak memory",
+         f"driver JVM {n0(i['driver_jvm_peak_mib'])} MiB, Python worker "
+         f"{n0(i['python_worker_peak_mib'])} MiB (all workers "
+         f"{n0(i['python_workers_peak_total_mib'])} MiB)", "", "", ""],
+        ["end to end, where the time went",
+         f"{session}first batch {b['first_batch_s']:.1f} s (warm-up {b['warm_up_s']:.1f} s); "
+         f"other batches {b['other_batches_s']:.1f} s at {n0(b['steady_rows_per_s'])} rows/s; "
+         f"outside batches {b['outside_batches_s']:.1f} s ({b['outside_per_batch_s']:.2f} s a "
+         f"batch; query start to first trigger {b['start_s']:.1f} s, checkpoint and offset "
+         f"commits {b['checkpoint_s']:.1f} s)", "", "", ""],
+    ]  # fmt: skip
+
+
+def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
+    i = f["ingest"]
+    return [
+        f"end to end, {millions(f['messages'])} messages Kafka -> `events`",
+        f"{n0(i['rows_per_s'])} rows/s ({i['wall_seconds']:.0f} s)",
+        f"`psql \\copy` {n0(f['copy_1']['rows_per_s'])} rows/s",
+        f"{f['ratio_ingest_over_copy_1']:.2f}x",
+    ]
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--messages", type=int, default=2_000_000)
+    parser.add_argument("--max-offsets-per-trigger", type=int, help="a batch (default: the job's)")
+
+
+SCENARIO = Scenario(
+    "end_to_end",
+    __doc__ or "",
+    run,
+    quick={"messages": 200_000, "max_offsets_per_trigger": 50_000},
+    arguments=arguments,
+    targets=lambda f: [
+        Target("e2e_ge_40pct_of_copy_1", f["ratio_ingest_over_copy_1"], ">=", 0.4, ">= 0.4x"),
+        Target(
+            "e2e_ge_25pct_of_copy_1",
+            f["ratio_ingest_over_copy_1"],
+            ">=",
+            0.25,
+            ">= 0.25x (progress)",
+        ),
+    ],
+    rows=rows,
+    on_both=True,
+    headline=headline,
+)
 
 if __name__ == "__main__":
-    main()
+    SCENARIO.main()

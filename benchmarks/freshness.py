@@ -17,6 +17,7 @@ Run: `.venv/bin/python -m benchmarks.freshness [--rate 2000 --duration 60] [--qu
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import statistics
 import threading
@@ -24,24 +25,28 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks.common import (
-    benchmark_parser,
+from benchmarks.end_to_end import delete_checkpoint, ingest_config
+from benchmarks.harness import (
+    Cells,
+    Scenario,
+    Target,
     db_params,
-    finish,
-    machine_facts,
+    n0,
     percentile,
     say,
     scratch_database,
     secrets_for,
     setup_env,
+    verdict,
 )
-from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config, wait_for
 from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import start_ingest
 from clickstream_pipeline.traffic.generator import storefront_events
 from clickstream_pipeline.traffic.producer import SendOptions, send_events
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
+from devkit.stack import fresh_topic
+from devkit.waits import wait_until
 
 
 class RollupPoller(threading.Thread):
@@ -125,25 +130,14 @@ def quantiles(values: list[float]) -> list[float]:
     return [percentile(values, q) for q in range(101)] if values else []
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "12 s and 8 s of producing")
-    parser.add_argument("--rate", type=float, default=2000.0, help="messages/s")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of producing")
-    parser.add_argument("--sustained-rate", type=float, default=20000.0, help="messages/s")
-    parser.add_argument("--sustained-duration", type=float, default=60.0)
-    parser.add_argument("--single", type=int, default=10, help="one-message batches")
-    parser.add_argument("--trigger", default=None, help="trigger interval (default: config's)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.sustained_duration, args.single = 12.0, 8.0, 3
+def run(args: argparse.Namespace) -> dict[str, Any]:
     base_cfg, base_secrets = setup_env(args.env)
     results: dict[str, Any] = {
-        "machine": machine_facts(),
         "rate_msg_per_s": args.rate,
         "duration_s": args.duration,
     }
     with (
-        fresh_topic(base_cfg, base_secrets, "bench-fresh") as topic,
+        fresh_topic(producer_config(base_cfg.kafka, base_secrets), "bench-fresh") as topic,
         scratch_database(db_params(base_secrets), "bench_fresh") as db,
     ):
         secrets = secrets_for(base_secrets, db)
@@ -160,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         windows: dict[str, tuple[float, float]] = {}
         try:
             query = start_ingest(spark, cfg, secrets)
-            wait_for(lambda: query.lastProgress is not None, 180, "the first (empty) trigger")
+            wait_until(lambda: query.lastProgress is not None, 180, "the first (empty) trigger")
             say(f"ingest running (trigger {cfg.ingest.trigger_interval}, rollups after batch)")
             poller.start()
             conf = producer_config(cfg.kafka, secrets)
@@ -195,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             # warm-up: the first batches start the Python workers; they are not measured
             sent += produce(args.rate, 2, count=int(args.rate * 5))
-            wait_for(caught_up, 180, "the warm-up events in the rollup", every_s=1)
+            wait_until(caught_up, 180, "the warm-up events in the rollup", every_s=1)
             for name, rate, seconds, seed in (
                 ("steady", args.rate, args.duration, 1),
                 ("sustained", args.sustained_rate, args.sustained_duration, 3),
@@ -204,13 +198,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 t_from = time.time()
                 sent += produce(rate, seed, duration_s=seconds)
                 windows[name] = (t_from, time.time())
-                wait_for(caught_up, 300, "every event in events and in the rollup", every_s=2)
+                wait_until(caught_up, 300, "every event in events and in the rollup", every_s=2)
                 results[f"{name}_trigger_phases_ms_median"] = trigger_phases(query.recentProgress)
             say(f"fixed cost: {args.single} batches of one message")
             t_from = time.time()
             for i in range(args.single):
                 sent += produce(0, 10 + i, count=1)
-                wait_for(caught_up, 60, "the message in events and in the rollup", every_s=0.05)
+                wait_until(caught_up, 60, "the message in events and in the rollup", every_s=0.05)
                 time.sleep(0.5)
             windows["single"] = (t_from, time.time())
             singles = [p for p in query.recentProgress if p["numInputRows"] == 1]
@@ -251,40 +245,82 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "phases_ms_median": {k: statistics.median(p.get(k, 0) for p in phases) for k in phases[0]},
         "kafka_to_events_p50_s": single["visible_in_events_batch_commit"]["p50_s"],
     }
-    v, ro = steady["visible_in_events_batch_commit"], steady["counted_in_rollup_5min"]
-    sv = sustained["visible_in_events_batch_commit"]
-    fixed_s = results["fixed_cost"]["trigger_ms_median"] / 1000
-    results["targets"] = {
-        "events_p95_le_2s": v["p95_s"] <= 2.0,
-        "rollup_p95_le_3s": ro["p95_s"] <= 3.0,
-        "sustained_p95_le_5s_not_growing": sv["p95_s"] <= 5.0 and not sustained["lag_growing"],
-        "fixed_cost_le_0_3s": fixed_s <= 0.3,
-    }
-    print()
-    t = results["targets"]
-    for key in ("visible_in_events_ingested_at", "visible_in_events_batch_commit"):
-        s = steady[key]
-        print(f"{key:<34} p50 {s['p50_s']:.2f}s  p95 {s['p95_s']:.2f}s  max {s['max_s']:.2f}s")
-    print(f"{'':<34} (target p95 <= 2 s: {'met' if t['events_p95_le_2s'] else 'MISSED'})")
-    print(
-        f"{'counted_in_rollup_5min':<34} p50 {ro['p50_s']:.2f}s  p95 {ro['p95_s']:.2f}s  "
-        f"max {ro['max_s']:.2f}s  "
-        f"(target p95 <= 3 s: {'met' if t['rollup_p95_le_3s'] else 'MISSED'})"
-    )
-    print(
-        f"sustained {args.sustained_rate:,.0f} msg/s for {args.sustained_duration:.0f}s: "
-        f"Kafka -> events p50 {sv['p50_s']:.2f}s p95 {sv['p95_s']:.2f}s; p50 first half "
-        f"{sustained['p50_first_half_s']:.2f}s, second half {sustained['p50_second_half_s']:.2f}s "
-        f"(target p95 <= 5 s, not growing: "
-        f"{'met' if t['sustained_p95_le_5s_not_growing'] else 'MISSED'})"
-    )
-    print(
-        f"fixed cost of a one-message batch (trigger, median of {len(phases)}): {fixed_s:.2f}s "
-        f"{results['fixed_cost']['phases_ms_median']} "
-        f"(target <= 0.3 s: {'met' if t['fixed_cost_le_0_3s'] else 'MISSED'})"
-    )
-    return finish("freshness", args, results)
+    return results
 
+
+def targets(f: dict[str, Any]) -> list[Target]:
+    sus = f["sustained"]
+    growth = sus["p50_second_half_s"] - sus["p50_first_half_s"]
+    return [
+        Target("events_p95_le_2s", f["visible_in_events_batch_commit"]["p95_s"], "<=", 2.0,
+               "p95 <= 2 s"),
+        Target("rollup_p95_le_3s", f["counted_in_rollup_5min"]["p95_s"], "<=", 3.0, "p95 <= 3 s"),
+        Target("sustained_p95_le_5s", sus["visible_in_events_batch_commit"]["p95_s"], "<=", 5.0,
+               "p95 <= 5 s"),
+        Target("sustained_not_growing", growth, "<=", 1.0, "p50 grows <= 1 s"),
+        Target("fixed_cost_le_0_3s", f["fixed_cost"]["trigger_ms_median"] / 1000, "<=", 0.3,
+               "<= 0.3 s"),
+    ]  # fmt: skip
+
+
+def delay(s: dict[str, Any]) -> str:
+    return f"p50 {s['p50_s']:.1f} s, p95 {s['p95_s']:.1f} s, max {s['max_s']:.1f} s"
+
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    sus, fixed = f["sustained"], f["fixed_cost"]
+    phases = fixed["phases_ms_median"]
+    sv = sus["visible_in_events_batch_commit"]
+    return [
+        [f"freshness, {n0(f['rate_msg_per_s'])} msg/s for {f['duration_s']:.0f} s, trigger "
+         f"{f['trigger_interval']}",
+         f"Kafka -> `events`: {delay(f['visible_in_events_batch_commit'])}", "", "",
+         verdict(f, "events_p95_le_2s")],
+        ["", f"Kafka -> `rollup_events_5min`: {delay(f['counted_in_rollup_5min'])}", "", "",
+         verdict(f, "rollup_p95_le_3s")],
+        [f"sustained {n0(sus['rate_msg_per_s'])} msg/s for {sus['duration_s']:.0f} s",
+         f"Kafka -> `events` p50 {sv['p50_s']:.1f} s, p95 {sv['p95_s']:.1f} s; p50 first half "
+         f"{sus['p50_first_half_s']:.1f} s, second half {sus['p50_second_half_s']:.1f} s", "", "",
+         verdict(f, "sustained_p95_le_5s", "sustained_not_growing")],
+        [f"fixed cost of a one-message micro-batch (median of {fixed['batches']})",
+         f"{fixed['trigger_ms_median'] / 1000:.2f} s (foreachBatch {phases.get('addBatch', 0):.0f}"
+         f" ms, offsets log {phases.get('walCommit', 0):.0f} ms, commit "
+         f"{phases.get('commitOffsets', 0):.0f} ms)", "", "", verdict(f, "fixed_cost_le_0_3s")],
+    ]  # fmt: skip
+
+
+def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
+    met = all(f["targets"][t]["met"] for t in ("events_p95_le_2s", "rollup_p95_le_3s"))
+    return [
+        f"freshness, {n0(f['rate_msg_per_s'])} msg/s, "
+        f"{f['trigger_interval'].replace(' second', ' s')} trigger",
+        f"p95 {f['visible_in_events_batch_commit']['p95_s']:.1f} s to `events`, "
+        f"{f['counted_in_rollup_5min']['p95_s']:.1f} s to the 5-minute rollup",
+        "",
+        f"target p95 <= 2 s / 3 s: {'met' if met else 'missed'}",
+    ]
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", type=float, default=2000.0, help="messages/s")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of producing")
+    parser.add_argument("--sustained-rate", type=float, default=20000.0, help="messages/s")
+    parser.add_argument("--sustained-duration", type=float, default=60.0)
+    parser.add_argument("--single", type=int, default=10, help="one-message batches")
+    parser.add_argument("--trigger", default=None, help="trigger interval (default: config's)")
+
+
+SCENARIO = Scenario(
+    "freshness",
+    __doc__ or "",
+    run,
+    quick={"duration": 12.0, "sustained_duration": 8.0, "single": 3},
+    arguments=arguments,
+    targets=targets,
+    rows=rows,
+    on_both=True,
+    headline=headline,
+)
 
 if __name__ == "__main__":
-    main()
+    SCENARIO.main()

@@ -7,21 +7,19 @@ sending the same messages with its rate control, progress and delivery accountin
 >= 0.8x the raw loop), then `send_events` generating storefront and lab-uniform traffic with
 event times and ids as it sends. Figures are acknowledged messages/s, flush included.
 
-Run: `.venv/bin/python -m benchmarks.producer [--messages 400000]` (about 30-60 s).
+Run: `.venv/bin/python -m benchmarks.producer [--messages 400000] [--quick]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import time
-import uuid
+from typing import Any
 
 from confluent_kafka import Producer
 
-from clickstream_pipeline.core.config import load_config
-from clickstream_pipeline.core.secrets import resolve_secrets
+from benchmarks.harness import Cells, Scenario, Target, n0, say, setup_env, verdict
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.traffic.generator import (
     encode_event,
@@ -30,12 +28,11 @@ from clickstream_pipeline.traffic.generator import (
 )
 from clickstream_pipeline.traffic.producer import (
     SendOptions,
-    create_topic,
-    delete_topic,
     kafka_settings,
     send_events,
     send_messages,
 )
+from devkit.stack import fresh_topic
 
 
 def raw_baseline(conf: dict, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
@@ -59,51 +56,64 @@ def raw_baseline(conf: dict, topic: str, messages: list[tuple[bytes, bytes]]) ->
     return len(messages) / seconds
 
 
-def ours(conf: dict, topic: str, n: int, lab_uniform: bool) -> float:
-    events = lab_uniform_events(1) if lab_uniform else storefront_events(seed=1)
-    stats = send_events(conf, events, SendOptions(topic=topic, count=n, progress=False))
-    if not stats.ok:
-        raise RuntimeError(stats.summary(topic))
-    return stats.acked / stats.seconds
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=400_000)
-    args = parser.parse_args()
-    os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cfg = load_config("local")
-    secrets = resolve_secrets(cfg.secrets, optional=("kafka_server", "kafka_connection_string"))
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg, secrets = setup_env(args.env)
     conf = producer_config(cfg.kafka, secrets)
-    topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
-    create_topic(conf, topic, 4)
     n = args.messages
-    try:
+    figures: dict[str, Any] = {"messages": n}
+    with fresh_topic(conf, "bench-produce") as topic:
         now_ms = int(time.time() * 1000)
         pre = [
             (str(e[0]).encode(), encode_event(e, now_ms, i))
             for i, e in enumerate(itertools.islice(storefront_events(seed=1), n))
         ]
-        print(f"{n:,} messages each, topic {topic} (4 partitions), {os.cpu_count()} cores")
-        raw = raw_baseline(conf, topic, pre)
-        print(f"raw confluent-kafka (baseline):   {raw:>10,.0f} msg/s")
-        stats = send_messages(conf, iter(pre), SendOptions(topic=topic, progress=False))
-        if not stats.ok or stats.acked != n:
-            raise RuntimeError(stats.summary(topic))
-        same = stats.acked / stats.seconds
-        del pre
-        verdict = "met" if same >= 0.8 * raw else "MISSED"
-        print(
-            f"clickstream-produce, same msgs:   {same:>10,.0f} msg/s  ratio {same / raw:.2f} "
-            f"(target >= 0.80: {verdict})"
-        )
-        store = ours(conf, topic, n, lab_uniform=False)
-        print(f"clickstream-produce, storefront:  {store:>10,.0f} msg/s  ratio {store / raw:.2f}")
-        lab = ours(conf, topic, n, lab_uniform=True)
-        print(f"clickstream-produce, lab-uniform: {lab:>10,.0f} msg/s  ratio {lab / raw:.2f}")
-    finally:
-        delete_topic(conf, topic)
+        figures["raw_msg_per_s"] = raw_baseline(conf, topic, pre)
+        sends = {
+            "same_messages_msg_per_s": lambda o: send_messages(conf, iter(pre), o),
+            "storefront_msg_per_s": lambda o: send_events(conf, storefront_events(seed=1), o),
+            "lab_uniform_msg_per_s": lambda o: send_events(conf, lab_uniform_events(1), o),
+        }
+        for key, send in sends.items():
+            stats = send(SendOptions(topic=topic, count=n, progress=False))
+            if not stats.ok or stats.acked != n:
+                raise RuntimeError(stats.summary(topic))
+            figures[key] = stats.acked / stats.seconds
+            say(f"{key}: {figures[key]:,.0f} (raw {figures['raw_msg_per_s']:,.0f})")
+    return figures
 
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    raw = f["raw_msg_per_s"]
+    return [
+        [
+            f"producer, {f['messages']:,} messages",
+            f"storefront {n0(f['storefront_msg_per_s'])} msg/s, lab-uniform "
+            f"{n0(f['lab_uniform_msg_per_s'])} msg/s; the same messages "
+            f"{n0(f['same_messages_msg_per_s'])} msg/s",
+            f"raw confluent-kafka {n0(raw)} msg/s",
+            f"{f['storefront_msg_per_s'] / raw:.2f}x",
+            verdict(f, "same_messages_ge_0_8x_raw"),
+        ]
+    ]
+
+
+SCENARIO = Scenario(
+    "producer",
+    __doc__ or "",
+    run,
+    quick={"messages": 50_000},
+    arguments=lambda p: p.add_argument("--messages", type=int, default=400_000),
+    targets=lambda f: [
+        Target(
+            "same_messages_ge_0_8x_raw",
+            f["same_messages_msg_per_s"] / f["raw_msg_per_s"],
+            ">=",
+            0.8,
+            "the same messages >= 0.8x raw",
+        ),
+    ],
+    rows=rows,
+)
 
 if __name__ == "__main__":
-    main()
+    SCENARIO.main()

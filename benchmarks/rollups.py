@@ -15,32 +15,31 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    DbCpuMeter,
+from benchmarks.common import DbCpuMeter
+from benchmarks.dashboard import LOAD_CHUNK
+from benchmarks.harness import (
+    Cells,
+    Scenario,
+    Target,
     db_params,
-    machine_facts,
+    n0,
     say,
     scratch_database,
+    servers,
     setup_env,
-    write_result,
 )
-from benchmarks.dashboard import LOAD_CHUNK
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from devkit.db import CITUS_UNAVAILABLE, execute
+from devkit.db import execute
 
 FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
-SERVERS = {"postgres": "local", "citus": "local-citus"}
 LOAD = LOAD_CHUNK.replace("interval '2 days'", "interval '5 minutes'")
 
 
 def measure(db: ConnectionParams, events: int) -> dict[str, Any]:
     """Load `events` new events, then time each rollup function over them."""
-    started = time.perf_counter()
     execute(db, LOAD % events)
-    say(f"{db.dbname}: loaded {events:,} events in {time.perf_counter() - started:.1f}s")
     seconds: dict[str, float] = {}
     with DbCpuMeter(db) as meter:
         for function in FUNCTIONS:
@@ -61,57 +60,72 @@ def measure(db: ConnectionParams, events: int) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", default="200000,2000000", help="comma-separated sizes")
-    parser.add_argument("--quick", action="store_true", help="20,000 events")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
-    sizes = [20_000] if args.quick else [int(n) for n in args.events.split(",")]
-    servers = dict(SERVERS)
-    if CITUS_UNAVAILABLE.is_file():
-        say(f"no Citus cluster ({CITUS_UNAVAILABLE.read_text().strip()}): plain PostgreSQL only")
-        del servers["citus"]
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [int(n) for n in str(args.events).split(",")]
     runs: dict[str, dict[str, Any]] = {}
-    for server, env in servers.items():
+    for server, env in servers().items():
         _, secrets = setup_env(env)
         for size in sizes:
             with scratch_database(db_params(secrets), f"bench_rollups_{server}") as db:
                 runs[f"{server}_{size}"] = {"server": server, **measure(db, size)}
+    ratios = {
+        f"citus_over_postgres_s_per_event_{size}": runs[f"citus_{size}"]["us_per_event"]
+        / runs[f"postgres_{size}"]["us_per_event"]
+        for size in sizes
+        if f"citus_{size}" in runs
+    }
+    return {"sizes": sizes, "runs": runs, "ratios": ratios}
 
-    results: dict[str, Any] = {"machine": machine_facts(), "sizes": sizes, "runs": runs}
-    print()
-    print(f"{'server':<10}{'events':>11}{'5-minute':>10}{'hourly':>9}{'dashboard':>11}"
-          f"{'total s':>9}{'events/s':>11}{'db CPU us/event':>17}")  # fmt: skip
-    for run in runs.values():
+
+def targets(f: dict[str, Any]) -> list[Target]:
+    found = []
+    if f["ratios"]:
+        worst = max(f["ratios"].values())
+        found.append(Target("citus_per_event_le_postgres", worst, "<=", 1.0, "<= 1x"))
+    if "citus_200000" in f["runs"]:
+        total = f["runs"]["citus_200000"]["total_s"]
+        found.append(Target("citus_200k_within_2s", total, "<=", 2.0, "<= 2 s"))
+    return found
+
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    found = []
+    for run in f["runs"].values():
         s = run["seconds"]
-        print(
-            f"{run['server']:<10}{run['events']:>11,}{s['five_minutely_aggregation']:>10.2f}"
-            f"{s['hourly_aggregation']:>9.2f}{s['dashboard_aggregation']:>11.2f}"
-            f"{run['total_s']:>9.2f}{run['events_per_s']:>11,.0f}{run['db_cpu_us_per_event']:>17.1f}"
+        ratio = f["ratios"].get(f"citus_over_postgres_s_per_event_{run['events']}")
+        shown = f"{ratio:.2f}x" if ratio is not None and run["server"] == "citus" else ""
+        found.append(
+            [run["server"], f"{run['events']:,}"]
+            + [f"{s[name]:.2f}" for name in FUNCTIONS]
+            + [f"{run['total_s']:.2f}", n0(run["events_per_s"])]
+            + [f"{run['db_cpu_us_per_event']:.1f}", shown]
         )
-    if "citus" in servers:
-        ratios = {
-            f"citus_over_postgres_s_per_event_{size}": runs[f"citus_{size}"]["us_per_event"]
-            / runs[f"postgres_{size}"]["us_per_event"]
-            for size in sizes
-        }
-        results["ratios"] = ratios
-        for key, value in ratios.items():
-            print(f"ratio {key}: {value:.2f}")
-        results["targets"] = {
-            "citus_per_event_le_postgres": all(v <= 1.0 for v in ratios.values()),
-            **(
-                {"citus_200k_within_2s": runs["citus_200000"]["total_s"] <= 2.0}
-                if 200_000 in sizes
-                else {}
-            ),
-        }
-        for key, met in results["targets"].items():
-            print(f"target {key}: {'met' if met else 'NOT met'}")
-    write_result("rollups", results, args.out)
-    return results
+    for name, t in f["targets"].items():
+        found.append([f"target `{name}`", "met" if t["met"] else "missed", *[""] * 7])
+    return found
 
+
+SCENARIO = Scenario(
+    "rollups",
+    __doc__ or "",
+    run,
+    quick={"events": "20000"},
+    arguments=lambda p: p.add_argument("--events", default="200000,2000000", help="sizes"),
+    targets=targets,
+    rows=rows,
+    title="Rollups after a batch, both servers in one run",
+    columns=(
+        "server",
+        "new events",
+        "5-minute s",
+        "hourly s",
+        "dashboard s",
+        "total s",
+        "events/s",
+        "DB CPU us/event",
+        "Citus / PostgreSQL s per event",
+    ),
+)
 
 if __name__ == "__main__":
-    main()
+    SCENARIO.main()

@@ -19,28 +19,30 @@ Run: `.venv/bin/python -m benchmarks.sink [--rows 2000000] [--quick]`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
-from benchmarks.common import (
-    DbCpuMeter,
-    benchmark_parser,
-    finish,
-    machine_facts,
-    psql_copy,
+from benchmarks.common import DbCpuMeter, psql_copy, tree_cpu_s
+from benchmarks.harness import (
+    Cells,
+    Scenario,
+    Target,
+    db_params,
+    millions,
+    n0,
     say,
     scratch_database,
     setup_env,
-    tree_cpu_s,
+    verdict,
 )
 from clickstream_pipeline.core.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.core.spark import build_spark
@@ -48,52 +50,50 @@ from clickstream_pipeline.ingest.sink import SinkSettings, to_csv, write_and_rou
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from devkit.db import execute
 
+BASELINES = {  # run key: its name in the table
+    "ours_csv": "our CSV path",
+    "jdbc": "Spark JDBC",
+    "lab": "lab INSERT per row",
+    "copy_1": "`\\copy` 1 stream",
+    "copy_2": "`\\copy` 2 streams",
+}
+
 
 def prepare(spark: SparkSession, rows: int, partitions: int) -> DataFrame:
     """Validated-shaped rows (as `transforms.validate` gives them), cached and counted."""
-    per = -(-rows // partitions)
-    pick = "element_at(array({}), cast(floor(rand({}) * {}) as int) + 1)"
+    pick = "element_at(array({}), cast(floor(rand({}) * {}) as int) + 1) AS {}"
     df = (
         spark.range(0, rows, 1, partitions)
-        .select(
-            (F.current_timestamp() - F.expr("make_interval(0,0,0,0,0,0, id % 1800)")).alias(
-                "event_time"
+        .selectExpr(
+            "current_timestamp() - make_interval(0, 0, 0, 0, 0, 0, id % 1800) AS event_time",
+            "cast(floor(rand(1) * 1000) + 1 AS bigint) AS customer_id",
+            pick.format("'click','buy','scroll','download'", 2, 4, "event_type"),
+            pick.format(
+                "'United States','United Kingdom','India','France','Germany','China','China'",
+                3,
+                7,
+                "country",
             ),
-            (F.floor(F.rand(1) * 1000) + 1).cast("bigint").alias("customer_id"),
-            F.expr(pick.format("'click','buy','scroll','download'", 2, 4)).alias("event_type"),
-            F.expr(
-                pick.format(
-                    "'United States','United Kingdom','India','France','Germany','China','China'",
-                    3,
-                    7,
-                )
-            ).alias("country"),
-            F.expr(pick.format("'chrome','firefox','safari','opera'", 4, 4)).alias("browser"),
-            (F.floor(F.rand(5) * 10000) + 1).cast("bigint").alias("device_id"),
-            (F.floor(F.rand(6) * 100000) + 1).cast("bigint").alias("session_id"),
-            F.lit("bench-sink").alias("kafka_topic"),
-            F.floor(F.col("id") / per).cast("int").alias("kafka_partition"),
-            F.col("id").alias("kafka_offset"),
-            (F.col("id") + 1).alias("source_event_id"),
-            F.current_timestamp().alias("kafka_timestamp"),
-            F.lit(None).cast("string").alias("reject_reason"),
-            F.lit(None).cast("binary").alias("raw_key"),
-            F.lit(None).cast("binary").alias("raw_value"),
+            pick.format("'chrome','firefox','safari','opera'", 4, 4, "browser"),
+            "cast(floor(rand(5) * 10000) + 1 AS bigint) AS device_id",
+            "cast(floor(rand(6) * 100000) + 1 AS bigint) AS session_id",
+            "'bench-sink' AS kafka_topic",
+            f"cast(floor(id / {-(-rows // partitions)}) AS int) AS kafka_partition",
+            "id AS kafka_offset",
+            "id + 1 AS source_event_id",
+            "current_timestamp() AS kafka_timestamp",
+            "cast(NULL AS string) AS reject_reason",
+            "cast(NULL AS binary) AS raw_key",
+            "cast(NULL AS binary) AS raw_value",
         )
         .cache()
     )
-    started = time.perf_counter()
-    n = df.count()
-    say(f"prepared {n:,} rows in {partitions} partitions in {time.perf_counter() - started:.1f}s")
+    say(f"prepared {df.count():,} rows in {partitions} partitions")
     return df
 
 
 def reset(db: ConnectionParams) -> None:
     execute(db, "TRUNCATE events, clickstream_ingest_ledger", "CHECKPOINT")
-
-
-def count_events(db: ConnectionParams) -> int:
-    return int(fetch(db, "SELECT count(*) FROM events")[0][0])
 
 
 def measure(name: str, db: ConnectionParams, rows: int, run: Any) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def measure(name: str, db: ConnectionParams, rows: int, run: Any) -> dict[str, A
         run()
         seconds = time.perf_counter() - started
         client_s = tree_cpu_s(os.getpid()) - client_started
-    written = count_events(db)
+    ((written,),) = fetch(db, "SELECT count(*) FROM events")
     if written != rows:
         raise RuntimeError(f"{name}: {written} rows in events, expected {rows}")
     cpu = meter.reading
@@ -122,12 +122,7 @@ def measure(name: str, db: ConnectionParams, rows: int, run: Any) -> dict[str, A
         "client_cpu_us_per_row": client_s / rows * 1e6,
         "total_cpu_us_per_row": (client_s + cpu.own_s) / rows * 1e6,
     }
-    say(
-        f"{name}: {rows:,} rows in {seconds:.2f}s = {figures['rows_per_s']:,.0f} rows/s; "
-        f"db CPU {cpu.total_s:.2f}s ({figures['db_cpu_us_per_row']:.2f} us/row; own "
-        f"{figures['db_cpu_us_per_row_own']:.2f} us/row, other databases {cpu.foreign_s:.2f}s); "
-        f"client CPU {figures['client_cpu_us_per_row']:.2f} us/row"
-    )
+    say(f"{name}: {figures['rows_per_s']:,.0f} rows/s, {figures['db_cpu_us_per_row']:.2f} us/row")
     return figures
 
 
@@ -152,26 +147,23 @@ def ours(
         raise RuntimeError(f"our sink wrote {written} rows, expected {expected}")
 
 
-def _count_only(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    n = sum(b.num_rows for b in batches)
-    yield pa.RecordBatch.from_pylist([{"n": n}])
+def _arrow_to_python(csv: bool) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        table = pa.Table.from_batches(list(batches))
+        if csv and table.num_rows:
+            to_csv(table.select(list(EVENT_COLUMNS)))
+        yield pa.RecordBatch.from_pylist([{"n": table.num_rows}])
 
-
-def _csv_only(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    table = pa.Table.from_batches(list(batches))
-    size = len(to_csv(table.select(list(EVENT_COLUMNS))).getbuffer()) if table.num_rows else 0
-    yield pa.RecordBatch.from_pylist([{"n": size}])
+    return run
 
 
 def phases(df: DataFrame, rows: int) -> dict[str, float]:
     """Where our sink's time goes: Spark -> Arrow -> Python alone, then with the CSV writing."""
     out = {}
-    for name, fn in (("arrow_to_python", _count_only), ("arrow_to_python_csv", _csv_only)):
+    for name, csv in (("arrow_to_python", False), ("arrow_to_python_csv", True)):
         started = time.perf_counter()
-        df.mapInArrow(fn, "n long").collect()
-        seconds = time.perf_counter() - started
-        out[f"{name}_rows_per_s"] = rows / seconds
-        say(f"phase {name}: {rows:,} rows in {seconds:.2f}s = {rows / seconds:,.0f} rows/s")
+        df.mapInArrow(_arrow_to_python(csv), "n long").collect()
+        out[f"{name}_rows_per_s"] = rows / (time.perf_counter() - started)
     return out
 
 
@@ -221,105 +213,123 @@ def export_csv(df: DataFrame, folder: Path, files: int) -> list[Path]:
 def concat(parts: list[Path], target: Path) -> Path:
     with target.open("wb") as out:
         for part in parts:
-            with part.open("rb") as handle:
-                shutil.copyfileobj(handle, out, 1 << 20)
+            out.write(part.read_bytes())
     return target
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "100,000 rows, lab slice 2,000")
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--lab-rows", type=int, default=20_000, help="slice for the lab's sink")
-    parser.add_argument("--partitions", type=int, default=4, help="tasks (Kafka partitions)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rows, args.lab_rows = 100_000, 2_000
+def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg, secrets = setup_env(args.env)
-    from benchmarks.common import db_params
-
-    results: dict[str, Any] = {"machine": machine_facts(), "rows": args.rows}
     spark = build_spark(cfg, secrets)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sink-"))
+    n = args.rows
     try:
         with scratch_database(db_params(secrets), "bench_sink") as db:
-            df = prepare(spark, args.rows, args.partitions)
+            df = prepare(spark, n, args.partitions)
             lab_rows = [tuple(r) for r in df.select(*EVENT_COLUMNS).limit(args.lab_rows).collect()]
             parts = export_csv(df, tmp, 2)
             warm_up(df, db)
             whole = concat(parts, tmp / "all.csv")
-            runs: dict[str, dict[str, Any]] = {}
-            runs["ours"] = measure(
-                "ours (mapInArrow, binary COPY)", db, args.rows, lambda: ours(df, db, args.rows)
-            )
-            runs["ours_csv"] = measure(
-                "ours, CSV path (mapInArrow, CSV COPY)",
-                db,
-                args.rows,
-                lambda: ours(df, db, args.rows, copy_format="csv"),
-            )
-            runs["jdbc"] = measure("Spark JDBC writer", db, args.rows, lambda: jdbc(df, db))
-            runs["lab"] = measure(
-                "lab sink (INSERT per row)", db, len(lab_rows), lambda: lab_insert(lab_rows, db)
-            )
-            runs["copy_1"] = measure(
-                "psql \\copy, 1 stream",
-                db,
-                args.rows,
-                lambda: psql_copy(db, EVENT_COLUMNS, [whole]),
-            )
-            runs["copy_2"] = measure(
-                "psql \\copy, 2 streams", db, args.rows, lambda: psql_copy(db, EVENT_COLUMNS, parts)
-            )
+            contenders: dict[str, tuple[int, Any]] = {
+                "ours": (n, lambda: ours(df, db, n)),
+                "ours_csv": (n, lambda: ours(df, db, n, copy_format="csv")),
+                "jdbc": (n, lambda: jdbc(df, db)),
+                "lab": (len(lab_rows), lambda: lab_insert(lab_rows, db)),
+                "copy_1": (n, lambda: psql_copy(db, EVENT_COLUMNS, [whole])),
+                "copy_2": (n, lambda: psql_copy(db, EVENT_COLUMNS, parts)),
+            }
+            runs = {
+                key: measure(key, db, rows, action) for key, (rows, action) in contenders.items()
+            }
             reset(db)
-            results["phases"] = phases(df, args.rows)
+            phase_figures = phases(df, n)
     finally:
         spark.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    runs["lab"]["scaled_seconds_for_rows"] = args.rows / runs["lab"]["rows_per_s"]
+    runs["lab"]["scaled_seconds_for_rows"] = n / runs["lab"]["rows_per_s"]
     o = runs["ours"]
-    ratios = {
-        f"ours_over_{k}": o["rows_per_s"] / runs[k]["rows_per_s"]
-        for k in ("ours_csv", "jdbc", "lab", "copy_1", "copy_2")
+    return {
+        "rows": n,
+        "phases": phase_figures,
+        "runs": runs,
+        "ratios": {f"ours_over_{k}": o["rows_per_s"] / runs[k]["rows_per_s"] for k in BASELINES},
+        "cpu_ratios": {
+            f"ours_cpu_per_row_over_{k}": o["db_cpu_us_per_row_own"]
+            / runs[k]["db_cpu_us_per_row_own"]
+            for k in BASELINES
+        },
     }
-    cpu = {
-        f"ours_cpu_per_row_over_{k}": o["db_cpu_us_per_row_own"] / runs[k]["db_cpu_us_per_row_own"]
-        for k in ("ours_csv", "jdbc", "lab", "copy_1", "copy_2")
-    }
-    results.update({"runs": runs, "ratios": ratios, "cpu_ratios": cpu})
-    targets = {
-        "db_cpu_per_row_le_copy": cpu["ours_cpu_per_row_over_copy_1"] <= 1.0,
-        "db_cpu_per_row_le_0.6x_jdbc": cpu["ours_cpu_per_row_over_jdbc"] <= 0.6,
-        "rows_per_s_ge_jdbc": ratios["ours_over_jdbc"] >= 1.0,
-        "rows_per_s_ge_1.5x_jdbc_stretch": ratios["ours_over_jdbc"] >= 1.5,
-    }
-    results["targets"] = targets
-    print()
-    print(
-        f"{'method':<28}{'rows/s':>12}{'db CPU us/row':>15}{'own us/row':>12}"
-        f"{'client us/row':>15}{'total us/row':>14}"
-    )
-    for key, label in (
-        ("ours", "(a) ours"),
-        ("ours_csv", "(a') ours, CSV path"),
-        ("jdbc", "(b) Spark JDBC"),
-        ("lab", "(c) lab INSERT/row"),
-        ("copy_1", "(d) psql \\copy x1"),
-        ("copy_2", "(d) psql \\copy x2"),
-    ):
-        r = runs[key]
-        print(
-            f"{label:<28}{r['rows_per_s']:>12,.0f}{r['db_cpu_us_per_row']:>15.2f}"
-            f"{r['db_cpu_us_per_row_own']:>12.2f}{r['client_cpu_us_per_row']:>15.2f}"
-            f"{r['total_cpu_us_per_row']:>14.2f}"
-        )
-    for key, value in ratios.items():
-        print(f"rows/s ratio {key}: {value:.2f}")
-    for key, value in cpu.items():
-        print(f"db CPU/row ratio {key}: {value:.2f}")
-    for key, ok in targets.items():
-        print(f"target {key}: {'met' if ok else 'MISSED'}")
-    return finish("sink", args, results)
 
+
+def targets(f: dict[str, Any]) -> list[Target]:
+    q, c = f["ratios"], f["cpu_ratios"]
+    return [
+        Target("rows_per_s_ge_jdbc", q["ours_over_jdbc"], ">=", 1.0, ">= 1x"),
+        Target("rows_per_s_ge_1.5x_jdbc_stretch", q["ours_over_jdbc"], ">=", 1.5, "1.5x"),
+        Target("db_cpu_per_row_le_copy", c["ours_cpu_per_row_over_copy_1"], "<=", 1.0, "<= 1x"),
+        Target("db_cpu_per_row_le_0.6x_jdbc", c["ours_cpu_per_row_over_jdbc"], "<=", 0.6,
+               "<= 0.6x"),
+    ]  # fmt: skip
+
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    r, q, c = f["runs"], f["ratios"], f["cpu_ratios"]
+
+    def speed(k: str) -> Cells:
+        ratio = q[f"ours_over_{k}"]
+        return [
+            f"{BASELINES[k]} {n0(r[k]['rows_per_s'])} rows/s",
+            f"{ratio:.{0 if k == 'lab' else 2}f}x",
+        ]
+
+    def cpu(k: str) -> Cells:
+        us = r[k]["db_cpu_us_per_row_own"]
+        return [
+            f"{BASELINES[k]} {us:.{1 if k == 'lab' else 2}f} us",
+            f"{c[f'ours_cpu_per_row_over_{k}']:.2f}x",
+        ]
+
+    return [
+        [f"sink, {f['rows']:,} rows", f"ours {n0(r['ours']['rows_per_s'])} rows/s", *speed("jdbc"),
+         verdict(f, "rows_per_s_ge_jdbc", "rows_per_s_ge_1.5x_jdbc_stretch")],
+        *(["", "", *speed(k), ""] for k in ("ours_csv", "lab", "copy_1", "copy_2")),
+        ["sink, DB CPU per row", f"ours {r['ours']['db_cpu_us_per_row_own']:.2f} us",
+         *cpu("copy_1"), verdict(f, "db_cpu_per_row_le_copy")],
+        ["", "", *cpu("ours_csv"), ""],
+        ["", "", *cpu("jdbc"), verdict(f, "db_cpu_per_row_le_0.6x_jdbc")],
+        ["", "", *cpu("lab"), ""],
+    ]  # fmt: skip
+
+
+def headline(f: dict[str, Any], citus: dict[str, Any] | None) -> Cells:
+    r = f["runs"]
+    on_citus = f" ({citus['ratios']['ours_over_jdbc']:.2f}x on Citus)" if citus else ""
+    return [
+        f"sink, {millions(f['rows'])} rows into partitioned `events`",
+        f"{n0(r['ours']['rows_per_s'])} rows/s, {r['ours']['db_cpu_us_per_row_own']:.2f} us DB "
+        "CPU a row",
+        f"Spark JDBC writer {n0(r['jdbc']['rows_per_s'])} rows/s, "
+        f"{r['jdbc']['db_cpu_us_per_row_own']:.2f} us",
+        f"{f['ratios']['ours_over_jdbc']:.2f}x{on_citus}",
+    ]
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--lab-rows", type=int, default=20_000, help="slice for the lab's sink")
+    parser.add_argument("--partitions", type=int, default=4, help="tasks (Kafka partitions)")
+
+
+SCENARIO = Scenario(
+    "sink",
+    __doc__ or "",
+    run,
+    quick={"rows": 100_000, "lab_rows": 2_000},
+    arguments=arguments,
+    targets=targets,
+    rows=rows,
+    on_both=True,
+    headline=headline,
+)
 
 if __name__ == "__main__":
-    main()
+    SCENARIO.main()

@@ -15,52 +15,35 @@ Each stage's own cost is its time minus the previous stage's (Kafka's for a desi
 the sink's for the last two). `--designs` picks designs; `--interleaved` times the stages in
 rounds, one run of each per round, so a busy machine's noise falls on all alike.
 
-With `--large-messages N`: instead, N valid messages of `--message-bytes` (1 MB) each, padded
-lab messages, through the ingest's micro-batch (`process_batch`, both passes) twice on the same
-topic: with the job's byte bounds, then as before them (Arrow batches bounded by rows only, a
-task holding every record it returns); prints each run's peak memory of the Python workers
-(VmHWM from /proc, reset between runs) or how it failed.
-
 Run: `.venv/bin/python -m benchmarks.stages [--messages 1000000] [--quick] [--env local]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import json
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import Producer
-from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 
-from benchmarks.common import (
-    benchmark_parser,
+from benchmarks.end_to_end import load_topic
+from benchmarks.harness import (
+    Cells,
+    Scenario,
     db_params,
-    finish,
-    machine_facts,
+    n0,
     say,
     scratch_database,
     secrets_for,
     setup_env,
 )
-from benchmarks.end_to_end import load_topic
-from benchmarks.ingest_support import fresh_topic
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import (
     ARROW_MAX_BYTES_PER_BATCH,
-    ARROW_NO_BYTE_BOUND,
-    arrow_batches_bounded,
     build_spark,
     session_conf_set,
 )
@@ -70,13 +53,12 @@ from clickstream_pipeline.ingest.source import kafka_read_options, producer_conf
 from clickstream_pipeline.ingest.stream import (
     KAFKA_COLUMNS,
     ingest_settings,
-    process_batch,
     route,
     route_in_worker,
 )
 from clickstream_pipeline.ingest.transforms import Rules, validate, with_payload
-from clickstream_pipeline.traffic.producer import create_topic, delete_topic
 from devkit.db import execute
+from devkit.stack import fresh_topic
 
 
 def read_topic(
@@ -137,126 +119,6 @@ def noop(df: DataFrame) -> None:
     df.write.format("noop").mode("overwrite").save()
 
 
-def python_workers() -> list[int]:
-    """This process's descendants running PySpark's worker daemon, and the workers it forks."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found, todo = [], [os.getpid()]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            program = os.path.basename(command.split(b"\0")[0])
-            if program.startswith(b"python") and b"daemon" in command:  # not the JVM
-                found.append(pid)
-    return found
-
-
-def reset_peak_memory(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(OSError):  # a worker gone meanwhile
-            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM (Linux 4.0+)
-
-
-def peak_memory_mib(pids: list[int]) -> float:
-    """The largest peak resident memory (VmHWM) among `pids`, in MiB."""
-    peaks = [0]
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        peaks += [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")]
-    return max(peaks) / 1024
-
-
-def padded_message(size: int, event_id: int) -> bytes:
-    """A valid lab message of exactly `size` bytes (an extra field pads it)."""
-    body: dict[str, Any] = {
-        "customer_id": 1 + event_id % 1000,
-        "event_type": "click",
-        "country": "India",
-        "browser": "chrome",
-        "device_id": 1,
-        "session_id": 1,
-        "event_id": event_id,
-        "pad": "",
-    }
-    body["pad"] = "x" * (size - len(json.dumps(body)))
-    return json.dumps(body).encode()
-
-
-def large_messages(args: argparse.Namespace) -> dict[str, Any]:
-    """Peak memory of the Python workers over a topic of large messages, before and bounded."""
-    cfg, secrets = setup_env(args.env)
-    n, size = args.large_messages, args.message_bytes
-    results: dict[str, Any] = {"machine": machine_facts(), "messages": n, "message_bytes": size}
-    conf = producer_config(cfg.kafka, secrets)
-    topic = f"bench-large-{uuid.uuid4().hex[:8]}"
-    create_topic(conf, topic, 2, {"max.message.bytes": str(2 * size + (1 << 20))})
-    try:
-        producer = Producer({**conf, "message.max.bytes": 2 * size + (1 << 20)})
-        for i in range(n):
-            producer.produce(topic, padded_message(size, i + 1))
-            producer.poll(0)
-        if producer.flush(120):
-            raise RuntimeError("messages not acknowledged")
-        say(f"topic {topic}: {n:,} messages of {size:,} bytes")
-        with scratch_database(db_params(secrets), "bench_large") as db:
-            settings = ingest_settings(cfg, secrets_for(secrets, db))
-            before = dataclasses.replace(
-                settings, target=dataclasses.replace(settings.target, buffer_bytes=2**62)
-            )
-            # bounded first: the run before the bounds may take the JVM down
-            runs = {
-                "bounded (the job's settings)": (settings, None),
-                "before (rows only, whole task held)": (before, ARROW_NO_BYTE_BOUND),
-            }
-            spark = build_spark(cfg, secrets)
-            arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
-            try:
-                raw = read_topic(spark, cfg, secrets, topic)
-                for batch_id, (name, (run, arrow_bytes)) in enumerate(runs.items()):
-                    execute(db, "TRUNCATE events, clickstream_ingest_ledger")
-                    reset_peak_memory(python_workers())
-                    started = time.perf_counter()
-                    try:
-                        with session_conf_set(spark, ARROW_MAX_BYTES_PER_BATCH, arrow_bytes):
-                            report = process_batch(raw, batch_id, run)
-                    except Exception as exc:
-                        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-                        causes = [x for x in lines if "Exception:" in x or "Error:" in x]
-                        failure = (causes or lines)[-1].strip()
-                        time.sleep(1)
-                        jvm = getattr(SparkContext._gateway, "proc", None)
-                        if jvm is not None and jvm.poll() is not None:
-                            failure = f"the JVM exited with {jvm.returncode}: {failure}"
-                        results[name] = {"failed": failure[:300]}
-                        say(f"{name}: FAILED ({failure[:300]})")
-                        break
-                    seconds = time.perf_counter() - started
-                    peak = peak_memory_mib(python_workers())
-                    if report.rows_written != n:
-                        raise RuntimeError(f"{name}: {report.rows_written} of {n} written")
-                    results[name] = {"peak_worker_mib": round(peak, 1), "seconds": seconds}
-                    say(f"{name}: Python worker peak {peak:,.0f} MiB, {seconds:.1f}s")
-            finally:
-                with contextlib.suppress(Exception):  # a JVM gone already
-                    spark.stop()
-    finally:
-        delete_topic(conf, topic)
-    return finish("stages_large", args, results)
-
-
 def timed(action: Callable[[], Any], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -266,39 +128,12 @@ def timed(action: Callable[[], Any], repeat: int) -> float:
     return best
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "100,000 messages, 1 run each")
-    parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--designs",
-        default="kafka,spark rules,worker rules",
-        help="the designs to run, comma-separated (kafka is always run: the others need it)",
-    )
-    parser.add_argument(
-        "--interleaved",
-        action="store_true",
-        help="time the stages in rounds, one run of each per round (a busy machine's noise "
-        "then falls on all alike), instead of each stage's runs back to back",
-    )
-    parser.add_argument(
-        "--large-messages",
-        type=int,
-        default=0,
-        help="instead: this many large messages, the Python workers' peak memory before and "
-        "with the byte bounds",
-    )
-    parser.add_argument("--message-bytes", type=int, default=1_000_000)
-    args = parser.parse_args(argv)
-    if args.large_messages:
-        return large_messages(args)
-    if args.quick:
-        args.messages, args.repeat = 100_000, 1
+def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg, secrets = setup_env(args.env)
     n = args.messages
-    results: dict[str, Any] = {"machine": machine_facts(), "messages": n, "repeat": args.repeat}
+    results: dict[str, Any] = {"messages": n, "repeat": args.repeat}
     with (
-        fresh_topic(cfg, secrets, "bench-stages") as topic,
+        fresh_topic(producer_config(cfg.kafka, secrets), "bench-stages") as topic,
         scratch_database(db_params(secrets), "bench_stages") as db,
     ):
         load_topic(cfg, secrets, topic, n)
@@ -412,8 +247,61 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["stages"] = figures
         finally:
             spark.stop()
-    return finish("stages", args, results)
+    return results
 
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    s = f["stages"]
+    own = "; ".join(
+        f"{name.split(': ')[1]} {v['own_us_per_row']:.2f}"
+        for name, v in s.items()
+        if name.startswith(("spark rules", "worker rules"))
+    )
+    found = [
+        [f"stages, {f['messages']:,} messages: Kafka -> `events`, worker rules",
+         f"{n0(s['worker rules: sink']['rows_per_s'])} rows/s",
+         f"Spark rules {n0(s['spark rules: sink']['rows_per_s'])} rows/s; Kafka read alone "
+         f"{n0(s['kafka: kafka']['rows_per_s'])} rows/s (Kafka's default fetch sizes "
+         f"{n0(s['kafka: kafka defaults']['rows_per_s'])})",
+         f"{f['worker_over_spark_rules']:.2f}x", f"us per row, each stage: {own}"]
+    ]  # fmt: skip
+    per_row, by_rows = s.get(f"worker rules: {SIZED_PER_ROW}"), s.get("worker rules: to python")
+    if per_row and by_rows:
+        found.append(
+            ["stages: Kafka to a Python worker, Arrow batches bounded by rows",
+             f"{n0(by_rows['rows_per_s'])} rows/s (own {by_rows['own_us_per_row']:.2f} us/row)",
+             f"Spark 4.0's default, the batch sized after every row: "
+             f"{n0(per_row['rows_per_s'])} rows/s (own {per_row['own_us_per_row']:.2f} us/row)",
+             f"{f['to_python_rows_bound_over_bytes_per_row']:.2f}x", ""]
+        )  # fmt: skip
+    return found
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--designs",
+        default="kafka,spark rules,worker rules",
+        help="the designs to run, comma-separated (kafka is always run: the others need it)",
+    )
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="time the stages in rounds, one run of each per round (a busy machine's noise "
+        "then falls on all alike), instead of each stage's runs back to back",
+    )
+
+
+SCENARIO = Scenario(
+    "stages",
+    __doc__ or "",
+    run,
+    quick={"messages": 100_000, "repeat": 1},
+    arguments=arguments,
+    rows=rows,
+    on_both=True,
+)
 
 if __name__ == "__main__":
-    main()
+    SCENARIO.main()

@@ -23,32 +23,36 @@ import argparse
 import asyncio
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
-from benchmarks import dashboard as dashboard_benchmark
-from benchmarks.common import (
-    benchmark_parser,
+from benchmarks.common import Ticker, tree_cpu_s
+from benchmarks.dashboard import prepare_database
+from benchmarks.harness import (
+    Cells,
+    Scenario,
+    Target,
     db_params,
-    finish,
-    machine_facts,
+    millions,
+    ms,
     percentile,
     say,
     setup_env,
-    tree_cpu_s,
+    verdict,
 )
 from clickstream_pipeline.dashboard.server import SERVERS, Serving
-from clickstream_pipeline.warehouse.database import fetch
+from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.ports import free_port
+from devkit.waits import wait_until
 
 TARGET_P99_MS = 250.0
 CUSTOMERS_WATCHED = 20
@@ -166,21 +170,25 @@ async def watch(url: str, args: argparse.Namespace, customers: list[str]) -> Tal
     return tally
 
 
-class ConnectionWatch(threading.Thread):
+class ConnectionWatch:
     """The most connections the dashboard holds at once, read from pg_stat_activity."""
 
-    def __init__(self, db):
-        super().__init__(daemon=True)
-        self.db, self.most, self.done = db, 0, threading.Event()
+    def __init__(self, db: ConnectionParams) -> None:
+        self.db, self.most = db, 0
+        self.ticker = Ticker(self.read, 0.25)
 
-    def run(self) -> None:
-        while not self.done.wait(0.25):
-            ((n,),) = fetch(
-                self.db,
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                ("clickstream-dashboard",),
-            )
-            self.most = max(self.most, int(n))
+    def read(self) -> None:
+        count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        ((n,),) = fetch(self.db, count, ("clickstream-dashboard",))
+        self.most = max(self.most, int(n))
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def start_server(contender: Contender, dbname: str, env: str, port: int) -> subprocess.Popen:
@@ -189,35 +197,36 @@ def start_server(contender: Contender, dbname: str, env: str, port: int) -> subp
     command = [sys.executable, "-m", "benchmarks.viewers", "serve", "--env", env]
     command += ["--dbname", dbname, "--port", str(port), "--server", s.server]
     command += ["--cache-seconds", str(s.cache_seconds), "--pool-size", str(s.pool_size)]
-    with tempfile.TemporaryFile() as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                printed = log.read().decode(errors="replace")
-                raise RuntimeError(f"{contender.name} exited: {printed}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-                    return process
-            except OSError:
-                time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"{contender.name} did not answer within 90 s")
+    log = Path(tempfile.mkstemp(prefix="bench-viewers-", suffix=".log")[1])
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(lambda: answers(url), 90, contender.name, every_s=0.3, process=process, log=log)
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
-def measure(contender: Contender, db, env: str, args, customers: list[str]) -> dict[str, Any]:
+def measure(
+    contender: Contender,
+    db: ConnectionParams,
+    env: str,
+    args: argparse.Namespace,
+    customers: list[str],
+) -> dict[str, Any]:
     port = free_port()
     server = start_server(contender, db.dbname, env, port)
     connections = ConnectionWatch(db)
     try:
-        connections.start()
+        connections.ticker.start()
         cpu0, own0, t0 = tree_cpu_s(server.pid), own_cpu_s(), time.monotonic()
         tally = asyncio.run(watch(f"http://127.0.0.1:{port}/", args, customers))
         wall = time.monotonic() - t0
         cpu, own = tree_cpu_s(server.pid) - cpu0, own_cpu_s() - own0
     finally:
-        connections.done.set()
+        connections.ticker.stop()
         server.terminate()
         try:
             server.wait(timeout=15)
@@ -261,11 +270,11 @@ def describe(serving: Serving) -> dict[str, Any]:
 
 
 def own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
 
 
-def busiest_customers(db) -> list[str]:
+def busiest_customers(db: ConnectionParams) -> list[str]:
     rows = fetch(
         db,
         """SELECT customer_id FROM rollup_events_1hr GROUP BY customer_id
@@ -298,28 +307,15 @@ def serve_main(argv: list[str]) -> None:
     serve(db, serving, refresh_seconds=10.0)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = benchmark_parser(__doc__, "200,000 events, 40 viewers, 5 s per server")
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--viewers", type=int, default=200)
-    parser.add_argument("--interval-s", type=float, default=2.0)
-    parser.add_argument("--seconds", type=float, default=30.0, help="per server")
-    parser.add_argument(
-        "--warm-up-s", type=float, default=5.0, help="first seconds, counted apart (first reads)"
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.events, args.viewers, args.seconds, args.warm_up_s = 200_000, 40, 5.0, 1.0
-    dashboard_benchmark.main(["--build-only", "--events", str(args.events), "--env", args.env])
-    _, secrets = setup_env(args.env)
-    db = replace(db_params(secrets), dbname=f"bench_dashboard_{args.events}")
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    chunk = min(args.events, 1_000_000)
+    build = argparse.Namespace(env=args.env, events=args.events, chunk=chunk, rebuild=False,
+                               max_age_hours=6.0)  # fmt: skip
+    db = prepare_database(build)
     customers = busiest_customers(db)
-    say(
-        f"{args.viewers} viewers, a refresh every {args.interval_s:g} s each, "
-        f"{args.seconds:g} s per server, {args.events:,} events"
-    )
+    say(f"{args.viewers} viewers, a refresh every {args.interval_s:g} s each, {args.seconds:g} s "
+        f"per server, {args.events:,} events")  # fmt: skip
     results: dict[str, Any] = {
-        "machine": machine_facts(),
         "events": args.events,
         "viewers": args.viewers,
         "interval_s": args.interval_s,
@@ -327,26 +323,73 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "servers": {c.name: measure(c, db, args.env, args, customers) for c in contenders()},
     }
     baseline = results["servers"]["development"]["p99_ms"]
-    for name, figures in results["servers"].items():
-        figures["p99_over_development"] = (
-            figures["p99_ms"] / baseline if baseline and figures["p99_ms"] else None
-        )
-        say(f"{name}: p99 {figures['p99_over_development'] or 0:.3f}x the development server's")
-    chosen = results["servers"]["gunicorn"]
-    bound = chosen["serving"]["workers"] * chosen["serving"]["pool_size"]
-    results["targets"] = {
-        "p99_le_250ms": (chosen["p99_ms"] or float("inf")) <= TARGET_P99_MS,
-        "no_errors": chosen["errors"] == 0,
-        "connections_bounded": chosen["most_db_connections"] <= bound,
-    }
-    for key, ok in results["targets"].items():
-        print(f"target {key} (gunicorn, {args.viewers} viewers): {'met' if ok else 'MISSED'}")
-    return finish("viewers", args, results)
+    for figures in results["servers"].values():
+        p99 = figures["p99_ms"]
+        figures["p99_over_development"] = p99 / baseline if baseline and p99 else None
+    return results
 
+
+def targets(f: dict[str, Any]) -> list[Target]:
+    found = []
+    for name, s in f["servers"].items():
+        found += [
+            Target(f"p99_le_250ms:{name}", s["p99_ms"], "<=", TARGET_P99_MS, "p99 <= 250 ms"),
+            Target(f"no_errors:{name}", s["errors"], "<=", 0, "no errors"),
+        ]
+    chosen = f["servers"]["gunicorn"]
+    bound = chosen["serving"]["workers"] * chosen["serving"]["pool_size"]
+    found.append(Target("connections_bounded", chosen["most_db_connections"], "<=", bound,
+                        f"gunicorn's connections <= {bound}"))  # fmt: skip
+    return found
+
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    baseline = f["servers"]["development"]["p99_ms"]
+    return [
+        [f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s: {name}",
+         f"p99 {ms(s['p99_ms'])}, {s['refreshes_per_s']:.0f} refreshes/s, {s['errors']} errors, "
+         f"at most {s['most_db_connections']} connections",
+         f"development server p99 {ms(baseline)}", f"{s['p99_over_development'] or 0:.2f}x p99",
+         verdict(f, f"p99_le_250ms:{name}", f"no_errors:{name}",
+                 *(["connections_bounded"] if name == "gunicorn" else []))]
+        for name, s in f["servers"].items()
+    ]  # fmt: skip
+
+
+def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
+    ours, dev = f["servers"]["gunicorn"], f["servers"]["development"]
+    return [
+        f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s, "
+        f"{millions(f['events'])} events",
+        f"p99 {ms(ours['p99_ms'])}, {ours['errors']} errors, {ours['most_db_connections']} "
+        "connections",
+        f"Flask's development server p99 {ms(dev['p99_ms'])}",
+        "",
+    ]
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--viewers", type=int, default=200)
+    parser.add_argument("--interval-s", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="per server")
+    parser.add_argument("--warm-up-s", type=float, default=5.0, help="first seconds, apart")
+
+
+SCENARIO = Scenario(
+    "viewers",
+    __doc__ or "",
+    run,
+    quick={"events": 200_000, "viewers": 40, "seconds": 5.0, "warm_up_s": 1.0},
+    arguments=arguments,
+    targets=targets,
+    rows=rows,
+    headline=headline,
+)
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         serve_main(sys.argv[2:])
     else:
-        main()
+        SCENARIO.main()
         os._exit(0)  # nothing left to wait for

@@ -18,16 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from benchmarks.common import (
+from benchmarks.common import benchmark_parser, finish
+from benchmarks.harness import (
     STUDY_RESULTS,
-    benchmark_parser,
-    child_figures,
-    finish,
     machine_facts,
-    report_figures,
     say,
     setup_env,
 )
+from benchmarks.studies import child_figures, report_figures
 
 DESIGNS = {"Spark's daemon": False, "installed pyspark": True}
 BASELINE = "Spark's daemon"

@@ -22,24 +22,23 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks.common import (
+from benchmarks.common import benchmark_parser, finish
+from benchmarks.end_to_end import delete_checkpoint, ingest_config, load_topic
+from benchmarks.harness import (
     ROOT,
     STUDY_RESULTS,
-    benchmark_parser,
-    child_figures,
     db_params,
-    finish,
     machine_facts,
-    report_figures,
     say,
     scratch_database,
     secrets_for,
     setup_env,
 )
-from benchmarks.end_to_end import load_topic
-from benchmarks.ingest_support import delete_checkpoint, fresh_topic, ingest_config
+from benchmarks.studies import child_figures, report_figures
 from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.stack import fresh_topic
 
 DESIGNS = {
     "spark.jars": {"class_archive": False, "spark_jars": True},
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     base_cfg, base_secrets = setup_env(args.env)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in DESIGNS}
     with (
-        fresh_topic(base_cfg, base_secrets, "bench-startup") as topic,
+        fresh_topic(producer_config(base_cfg.kafka, base_secrets), "bench-startup") as topic,
         scratch_database(db_params(base_secrets), "bench_startup") as db,
     ):
         load_topic(base_cfg, base_secrets, topic, args.messages)

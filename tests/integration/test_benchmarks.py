@@ -1,4 +1,5 @@
-"""The sink benchmark's quick mode: it runs, and its JSON holds every figure, consistent."""
+"""Each kept benchmark's quick mode: it runs, stores every figure with its targets checked,
+prints its rows as the report shows them, and its contenders did the same work."""
 
 from __future__ import annotations
 
@@ -11,25 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import harness
+
 ROOT = Path(__file__).resolve().parents[2]
-LABELS = {
-    "ours": "(a) ours",
-    "ours_csv": "(a') ours, CSV path",
-    "jdbc": "(b) Spark JDBC",
-    "lab": "(c) lab INSERT/row",
-    "copy_1": "(d) psql \\copy x1",
-    "copy_2": "(d) psql \\copy x2",
-}
-FIGURES = (
-    "rows",
-    "seconds",
-    "rows_per_s",
-    "db_cpu_s",
-    "db_cpu_us_per_row",
-    "db_cpu_us_per_row_own",
-    "client_cpu_us_per_row",
-    "total_cpu_us_per_row",
-)
 
 
 def run_quick(module: str, out: Path, timeout: float) -> tuple[dict, str]:
@@ -42,34 +27,72 @@ def run_quick(module: str, out: Path, timeout: float) -> tuple[dict, str]:
         timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout
+    result = json.loads(out.read_text())
+    assert result["machine"]["cores"] == os.cpu_count()  # measured on this machine
+    return result, proc.stdout
+
+
+def reported(module: str, tmp_path: Path, timeout: float = 540) -> dict:
+    """The quick run's figures, after checking the harness's one way of showing them: each
+    target met exactly when its figure is within its bound, and the rows printed as the
+    report renders them from the stored figures."""
+    result, stdout = run_quick(module, tmp_path / f"{module}.json", timeout)
+    scenario = harness.scenario(module)
+    assert result["targets"] == json.loads(json.dumps(harness.record(scenario, result)["targets"]))
+    for name, t in result["targets"].items():
+        assert t["met"] == (
+            t["figure"] is not None and harness.OPS[t["op"]](t["figure"], t["bound"])
+        )
+        assert f"target {name}: {'met' if t['met'] else 'MISSED'}" in stdout
+    table = "\n".join(harness.markdown_table(scenario.columns, scenario.rows(result)))
+    assert table in stdout
+    return result
+
+
+@pytest.mark.timeout(300)
+def test_producer_benchmark_quick_mode_sends_every_message_each_way(tmp_path: Path) -> None:
+    result = reported("producer", tmp_path, 280)
+    assert result["messages"] == 50_000
+    for key in ("raw", "same_messages", "storefront", "lab_uniform"):
+        assert result[f"{key}_msg_per_s"] > 0, key
+    target = result["targets"]["same_messages_ge_0_8x_raw"]
+    assert target["figure"] == result["same_messages_msg_per_s"] / result["raw_msg_per_s"]
 
 
 @pytest.mark.timeout(600)
-def test_sink_benchmark_quick_mode_reports_every_figure(tmp_path: Path) -> None:
-    result, stdout = run_quick("sink", tmp_path / "sink.json", 540)
-    assert result["machine"]["cores"] == os.cpu_count()  # measured on this machine
-    runs = result["runs"]
-    printed = {}
-    for key, label in LABELS.items():
-        for figure in FIGURES:
-            assert runs[key][figure] > 0, (key, figure)
-        line = next(li for li in stdout.splitlines() if li.startswith(label))
-        printed[key] = float(re.split(r"\s{2,}", line[len(label) :].strip())[0].replace(",", ""))
-        assert printed[key] == pytest.approx(runs[key]["rows_per_s"], rel=0.01, abs=1)
-    for key in ("ours_csv", "jdbc", "lab", "copy_1", "copy_2"):
-        ratio = result["ratios"][f"ours_over_{key}"]
-        assert ratio == pytest.approx(printed["ours"] / printed[key], rel=0.02)
-        assert f"rows/s ratio ours_over_{key}: {ratio:.2f}" in stdout
-        cpu = result["cpu_ratios"][f"ours_cpu_per_row_over_{key}"]
+def test_sink_benchmark_quick_mode_writes_the_same_rows_every_way(tmp_path: Path) -> None:
+    result = reported("sink", tmp_path)
+    runs, n = result["runs"], result["rows"]
+    assert n == 100_000
+    for key, run in runs.items():
+        # every contender wrote the same rows (the lab's sink a slice of them), counted after
+        assert run["rows"] == (2_000 if key == "lab" else n), key
+        for figure in ("seconds", "rows_per_s", "db_cpu_s", "db_cpu_us_per_row_own",
+                       "client_cpu_us_per_row", "total_cpu_us_per_row"):  # fmt: skip
+            assert run[figure] > 0, (key, figure)
+        assert run["rows_per_s"] == pytest.approx(run["rows"] / run["seconds"], rel=0.01)
+    from benchmarks.sink import BASELINES
+
+    for key in BASELINES:
+        assert result["ratios"][f"ours_over_{key}"] == pytest.approx(
+            runs["ours"]["rows_per_s"] / runs[key]["rows_per_s"]
+        )
         own = runs["ours"]["db_cpu_us_per_row_own"] / runs[key]["db_cpu_us_per_row_own"]
-        assert cpu == pytest.approx(own) and cpu > 0
-    assert set(result["targets"]) == {
-        "db_cpu_per_row_le_copy",
-        "db_cpu_per_row_le_0.6x_jdbc",
-        "rows_per_s_ge_jdbc",
-        "rows_per_s_ge_1.5x_jdbc_stretch",
-    }
+        assert result["cpu_ratios"][f"ours_cpu_per_row_over_{key}"] == pytest.approx(own)
+
+
+@pytest.mark.timeout(600)
+def test_end_to_end_benchmark_quick_mode_ingests_and_copies_the_same_rows(tmp_path: Path) -> None:
+    result = reported("end_to_end", tmp_path)
+    n, ingest, copy = result["messages"], result["ingest"], result["copy_1"]
+    assert ingest["rows"] == copy["rows"] == n
+    assert result["ratio_ingest_over_copy_1"] == pytest.approx(
+        ingest["rows_per_s"] / copy["rows_per_s"]
+    )
+    b = result["breakdown"]
+    parts = b["session_s"] + b["first_batch_s"] + b["other_batches_s"] + b["outside_batches_s"]
+    assert parts == pytest.approx(ingest["wall_seconds"], abs=0.01)
+    assert ingest["session_s"] > 0 and ingest["python_worker_processes"] >= 1
 
 
 def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
@@ -100,7 +123,7 @@ def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
 def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> None:
     from devkit.db import CITUS_UNAVAILABLE
 
-    result, stdout = run_quick("rollups", tmp_path / "rollups.json", 280)
+    result = reported("rollups", tmp_path, 280)
     servers = ["postgres"] if CITUS_UNAVAILABLE.is_file() else ["postgres", "citus"]
     assert sorted(r["server"] for r in result["runs"].values()) == sorted(servers)
     for run in result["runs"].values():
@@ -110,14 +133,13 @@ def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> N
         plain, citus = result["runs"]["postgres_20000"], result["runs"]["citus_20000"]
         ratio = result["ratios"]["citus_over_postgres_s_per_event_20000"]
         assert ratio == pytest.approx(citus["us_per_event"] / plain["us_per_event"])
-        assert f"ratio citus_over_postgres_s_per_event_20000: {ratio:.2f}" in stdout
         assert len(citus["servers"]) == 3
 
 
 @pytest.mark.timeout(600)
 def test_stages_benchmark_quick_mode_times_both_designs(tmp_path: Path) -> None:
-    result, stdout = run_quick("stages", tmp_path / "stages.json", 540)
-    stages = result["stages"]
+    result = reported("stages", tmp_path)
+    stages, n = result["stages"], result["messages"]
     for design, names in (
         ("kafka", ("kafka defaults", "kafka")),
         ("spark rules", ("parse", "validate", "to python", "sink")),
@@ -125,43 +147,37 @@ def test_stages_benchmark_quick_mode_times_both_designs(tmp_path: Path) -> None:
     ):
         for name in names:
             figures = stages[f"{design}: {name}"]
-            assert figures["seconds"] > 0 and figures["rows_per_s"] > 0, (design, name)
-            assert f"{design:>12} {name:>14}:" in stdout
+            assert figures["seconds"] > 0, (design, name)
+            # every stage went through the whole topic
+            assert figures["rows_per_s"] == pytest.approx(n / figures["seconds"], rel=0.01)
     ratio = result["worker_over_spark_rules"]
     assert ratio == pytest.approx(
         stages["spark rules: sink"]["seconds"] / stages["worker rules: sink"]["seconds"]
     )
-    assert f"worker rules over Spark rules, Kafka to events: {ratio:.2f}x" in stdout
     rows_bound = result["to_python_rows_bound_over_bytes_per_row"]
     per_row = stages["worker rules: to python, bytes checked per row"]["seconds"]
     assert rows_bound == pytest.approx(per_row / stages["worker rules: to python"]["seconds"])
-    assert f"Spark 4.0's per-row byte check: {rows_bound:.2f}x" in stdout
 
 
 @pytest.mark.timeout(600)
 def test_freshness_benchmark_quick_mode_reports_each_scenario(tmp_path: Path) -> None:
-    result, stdout = run_quick("freshness", tmp_path / "freshness.json", 540)
+    result = reported("freshness", tmp_path)
     for key in ("visible_in_events_batch_commit", "counted_in_rollup_5min"):
+        # every event of the steady window was seen in events and in the rollup
         assert result[key]["n"] == result["events"] > 0
         assert 0 < result[key]["p50_s"] <= result[key]["p95_s"] <= result[key]["max_s"]
     sustained = result["sustained"]
     assert sustained["events"] > 0 and sustained["rate_msg_per_s"] == 20_000
     fixed = result["fixed_cost"]
     assert fixed["batches"] >= 3 and fixed["trigger_ms_median"] > 0
-    assert set(result["targets"]) == {
-        "events_p95_le_2s",
-        "rollup_p95_le_3s",
-        "sustained_p95_le_5s_not_growing",
-        "fixed_cost_le_0_3s",
-    }
-    assert f"fixed cost of a one-message batch (trigger, median of {fixed['batches']})" in stdout
+    assert len(result["visible_delay_quantiles_s"]) == 101
 
 
 @pytest.mark.timeout(300)
 def test_viewers_benchmark_quick_mode_measures_every_server_against_the_development_one(
     tmp_path: Path,
 ) -> None:
-    result, stdout = run_quick("viewers", tmp_path / "viewers.json", 280)
+    result = reported("viewers", tmp_path, 280)
     servers = result["servers"]
     assert list(servers) == ["development", "waitress", "gunicorn, no cache", "gunicorn"]
     for name, figures in servers.items():
@@ -171,8 +187,6 @@ def test_viewers_benchmark_quick_mode_measures_every_server_against_the_developm
         assert (
             figures["p99_over_development"] == figures["p99_ms"] / servers["development"]["p99_ms"]
         )
-        assert f"{name}: p99 {figures['p99_over_development']:.3f}x the development" in stdout
-    assert set(result["targets"]) == {"p99_le_250ms", "no_errors", "connections_bounded"}
 
 
 @pytest.mark.timeout(600)

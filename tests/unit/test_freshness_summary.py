@@ -1,7 +1,7 @@
 """The freshness benchmark keeps a summary of its per-event delays, never the samples."""
 
-from benchmarks.common import percentile
 from benchmarks.freshness import RollupPoller, delays
+from benchmarks.harness import percentile
 
 
 def test_delays_are_summarised_as_101_quantiles_for_the_chart() -> None:

@@ -1,0 +1,405 @@
+"""The one harness every benchmark runs on: flags, the run's environment, targets, printing,
+`benchmarks/results/results.json` and the reports generated from it.
+
+A benchmark module declares a `Scenario`: what it measures (`run`, returning its figures), its
+`--quick` sizes, its targets (`Target`s: data, checked here) and its table rows. This module
+parses `--quick`, `--env` and `--out`, adds the machine's facts, checks the targets, prints the
+rows and stores the figures in `results.json` (or `--out`). `results.md`, the README's
+performance table and the docs' tables (which include `results.md`) are generated from
+`results.json` alone: `python -m benchmarks.harness` writes them; a unit test fails when they
+drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import operator
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pydantic import SecretStr
+
+from clickstream_pipeline.core.config import Config, load_config
+from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
+from clickstream_pipeline.warehouse.database import ConnectionParams
+from devkit.db import CITUS_UNAVAILABLE, bootstrapped_database
+from devkit.stack import STACK_SECRETS
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+RESULTS_JSON = RESULTS / "results.json"
+README = ROOT / "README.md"
+STUDY_RESULTS = ROOT / "benchmarks" / "studies" / "results"
+ENVS = {"local": "", "local-citus": "_citus"}  # config env -> suffix of its results entry
+# run order; `on_both` scenarios run again against the Citus cluster (`<name>_citus`)
+ORDER = (
+    "producer",
+    "sink",
+    "stages",
+    "end_to_end",
+    "freshness",
+    "dashboard",
+    "viewers",
+    "peer_connect",
+    "rollups",
+    "bootstrap",
+)
+TABLE = ("benchmark", "figure", "baseline (same run)", "ratio", "target")
+HEADLINE = ("benchmark", "ours", "baseline, same run", "ratio")
+MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+
+
+def say(text: str) -> None:
+    """A progress line with a timestamp (flushed: run_all streams it)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# --- targets and scenarios --------------------------------------------------------------------
+
+OPS = {"<=": operator.le, ">=": operator.ge}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal as data: `figure op bound`, shown as `label: met` (or missed)."""
+
+    name: str
+    figure: float | None
+    op: str  # "<=" or ">="
+    bound: float
+    label: str
+
+    @property
+    def met(self) -> bool:
+        return self.figure is not None and bool(OPS[self.op](self.figure, self.bound))
+
+    def stored(self) -> dict[str, Any]:
+        return {"label": self.label, "figure": self.figure, "op": self.op, "bound": self.bound,
+                "met": self.met}  # fmt: skip
+
+
+Cells = list[str]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One benchmark: its flags and quick sizes, what it measures, its targets and rows."""
+
+    name: str
+    doc: str
+    run: Callable[[argparse.Namespace], dict[str, Any]]
+    quick: dict[str, Any] = field(default_factory=dict)  # flag values of --quick
+    arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None
+    targets: Callable[[dict[str, Any]], list[Target]] = lambda figures: []
+    rows: Callable[[dict[str, Any]], list[Cells]] = lambda figures: []
+    on_both: bool = False  # run on plain PostgreSQL and (as `<name>_citus`) on Citus
+    title: str = ""  # a section of its own in results.md, with its own `columns`
+    columns: tuple[str, ...] = TABLE
+    headline: Callable[[dict[str, Any], dict[str, Any] | None], Cells] | None = None  # README
+
+    def main(self, argv: list[str] | None = None, folder: Path = RESULTS) -> dict[str, Any]:
+        """Parse the flags, run, check the targets, print the rows, store the figures."""
+        parser = argparse.ArgumentParser(description=self.doc.splitlines()[0])
+        shrunk = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.quick.items())
+        parser.add_argument("--quick", action="store_true", help=f"a smoke run: {shrunk}")
+        parser.add_argument("--out", type=Path, help="a JSON file of its own, not results.json")
+        parser.add_argument("--env", default="local", choices=list(ENVS),
+                            help="local: plain PostgreSQL; local-citus: Citus")  # fmt: skip
+        self.arguments(parser)
+        args = parser.parse_args(argv)
+        if args.quick:
+            vars(args).update(self.quick)
+        key = self.name + ENVS[args.env]
+        figures = record(self, {"machine": machine_facts(), **self.run(args)})
+        print(f"\n{key}:\n" + "\n".join(markdown_table(self.columns, self.rows(figures))))
+        for name, t in figures["targets"].items():
+            print(f"target {name}: {'met' if t['met'] else 'MISSED'} ({t['figure']} {t['op']} "
+                  f"{t['bound']})")  # fmt: skip
+        store(key, figures, args.out, folder)
+        return figures
+
+
+def record(scenario: Scenario, figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures with the time of the run and the scenario's targets checked."""
+    figures = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    figures["targets"] = {t.name: t.stored() for t in scenario.targets(figures)}
+    return figures
+
+
+def verdict(figures: dict[str, Any], *names: str) -> str:
+    """The target cell of a row: `label: met` for each named target."""
+    stored = figures.get("targets", {})
+    return "; ".join(
+        f"{stored[n]['label']}: {'met' if stored[n]['met'] else 'missed'}"
+        for n in names
+        if n in stored
+    )
+
+
+def n0(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def ms(value: float | None) -> str:
+    """Milliseconds; a run cut by the statement timeout (120 s by default) says so."""
+    if value is None:
+        return "?"
+    if value >= 119_000:
+        return "timeout (> 120 s)"
+    return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
+
+
+def millions(count: int) -> str:
+    return f"{count / 1e6:g}M" if count >= 1_000_000 else f"{count:,}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+# --- the run's environment --------------------------------------------------------------------
+
+
+def setup_env(env: str = "local") -> tuple[Config, Secrets]:
+    os.chdir(ROOT)  # conf/local.toml paths are relative to the project root
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Python workers import benchmark functions by module name
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    cfg = load_config(env, ["spark.master=local[2]", "spark.shuffle_partitions=2"])
+    return cfg, resolve_secrets(cfg.secrets, optional=STACK_SECRETS)
+
+
+def servers() -> dict[str, str]:
+    """The servers of the stack by name, with their config env (no Citus where it cannot run)."""
+    if CITUS_UNAVAILABLE.is_file():
+        say(f"no Citus cluster ({CITUS_UNAVAILABLE.read_text().strip()}): plain PostgreSQL only")
+        return {"postgres": "local"}
+    return {"postgres": "local", "citus": "local-citus"}
+
+
+def db_params(secrets: Secrets) -> ConnectionParams:
+    return ConnectionParams.from_jdbc_url(secrets["database"])
+
+
+def secrets_for(secrets: Secrets, params: ConnectionParams) -> Secrets:
+    """The same secrets with the database URL pointing at `params` (a scratch database)."""
+    values = {k: v for k in STACK_SECRETS if (v := secrets.get(k)) is not None}
+    values["database"] = SecretStr(params.jdbc_url(with_credentials=True))
+    return Secrets(values, secrets.backend)
+
+
+@contextlib.contextmanager
+def scratch_database(params: ConnectionParams, prefix: str) -> Iterator[ConnectionParams]:
+    """A bootstrapped database of its own, dropped afterwards."""
+    say(f"scratch database {prefix}_*: bootstrapping")
+    with bootstrapped_database(params, prefix) as db:
+        yield db
+
+
+def machine_facts() -> dict[str, Any]:
+    import confluent_kafka
+    import pyarrow
+    import pyspark
+
+    cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[-1]
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": cpu.split(":", 1)[-1].split("\n", 1)[0].strip(),
+        "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # a shared machine?
+        "pyspark": pyspark.__version__,
+        "pyarrow": pyarrow.__version__,
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+    }
+
+
+# --- results.json and what is generated from it -----------------------------------------------
+
+
+def load(path: Path = RESULTS_JSON) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {"benchmarks": {}}
+
+
+def store(key: str, figures: dict[str, Any], out: Path | None, folder: Path = RESULTS) -> None:
+    """Into `--out` alone, or as `key`'s entry of the folder's results.json."""
+    if out is None:
+        combined = load(folder / "results.json")
+        combined["benchmarks"][key] = figures
+        figures, out = combined, folder / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1, default=str) + "\n")
+    say(f"wrote {out}")
+
+
+def scenario(name: str) -> Scenario:
+    module = importlib.import_module(f"benchmarks.{name}")
+    found: Scenario = getattr(module, "SCENARIO", None) or LEGACY[name]
+    return found
+
+
+# peer_connect's targets and rows, until peer_connect.py declares its own Scenario with them
+def _peer_rows(f: dict[str, Any]) -> list[Cells]:
+    ours, peer, fresh = f["ours"], f["peer"], f["freshness"]
+    return [
+        [f"end to end, {f['messages']:,} lab messages: ours vs Kafka Connect + Debezium JDBC sink",
+         f"ours {n0(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row']:.1f} us DB CPU/row, "
+         f"{n0(ours['peak_memory_mib'])} MiB", f"peer {n0(peer['rows_per_s'])} rows/s, "
+         f"{peer['db_cpu_us_per_row']:.1f} us/row, {n0(peer['peak_memory_mib'])} MiB",
+         f"{f['ours_over_peer_rows_per_s']:.2f}x", ""],
+        ["SIGKILL half-way, then a restart: rows lost / duplicated",
+         f"ours {f['ours_lost']:,} / {f['ours_duplicated']:,}",
+         f"peer {f['peer_lost']:,} / {f['peer_duplicated']:,}", "", verdict(f, "exactly_once")],
+        [f"freshness at {fresh['rate_msg_per_s']:,.0f} msg/s, send to row written, p50 / p95",
+         f"ours {fresh['ours']['p50_s']:.2f} / {fresh['ours']['p95_s']:.2f} s",
+         f"peer {fresh['peer']['p50_s']:.2f} / {fresh['peer']['p95_s']:.2f} s", "", ""],
+    ]  # fmt: skip
+
+
+def _peer_headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
+    return [
+        f"vs Kafka Connect + Debezium JDBC sink, {millions(f['messages'])} messages",
+        f"{n0(f['ours']['rows_per_s'])} rows/s; after a SIGKILL {f['ours_lost']:,} lost, "
+        f"{f['ours_duplicated']:,} duplicated",
+        f"{n0(f['peer']['rows_per_s'])} rows/s; {f['peer_lost']:,} lost, "
+        f"{f['peer_duplicated']:,} duplicated",
+        f"{f['ours_over_peer_rows_per_s']:.2f}x",
+    ]
+
+
+LEGACY = {
+    "peer_connect": Scenario(
+        "peer_connect",
+        "Ours against Kafka Connect's JDBC sink.",
+        run=lambda args: {},
+        targets=lambda f: [
+            Target("exactly_once", f["ours_lost"] + f["ours_duplicated"], "<=", 0, "exactly once")
+        ],
+        rows=_peer_rows,
+        headline=_peer_headline,
+    )
+}
+
+
+def markdown_table(columns: tuple[str, ...], rows: list[Cells]) -> list[str]:
+    return [
+        "|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|"
+        for row in (list(columns), ["---"] * len(columns), *rows)
+    ]
+
+
+def results_md(combined: dict[str, Any]) -> str:
+    entries = combined["benchmarks"]
+    m = next(iter(entries.values()))["machine"]  # where the benchmarks ran, not the report
+    lines = [
+        f"Machine: {m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, {m['os']}; "
+        f"Python {m['python']}, PySpark {m['pyspark']} (`local[2]`), "
+        f"librdkafka {m['librdkafka']}."
+    ]
+    scenarios = {name: scenario(name) for name in ORDER}
+    for title, suffix in (
+        ("Plain PostgreSQL 15 (one server)", ""),
+        ("Citus 13.2 (coordinator + 2 workers on the same 2 cores; DB CPU over all three)",
+         "_citus"),
+    ):  # fmt: skip
+        rows = [
+            row
+            for name, s in scenarios.items()
+            if not s.title and name + suffix in entries
+            for row in s.rows(entries[name + suffix])
+        ]
+        if rows:
+            lines += ["", f"### {title}", "", *markdown_table(TABLE, rows)]
+    for name, s in scenarios.items():
+        if s.title and name in entries:
+            lines += ["", f"### {s.title}", "", *markdown_table(s.columns, s.rows(entries[name]))]
+    return "\n".join(lines) + "\n"
+
+
+def readme_table(combined: dict[str, Any]) -> str:
+    entries = combined["benchmarks"]
+    rows = [
+        s.headline(entries[name], entries.get(f"{name}_citus"))
+        for name in ORDER
+        if (s := scenario(name)).headline and name in entries
+    ]
+    return "\n".join(markdown_table(HEADLINE, rows)) + "\n"
+
+
+def with_readme_table(readme: str, table: str) -> str:
+    start, end = MARKERS
+    head, rest = readme.split(start, 1)
+    return f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}"
+
+
+def generated(combined: dict[str, Any]) -> dict[Path, str]:
+    """Every file generated from results.json, with the text it should have."""
+    return {
+        RESULTS / "results.md": results_md(combined),
+        README: with_readme_table(README.read_text(), readme_table(combined)),
+    }
+
+
+def chart(entries: dict[str, Any], path: Path) -> None:
+    """Throughput bars (sink and end to end) and the freshness CDF, from results.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    runs = entries.get("sink", {}).get("runs", {})
+    bars = [(label, runs[k]["rows_per_s"]) for k, label in (
+        ("ours", "ours (sink)"), ("jdbc", "Spark JDBC"), ("lab", "lab INSERT/row"),
+        ("copy_1", "\\copy x1"), ("copy_2", "\\copy x2")) if k in runs]  # fmt: skip
+    if "end_to_end" in entries:
+        bars.append(
+            ("ours end to end\n(Kafka->events)", entries["end_to_end"]["ingest"]["rows_per_s"])
+        )
+    left.bar([b[0] for b in bars], [b[1] / 1000 for b in bars], color="tab:blue")
+    left.tick_params(axis="x", labelrotation=30, labelsize=8)
+    left.set(ylabel="thousand rows/s", title="Throughput into the partitioned events table")
+    fresh = entries.get("freshness", {})
+    for key, label in (("visible_delay_quantiles_s", "Kafka -> events"),
+                       ("rollup_delay_quantiles_s", "Kafka -> rollup_events_5min")):  # fmt: skip
+        values = fresh.get(key, [])  # percentiles 0..100
+        right.plot(values, [q / 100 for q in range(len(values))], label=label)
+    right.axvline(2.0, color="red", linestyle="--", linewidth=1, label="target p95 2 s")
+    right.legend(fontsize=8)
+    right.set(xlabel="delay from Kafka timestamp (s)", ylabel="share of events (CDF)",
+              title="Freshness")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(combined: dict[str, Any] | None = None) -> None:
+    """Write results.md, the README's table and results.png from results.json."""
+    combined = combined or load()
+    for path, text in generated(combined).items():
+        path.write_text(text)
+        say(f"wrote {path.relative_to(ROOT)}")
+    chart(combined["benchmarks"], RESULTS / "results.png")
+
+
+if __name__ == "__main__":
+    report()
