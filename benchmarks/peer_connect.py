@@ -973,8 +973,8 @@ SCENARIO = Scenario(
         "messages": 10_000,
         "max_offsets_per_trigger": 2_500,
         "batch_size": 2_000,
-        "duration": 3.0,
-        "warm_up": 2.0,
+        "duration": 2.0,
+        "warm_up": 1.0,
     },
     arguments=arguments,
     targets=lambda f: [
