@@ -7,8 +7,8 @@ Confluent's and Aiven's JDBC sinks are not served at all). Like with like:
 - the same messages: both read one topic of N lab rows (`lab_uniform_events(1)`) in the lab's
   plain JSON, the same bytes. Connect's `JsonConverter` takes the six fields' schema from its
   config (`schema.content`, Kafka 4.2's KIP-1054) instead of an envelope in every message (425
-  bytes of schema on a 95-byte row); Debezium's sink needs a schema, and ours cannot read the
-  envelope, so this is the one way both read the same bytes;
+  bytes of schema around a row of 116 on average); Debezium's sink needs a schema, and ours
+  cannot read the envelope, so this is the one way both read the same bytes;
 - the same rows: each row's `event_time` is its Kafka timestamp (ours: no `event_time` in the
   message; the peer: Connect's `InsertField`, which also adds the topic, partition and offset),
   checked after each phase by count and checksum of the rows in both tables;
@@ -31,8 +31,8 @@ Figures, both measured in this run:
   (warm by then) reads a topic of its own as well, and each in turn gets events there, after
   `--warm-up` seconds at the same rate, while the other is idle or gone: per row, from its
   Kafka timestamp (its send) to `ingested_at`, p50 and p95.
-Progress is read from bookkeeping (our batch records, the servers' insert counts), never by
-counting the table being written: a `count(*)` poll cost more database CPU than the writes.
+Progress is read from bookkeeping (our batch records, the peer table's `event_id` sequence),
+never by counting the table being written: a `count(*)` poll cost more database CPU than the writes.
 The peer is tuned as Debezium's documentation recommends for throughput: `batch.size` with the
 consumer's `max.poll.records` as large, one task per partition, and the PostgreSQL driver's
 `reWriteBatchedInserts`. The settings are printed.
