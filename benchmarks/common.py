@@ -27,7 +27,6 @@ from benchmarks.harness import (  # noqa: F401  (re-exported for peer_connect un
     percentile,
     say,
     scratch_database,
-    secrets_for,
     setup_env,
 )
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect

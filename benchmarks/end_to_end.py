@@ -36,7 +36,6 @@ from benchmarks.harness import (
     n0,
     say,
     scratch_database,
-    secrets_for,
     setup_env,
     verdict,
 )
@@ -50,7 +49,7 @@ from clickstream_pipeline.traffic.generator import Event, encode_event, lab_unif
 from clickstream_pipeline.traffic.producer import SendOptions, send_messages
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.db import execute
-from devkit.stack import fresh_topic
+from devkit.stack import fresh_topic, secrets_for
 
 
 def load_topic(
@@ -291,7 +290,7 @@ SCENARIO = Scenario(
     "end_to_end",
     __doc__ or "",
     run,
-    quick={"messages": 200_000, "max_offsets_per_trigger": 50_000},
+    quick={"messages": 40_000, "max_offsets_per_trigger": 10_000},
     arguments=arguments,
     targets=lambda f: [
         Target("e2e_ge_40pct_of_copy_1", f["ratio_ingest_over_copy_1"], ">=", 0.4, ">= 0.4x"),

@@ -35,7 +35,6 @@ from benchmarks.harness import (
     percentile,
     say,
     scratch_database,
-    secrets_for,
     setup_env,
     verdict,
 )
@@ -45,7 +44,7 @@ from clickstream_pipeline.ingest.stream import start_ingest
 from clickstream_pipeline.traffic.generator import storefront_events
 from clickstream_pipeline.traffic.producer import SendOptions, send_events
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
-from devkit.stack import fresh_topic
+from devkit.stack import fresh_topic, secrets_for
 from devkit.waits import wait_until
 
 
@@ -314,7 +313,7 @@ SCENARIO = Scenario(
     "freshness",
     __doc__ or "",
     run,
-    quick={"duration": 12.0, "sustained_duration": 8.0, "single": 3},
+    quick={"duration": 6.0, "sustained_duration": 4.0, "single": 3},
     arguments=arguments,
     targets=targets,
     rows=rows,

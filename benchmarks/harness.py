@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import Config, load_config
 from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
@@ -196,13 +195,6 @@ def servers() -> dict[str, str]:
 
 def db_params(secrets: Secrets) -> ConnectionParams:
     return ConnectionParams.from_jdbc_url(secrets["database"])
-
-
-def secrets_for(secrets: Secrets, params: ConnectionParams) -> Secrets:
-    """The same secrets with the database URL pointing at `params` (a scratch database)."""
-    values = {k: v for k in STACK_SECRETS if (v := secrets.get(k)) is not None}
-    values["database"] = SecretStr(params.jdbc_url(with_credentials=True))
-    return Secrets(values, secrets.backend)
 
 
 @contextlib.contextmanager

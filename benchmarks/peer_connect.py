@@ -77,7 +77,6 @@ from benchmarks.harness import (
     percentile,
     say,
     scratch_database,
-    secrets_for,
     setup_env,
     verdict,
 )
@@ -95,7 +94,7 @@ from clickstream_pipeline.warehouse.database import ConnectionParams, connect, f
 from devkit.db import citus_workers, execute
 from devkit.ports import free_port
 from devkit.processes import kill_group, log_tail
-from devkit.stack import STACK_SECRETS, fresh_topic
+from devkit.stack import STACK_SECRETS, fresh_topic, secrets_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECT_JARS = ROOT / ".stack" / "connect" / "jars"

@@ -323,7 +323,7 @@ SCENARIO = Scenario(
     "sink",
     __doc__ or "",
     run,
-    quick={"rows": 100_000, "lab_rows": 2_000},
+    quick={"rows": 20_000, "lab_rows": 500},
     arguments=arguments,
     targets=targets,
     rows=rows,

@@ -37,7 +37,6 @@ from benchmarks.harness import (
     n0,
     say,
     scratch_database,
-    secrets_for,
     setup_env,
 )
 from clickstream_pipeline.core.config import Config
@@ -58,7 +57,7 @@ from clickstream_pipeline.ingest.stream import (
 )
 from clickstream_pipeline.ingest.transforms import Rules, validate, with_payload
 from devkit.db import execute
-from devkit.stack import fresh_topic
+from devkit.stack import fresh_topic, secrets_for
 
 
 def read_topic(
@@ -297,7 +296,7 @@ SCENARIO = Scenario(
     "stages",
     __doc__ or "",
     run,
-    quick={"messages": 100_000, "repeat": 1},
+    quick={"messages": 20_000, "repeat": 1},
     arguments=arguments,
     rows=rows,
     on_both=True,

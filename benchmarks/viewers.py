@@ -380,7 +380,7 @@ SCENARIO = Scenario(
     "viewers",
     __doc__ or "",
     run,
-    quick={"events": 200_000, "viewers": 40, "seconds": 5.0, "warm_up_s": 1.0},
+    quick={"events": 50_000, "viewers": 40, "seconds": 3.0, "warm_up_s": 1.0},
     arguments=arguments,
     targets=targets,
     rows=rows,

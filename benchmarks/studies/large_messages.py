@@ -27,7 +27,6 @@ from benchmarks.harness import (
     machine_facts,
     say,
     scratch_database,
-    secrets_for,
     setup_env,
 )
 from benchmarks.stages import read_topic
@@ -42,6 +41,7 @@ from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import ingest_settings, process_batch
 from clickstream_pipeline.traffic.producer import create_topic, delete_topic
 from devkit.db import execute
+from devkit.stack import secrets_for
 
 
 def padded_message(size: int, event_id: int) -> bytes:

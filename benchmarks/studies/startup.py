@@ -31,14 +31,13 @@ from benchmarks.harness import (
     machine_facts,
     say,
     scratch_database,
-    secrets_for,
     setup_env,
 )
 from benchmarks.studies import child_figures, report_figures
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from devkit.stack import fresh_topic
+from devkit.stack import fresh_topic, secrets_for
 
 DESIGNS = {
     "spark.jars": {"class_archive": False, "spark_jars": True},

@@ -15,6 +15,8 @@ from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.independent  # each quick mode its own process, topics, databases
+
 
 def run_quick(module: str, out: Path, timeout: float) -> tuple[dict, str]:
     """`python -m benchmarks.<module> --quick`: its JSON result and what it printed."""
@@ -51,7 +53,7 @@ def reported(module: str, tmp_path: Path, timeout: float = 540) -> dict:
 @pytest.mark.timeout(300)
 def test_producer_benchmark_quick_mode_sends_every_message_each_way(tmp_path: Path) -> None:
     result = reported("producer", tmp_path, 280)
-    assert result["messages"] == 50_000
+    assert result["messages"] == harness.scenario("producer").quick["messages"]
     for key in ("raw", "same_messages", "storefront", "lab_uniform"):
         assert result[f"{key}_msg_per_s"] > 0, key
     target = result["targets"]["same_messages_ge_0_8x_raw"]
@@ -61,11 +63,11 @@ def test_producer_benchmark_quick_mode_sends_every_message_each_way(tmp_path: Pa
 @pytest.mark.timeout(600)
 def test_sink_benchmark_quick_mode_writes_the_same_rows_every_way(tmp_path: Path) -> None:
     result = reported("sink", tmp_path)
-    runs, n = result["runs"], result["rows"]
-    assert n == 100_000
+    runs, n, quick = result["runs"], result["rows"], harness.scenario("sink").quick
+    assert n == quick["rows"]
     for key, run in runs.items():
         # every contender wrote the same rows (the lab's sink a slice of them), counted after
-        assert run["rows"] == (2_000 if key == "lab" else n), key
+        assert run["rows"] == (quick["lab_rows"] if key == "lab" else n), key
         for figure in ("seconds", "rows_per_s", "db_cpu_s", "db_cpu_us_per_row_own",
                        "client_cpu_us_per_row", "total_cpu_us_per_row"):  # fmt: skip
             assert run[figure] > 0, (key, figure)
