@@ -43,11 +43,22 @@ check: lint ## alias of lint
 unit: ## unit tests (local SparkSession, no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# Two phases on $(WORKERS) workers (pytest-xdist): the integration tests that share the stack,
+# then the outage tests (which stop its servers) on one worker beside the unit tests.
+WORKERS ?= 2
+XDIST = -n $(WORKERS) --dist loadgroup
+SHARED = -m "integration and not outage"
+OUTAGE = -m "outage or not integration"
+
 integration: ## integration tests against the local stack
-	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration $(SHARED) $(XDIST) $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration -m outage $(PYTEST_ARGS)
 
 test: setup up lint ## set up everything, start the stack, lint, run all tests
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	@started=$$(date +%s); status=0; \
+	$(PY) -m pytest tests $(SHARED) $(XDIST) $(PYTEST_ARGS) || status=1; \
+	$(PY) -m pytest tests $(OUTAGE) $(XDIST) $(PYTEST_ARGS) || status=1; \
+	echo "test phase: $$(( $$(date +%s) - started )) s"; exit $$status
 
 demo: setup up ## set up everything, start the stack, run the demo (scripts/demo.sh)
 	scripts/demo.sh

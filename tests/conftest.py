@@ -16,6 +16,12 @@ from clickstream_pipeline.core.spark import build_spark
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# Under pytest-xdist each worker writes its own dead-letter table: Delta on S3 takes one writing
+# driver per table (its S3 log store cannot refuse a second commit of the same version)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+LAKE_ROOT = f"s3a://lake/clickstream-{WORKER}" if WORKER else None
+if LAKE_ROOT:
+    os.environ["CLICKSTREAM__STORAGE__LAKE_ROOT"] = LAKE_ROOT  # for the jobs tests start
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # settings that name files; conf/local*.toml gives them relative to the project root
@@ -32,6 +38,8 @@ def config_for_tests(env: str = "local") -> Config:
     """The env's config as the tests run it: local[2], 2 shuffle partitions, and every path
     rooted at the project (whatever the working folder)."""
     overrides = ["spark.master=local[2]", "spark.shuffle_partitions=2"]
+    if LAKE_ROOT:
+        overrides.append(f'storage.lake_root="{LAKE_ROOT}"')
     cfg = load_config(env, overrides, environ={})
     for key in PATH_KEYS:
         section, name = key.split(".")

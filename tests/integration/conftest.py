@@ -7,6 +7,7 @@ where the stack found no Citus to run (`.stack/citus.unavailable`, written by `m
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import subprocess
 import sys
@@ -41,16 +42,48 @@ LOCAL_SECRETS = (
 )
 
 
+# modules by their time in a serial run, longest first (the rest keep their order after these)
+LONGEST_FIRST = {
+    name: rank
+    for rank, name in enumerate(
+        (
+            "test_spark_cluster",
+            "test_ingest_failures",
+            "test_benchmarks",
+            "test_ingest",
+            "test_rollups",
+            "test_dashboard",
+            "test_spark_submit",
+            "test_dashboard_rollups",
+        )
+    )
+}
+
+
 def _open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
+    """Integration tests are marked so. For `pytest -n 2 --dist loadgroup`: a module's tests
+    stay on one worker (they share its fixtures: a cluster, a dashboard, a loaded database)
+    unless it is marked `independent` or names its own group; the outage tests, which stop
+    the stack's servers, form one group that `make test` runs beside the unit tests only."""
+    # the longest modules first, so that no worker starts one while the other is nearly done
+    items.sort(key=lambda item: LONGEST_FIRST.get(Path(str(item.fspath)).stem, len(LONGEST_FIRST)))
     for item in items:
-        if "tests/integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
+        if "tests/integration" not in str(item.fspath):
+            continue
+        item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("outage"):
+            item.add_marker(pytest.mark.xdist_group("outage"))
+        elif not item.get_closest_marker("independent") and not item.get_closest_marker(
+            "xdist_group"
+        ):
+            item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,23 +153,31 @@ def db(tier: Tier) -> ConnectionParams:
 
 
 @pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel, built from this checkout."""
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(out),
-            str(PROJECT_DIR),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+def wheel(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The wheel, built from this checkout once per run (xdist's workers share it: two builds
+    at once would share the checkout's build/ folder)."""
+    run_root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        run_root = run_root.parent  # the run's folder, above each worker's own
+    out = run_root / "dist"
+    out.mkdir(exist_ok=True)
+    with (run_root / "dist.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(out.glob("clickstream_pipeline-*.whl")):
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "build",
+                    "--wheel",
+                    "--no-isolation",
+                    "--outdir",
+                    str(out),
+                    str(PROJECT_DIR),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
     (built,) = out.glob("clickstream_pipeline-*.whl")
     return built

@@ -72,6 +72,7 @@ def test_sigkill_at_several_points_then_restart(tier, db, tmp_path):
     assert replayed[0] >= 1, "no batch was replayed after a kill between DB and checkpoint"
 
 
+@pytest.mark.outage
 def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
@@ -115,6 +116,7 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
     assert_exactly_once(db, first)
 
 
+@pytest.mark.outage
 def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
     if tier.citus:
         pytest.skip("one broker for both tiers: its outage is tested on plain PostgreSQL")
@@ -122,6 +124,7 @@ def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
     ride_out(tier, db, tmp_path, 41, service_stopped("kafka.sh", 180), send_during=False)
 
 
+@pytest.mark.outage
 def test_object_store_outage_while_the_stream_runs(tier, db, tmp_path):
     if tier.citus:
         pytest.skip("one object store for both tiers: its outage is tested on plain PostgreSQL")
@@ -129,6 +132,7 @@ def test_object_store_outage_while_the_stream_runs(tier, db, tmp_path):
     ride_out(tier, db, tmp_path, 51, service_stopped("objectstore.sh", 120))
 
 
+@pytest.mark.outage
 def test_database_refusing_connections_while_the_stream_runs(tier, db, tmp_path):
     # "too many clients already" for every connection the job opens
     log = ride_out(tier, db, tmp_path, 71, every_connection_slot_taken(db), hold_s=12)
@@ -206,6 +210,7 @@ def service_stopped(script: str, start_timeout_s: float) -> Iterator[None]:
         subprocess.run([str(STACK / script), "start"], check=True, timeout=start_timeout_s)
 
 
+@pytest.mark.outage
 def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, db, tmp_path):
     if tier.citus:
         pytest.skip("one object store for both tiers: tested on plain PostgreSQL")

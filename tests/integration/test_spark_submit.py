@@ -10,10 +10,15 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import assert_exactly_once, new_topic, produce_mix
+
+# builds the wheel in the checkout's build/ folder: one module of these at a time
+pytestmark = pytest.mark.xdist_group("builds-the-wheel")
 
 MARKED_BLOCK = re.compile(r"<!-- spark-submit -->\n```bash\n(.*?)```", re.DOTALL)
 
