@@ -27,6 +27,9 @@ LAB_COLUMNS = ("event_time", *LAB_FIELDS)
 CITUS_UNAVAILABLE = Path(__file__).resolve().parent.parent / ".stack" / "citus.unavailable"
 
 
+CITUS_JOIN_LOCK = 7_244_931  # advisory lock key: scratch databases join their cluster in turn
+
+
 def execute(params: ConnectionParams, *statements: sql.Composable | str) -> None:
     """Each statement in autocommit mode, on a connection of its own."""
     conn = connect(params)
@@ -61,19 +64,27 @@ def create_database(params: ConnectionParams, name: str) -> ConnectionParams:
     if workers:
         for node in workers:
             execute(replace(node, dbname=name), "CREATE EXTENSION citus")
-        execute(
-            db,
-            "CREATE EXTENSION citus",
-            sql.SQL("SELECT citus_set_coordinator_host({}, {})").format(
-                sql.Literal(params.host), sql.Literal(params.port)
-            ),
-            *(
-                sql.SQL("SELECT citus_add_node({}, {})").format(
-                    sql.Literal(node.host), sql.Literal(node.port)
-                )
-                for node in workers
-            ),
-        )
+        # one join at a time: citus_add_node updates the role on each worker, and two at
+        # once fail with "tuple concurrently updated" (tests on two workers do this)
+        lock = connect(replace(params, dbname="postgres"))
+        try:
+            with lock.cursor() as cur:
+                cur.execute("SELECT pg_advisory_lock(%s)", (CITUS_JOIN_LOCK,))
+            execute(
+                db,
+                "CREATE EXTENSION citus",
+                sql.SQL("SELECT citus_set_coordinator_host({}, {})").format(
+                    sql.Literal(params.host), sql.Literal(params.port)
+                ),
+                *(
+                    sql.SQL("SELECT citus_add_node({}, {})").format(
+                        sql.Literal(node.host), sql.Literal(node.port)
+                    )
+                    for node in workers
+                ),
+            )
+        finally:
+            lock.close()  # the session's advisory lock goes with it
     return db
 
 

@@ -7,12 +7,13 @@ import contextlib
 import io
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from clickstream_pipeline.jobs import bootstrap
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from devkit.db import CITUS_SHARD_COUNT, query, scratch_database
+from devkit.db import CITUS_SHARD_COUNT, citus_workers, query, scratch_database
 
 DISTRIBUTED = {
     "events",
@@ -153,3 +154,17 @@ def test_rollups_run_on_the_shards(citus_db):
             # a coordinator table: the shards aggregate, the coordinator merges the groups
             top, _, task = plan.partition("->  Task")
             assert f"Insert on {target}" in top and "Aggregate" in task, plan
+
+
+def test_scratch_databases_made_at_once_all_join_the_cluster(citus_db):
+    """The tests on two workers make Citus databases at once: each joins every worker."""
+    joined: list[int] = []
+
+    def make() -> None:
+        with scratch_database(citus_db) as db:
+            joined.append(query(db, "SELECT count(*) FROM pg_dist_node WHERE groupid <> 0")[0][0])
+
+    with ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(make) for _ in range(4)]:
+            future.result()
+    assert joined == [len(citus_workers(citus_db))] * 4

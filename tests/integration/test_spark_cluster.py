@@ -216,18 +216,25 @@ def test_exactly_once_through_a_driver_killed_and_resubmitted(
     query_name = f"cluster-{uuid.uuid4().hex[:10]}"
     log = tmp_path / "driver.log"
     job = submit(cluster, wheel, topic, query_name, tmp_path, log)
-    wait_until(
-        lambda: len(ledger_batches(db, query_name)) >= 1,
-        300,
-        "a batch's COPY",
-        process=job,
-        log=log,
-        every_s=0.1,
-    )
-    kill_group(job)  # the driver, its JVM and its Python workers; the executors are released
+    try:
+        wait_until(
+            lambda: len(ledger_batches(db, query_name)) >= 1,
+            300,
+            "a batch's COPY",
+            process=job,
+            log=log,
+            every_s=0.1,
+        )
+    finally:
+        # the driver, its JVM and its Python workers; the executors are released
+        kill_group(job, missing_ok=True)
     wait_until(cluster_idle, 60, "the master to release the killed driver's executors")
     job = submit(cluster, wheel, topic, query_name, tmp_path, log)
-    assert job.wait(timeout=400) == 0, log_tail(log, 4000)
+    try:
+        assert job.wait(timeout=400) == 0, log_tail(log, 4000)
+    finally:
+        if job.poll() is None:
+            kill_group(job)
     check_delivery(db, spark, local_config, sent, query_name, tmp_path)
 
     # the dead-letter job on the cluster: a replay re-validates what the resubmitted job
