@@ -7,10 +7,12 @@ where the stack found no Citus to run (`.stack/citus.unavailable`, written by `m
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +72,7 @@ def _open(port: int) -> bool:
 def pytest_collection_modifyitems(items):
     """Integration tests are marked so. For `pytest -n 2 --dist loadgroup`: a module's tests
     stay on one worker (they share its fixtures: a cluster, a dashboard, a loaded database)
-    unless it is marked `independent` or names its own group; the outage tests, which stop
+    unless it (or the test) is marked `independent`; the outage tests, which stop
     the stack's servers, form one group that `make test` runs beside the unit tests only."""
     # the longest modules first, so that no worker starts one while the other is nearly done
     items.sort(key=lambda item: LONGEST_FIRST.get(Path(str(item.fspath)).stem, len(LONGEST_FIRST)))
@@ -80,9 +82,7 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.integration)
         if item.get_closest_marker("outage"):
             item.add_marker(pytest.mark.xdist_group("outage"))
-        elif not item.get_closest_marker("independent") and not item.get_closest_marker(
-            "xdist_group"
-        ):
+        elif not item.get_closest_marker("independent"):
             item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))
 
 
@@ -153,16 +153,25 @@ def db(tier: Tier) -> ConnectionParams:
 
 
 @pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """The wheel, built from this checkout once per run (xdist's workers share it: two builds
-    at once would share the checkout's build/ folder)."""
-    run_root = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        run_root = run_root.parent  # the run's folder, above each worker's own
-    out = run_root / "dist"
-    out.mkdir(exist_ok=True)
-    with (run_root / "dist.lock").open("w") as lock:
+def run_root(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The run's temporary folder, one for all of xdist's workers."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if worker_id != "master" else root  # above each worker's own
+
+
+@contextlib.contextmanager
+def checkout_build(run_root: Path) -> Iterator[None]:
+    """One wheel build in the checkout at a time: builds share its build/ folder and egg-info."""
+    with (run_root / "build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="session")
+def wheel(run_root: Path) -> Path:
+    """The wheel, built from this checkout once per run, for every worker."""
+    out = run_root / "dist"
+    with checkout_build(run_root):
         if not any(out.glob("clickstream_pipeline-*.whl")):
             subprocess.run(
                 [

@@ -34,6 +34,7 @@ from tests.integration.ingest_support import (
 STACK = PROJECT_DIR / "scripts" / "stack"
 
 
+@pytest.mark.independent  # its two tiers may run side by side
 def test_sigkill_at_several_points_then_restart(tier, db, tmp_path):
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=3)

@@ -32,9 +32,6 @@ from tests.integration.ingest_support import (
     produce_mix,
 )
 
-# builds the wheel in the checkout's build/ folder: one module of these at a time
-pytestmark = pytest.mark.xdist_group("builds-the-wheel")
-
 CLUSTER = PROJECT_DIR / "scripts" / "stack" / "spark-cluster.sh"
 MASTER = "spark://127.0.0.1:57077"
 MASTER_STATE = "http://127.0.0.1:58091/json/"  # the master web UI's JSON

@@ -10,15 +10,11 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from tests.conftest import PROJECT_DIR
+from tests.integration.conftest import checkout_build
 from tests.integration.ingest_support import assert_exactly_once, new_topic, produce_mix
-
-# builds the wheel in the checkout's build/ folder: one module of these at a time
-pytestmark = pytest.mark.xdist_group("builds-the-wheel")
 
 MARKED_BLOCK = re.compile(r"<!-- spark-submit -->\n```bash\n(.*?)```", re.DOTALL)
 
@@ -45,7 +41,7 @@ def test_the_readme_marks_its_spark_submit_blocks():
 
 
 def test_the_readme_spark_submit_commands_ingest_end_to_end(
-    local_config, local_secrets, tmp_path: Path
+    local_config, local_secrets, run_root: Path, tmp_path: Path
 ):
     conf = producer_config(local_config.kafka, local_secrets)
     topic = new_topic(conf, partitions=2)
@@ -61,15 +57,16 @@ def test_the_readme_spark_submit_commands_ingest_end_to_end(
     output = ""
     for block in readme_blocks():
         started = time.monotonic()
-        done = subprocess.run(
-            ["bash", "-e", "-o", "pipefail", "-c", block],
-            cwd=PROJECT_DIR,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
-        )
+        with checkout_build(run_root):  # the README's block runs `make wheel`
+            done = subprocess.run(
+                ["bash", "-e", "-o", "pipefail", "-c", block],
+                cwd=PROJECT_DIR,
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=400,
+                check=False,
+            )
         output += done.stdout + done.stderr
         print(f"block {block.splitlines()[-1][:60]!r}: {time.monotonic() - started:.0f}s")
         assert done.returncode == 0, f"{block}\nfailed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"

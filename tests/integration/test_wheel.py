@@ -5,8 +5,6 @@ import venv
 import zipfile
 from pathlib import Path
 
-import pytest
-
 ENTRY_POINTS = (
     "clickstream-bootstrap",
     "clickstream-ingest",
@@ -17,9 +15,6 @@ ENTRY_POINTS = (
     "clickstream-smoke",
     "clickstream-dashboard",
 )
-
-# builds the wheel in the checkout's build/ folder: one module of these at a time
-pytestmark = pytest.mark.xdist_group("builds-the-wheel")
 
 
 def test_wheel_holds_one_import_package_with_sql_and_conf(wheel: Path):
