@@ -18,20 +18,11 @@ from typing import Any
 
 import psutil
 
-from benchmarks.harness import (  # noqa: F401  (re-exported for peer_connect until it has a Scenario)
+from benchmarks.harness import (
     ENVS,
-    RESULTS,
-    Scenario,
-    db_params,
-    machine_facts,
-    percentile,
-    say,
-    scratch_database,
-    setup_env,
 )
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import citus_workers
-from devkit.stack import STACK_SECRETS as SECRET_KEYS  # noqa: F401
 
 # --- processes: CPU and memory, read with psutil ---------------------------------------------
 
@@ -279,7 +270,7 @@ def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Pa
     return time.perf_counter() - started
 
 
-# --- the studies' and peer_connect's calls (peer_connect's go when it declares a Scenario) ---
+# --- the studies' calls ---
 
 
 def benchmark_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
@@ -291,16 +282,10 @@ def benchmark_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
 
 
 def finish(
-    name: str, args: argparse.Namespace, results: dict[str, Any], folder: Path | None = None
+    name: str, args: argparse.Namespace, results: dict[str, Any], folder: Path
 ) -> dict[str, Any]:
-    """A study's results as `<folder>/<name>.json`; peer_connect's into results.json."""
+    """A study's results as `<folder>/<name>.json` (or `--out`)."""
     from benchmarks import harness
 
-    if folder is not None:
-        harness.store(name, results, args.out or folder / f"{name}{ENVS[args.env]}.json")
-        return results
-    legacy = harness.scenario(name)
-    figures = harness.record(legacy, results)
-    print("\n".join(harness.markdown_table(legacy.columns, legacy.rows(figures))))
-    harness.store(name + ENVS[args.env], figures, args.out)
-    return figures
+    harness.store(name, results, args.out or folder / f"{name}{ENVS[args.env]}.json")
+    return results

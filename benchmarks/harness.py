@@ -245,51 +245,8 @@ def store(key: str, figures: dict[str, Any], out: Path | None, folder: Path = RE
 
 def scenario(name: str) -> Scenario:
     module = importlib.import_module(f"benchmarks.{name}")
-    found: Scenario = getattr(module, "SCENARIO", None) or LEGACY[name]
+    found: Scenario = module.SCENARIO
     return found
-
-
-# peer_connect's targets and rows, until peer_connect.py declares its own Scenario with them
-def _peer_rows(f: dict[str, Any]) -> list[Cells]:
-    ours, peer, fresh = f["ours"], f["peer"], f["freshness"]
-    return [
-        [f"end to end, {f['messages']:,} lab messages: ours vs Kafka Connect + Debezium JDBC sink",
-         f"ours {n0(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row']:.1f} us DB CPU/row, "
-         f"{n0(ours['peak_memory_mib'])} MiB", f"peer {n0(peer['rows_per_s'])} rows/s, "
-         f"{peer['db_cpu_us_per_row']:.1f} us/row, {n0(peer['peak_memory_mib'])} MiB",
-         f"{f['ours_over_peer_rows_per_s']:.2f}x", ""],
-        ["SIGKILL half-way, then a restart: rows lost / duplicated",
-         f"ours {f['ours_lost']:,} / {f['ours_duplicated']:,}",
-         f"peer {f['peer_lost']:,} / {f['peer_duplicated']:,}", "", verdict(f, "exactly_once")],
-        [f"freshness at {fresh['rate_msg_per_s']:,.0f} msg/s, send to row written, p50 / p95",
-         f"ours {fresh['ours']['p50_s']:.2f} / {fresh['ours']['p95_s']:.2f} s",
-         f"peer {fresh['peer']['p50_s']:.2f} / {fresh['peer']['p95_s']:.2f} s", "", ""],
-    ]  # fmt: skip
-
-
-def _peer_headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
-    return [
-        f"vs Kafka Connect + Debezium JDBC sink, {millions(f['messages'])} messages",
-        f"{n0(f['ours']['rows_per_s'])} rows/s; after a SIGKILL {f['ours_lost']:,} lost, "
-        f"{f['ours_duplicated']:,} duplicated",
-        f"{n0(f['peer']['rows_per_s'])} rows/s; {f['peer_lost']:,} lost, "
-        f"{f['peer_duplicated']:,} duplicated",
-        f"{f['ours_over_peer_rows_per_s']:.2f}x",
-    ]
-
-
-LEGACY = {
-    "peer_connect": Scenario(
-        "peer_connect",
-        "Ours against Kafka Connect's JDBC sink.",
-        run=lambda args: {},
-        targets=lambda f: [
-            Target("exactly_once", f["ours_lost"] + f["ours_duplicated"], "<=", 0, "exactly once")
-        ],
-        rows=_peer_rows,
-        headline=_peer_headline,
-    )
-}
 
 
 def markdown_table(columns: tuple[str, ...], rows: list[Cells]) -> list[str]:

@@ -24,6 +24,7 @@ from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
 from clickstream_pipeline.core.spark import storage_conf
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import CITUS_UNAVAILABLE, bootstrap
+from devkit.stack import STACK_SECRETS
 from tests.conftest import PROJECT_DIR, config_for_tests
 
 SERVICES = {
@@ -34,14 +35,7 @@ SERVICES = {
     "key vault": 58443,
 }
 CITUS_PORTS = {"citus coordinator": 55433, "citus worker 1": 55434, "citus worker 2": 55435}
-LOCAL_SECRETS = (
-    "database",
-    "kafka_server",
-    "kafka_connection_string",
-    "s3_access_key",
-    "s3_secret_key",
-    "kafka_truststore_password",
-)
+LOCAL_SECRETS = STACK_SECRETS  # the secrets `make up` writes
 
 
 # modules by their time in a serial run, longest first (the rest keep their order after these)
