@@ -1,39 +1,67 @@
-"""What the benchmarks measure with: database server CPU, a process tree's CPU and peak memory
-(psutil), and `psql \\copy` as a baseline. The flags, targets, printing and results are the
-harness's (`benchmarks/harness.py`).
+"""What the benchmarks measure with (database server CPU, a process tree's CPU and peak memory,
+read with psutil; `psql \\copy` as a baseline) and what several of them do: load a topic, read
+one, point the ingest at it, poll a number on a kept connection, start a job with secrets.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import itertools
 import os
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
+import psycopg2.extensions
+from pyspark.sql import DataFrame, SparkSession
 
-from benchmarks.harness import (
-    ENVS,
-)
+from benchmarks.harness import ROOT, say
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.secrets import Secrets, env_variable_name
+from clickstream_pipeline.ingest.source import kafka_read_options, producer_config
+from clickstream_pipeline.traffic.generator import encode_event, lab_uniform_events
+from clickstream_pipeline.traffic.producer import SendOptions, send_messages
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import citus_workers
+from devkit.stack import STACK_SECRETS
 
 # --- processes: CPU and memory, read with psutil ---------------------------------------------
 
 
-def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
-    """host:port -> postmaster pid of the server behind `params` and, on Citus, each worker.
+class Sampler:
+    """`sample()` on entering, every `interval_s` on a daemon thread, and on leaving."""
 
-    Each server is found through a connection of its own: the backend serving it is a child
-    of that server's postmaster. A server that does not run on this machine cannot be
-    measured, and says so.
-    """
+    interval_s: float
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
+    """host:port -> postmaster pid of the server behind `params` and, on Citus, each worker:
+    the parent of the backend serving a connection of its own. A server that does not run on
+    this machine cannot be measured, and says so."""
     found = {}
     for node in (params, *citus_workers(params)):
         conn = connect(node)
@@ -59,8 +87,7 @@ def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
 
 def children(pid: int) -> list[int]:
     """A process's children from the kernel's own list. psutil's `children()` reads every
-    process on the machine instead (4 ms a call here: a tenth of a core at the CPU meter's
-    50 ms, counted as the benchmark's own CPU)."""
+    process on the machine instead (4 ms a call: a tenth of a core at the CPU meter's 50 ms)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
@@ -80,99 +107,61 @@ class CpuReading:
     foreign_s: float  # backends of other databases (other people's work on the same server)
 
 
-class Ticker:
-    """Calls `tick` every `interval_s` on a daemon thread from `start` until `stop`."""
-
-    def __init__(self, tick: Callable[[], None], interval_s: float) -> None:
-        self._tick = tick
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self._tick()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 @dataclass
-class DbCpuMeter:
-    """Server CPU over a run: postmaster children's user+system, plus the postmaster's reaped
-    children's, summed over every server behind the database (on Citus: the coordinator and
-    each worker).
-
-    A sampler (every 50 ms) also attributes CPU per backend by its process title, so work of
-    other databases on the same servers can be told apart (`own_s`, `foreign_s`).
-    """
+class DbCpuMeter(Sampler):
+    """Server CPU over a run, summed over every server behind the database (on Citus the
+    coordinator and each worker): postmaster children's user+system, live and reaped. Sampled
+    every 50 ms, each backend's CPU is attributed by its process title, so work of other
+    databases on the same servers is told apart (`own_s`, `foreign_s`)."""
 
     db: ConnectionParams
     interval_s: float = 0.05
     servers: dict[str, int] = field(default_factory=dict)
     _start_total: float = 0.0
-    _processes: dict[int, psutil.Process] = field(default_factory=dict)
-    _first: dict[int, float] = field(default_factory=dict)
-    _last: dict[int, float] = field(default_factory=dict)
-    _title: dict[int, str] = field(default_factory=dict)
-    _ticker: Ticker | None = None
-
-    def _children(self) -> list[int]:
-        return [child for pm in self.servers.values() for child in children(pm)]
+    _first: bool = True
+    _seen: dict[int, list[Any]] = field(default_factory=dict)  # pid: process, title, first, last
 
     def _total(self) -> float:
         seconds = 0.0
         for pm in self.servers.values():
             times = psutil.Process(pm).cpu_times()
             seconds += times.children_user + times.children_system
-        for child in self._children():
-            with contextlib.suppress(psutil.Error):
-                seconds += _cpu_s(self._processes.get(child) or psutil.Process(child))
+            for child in children(pm):
+                with contextlib.suppress(psutil.Error):
+                    seen = self._seen.get(child)
+                    seconds += _cpu_s(seen[0] if seen else psutil.Process(child))
         return seconds
 
-    def _sample(self, first: bool = False) -> None:
-        for pid in self._children():
+    def sample(self) -> None:
+        first, self._first = self._first, False
+        for pid in (child for pm in self.servers.values() for child in children(pm)):
             try:
-                process = self._processes.get(pid) or psutil.Process(pid)
+                seen = self._seen.get(pid)
+                process = seen[0] if seen else psutil.Process(pid)
                 seconds = _cpu_s(process)
-                if pid not in self._title:
-                    self._title[pid] = " ".join(process.cmdline()).strip()
+                if seen is None:
+                    title = " ".join(process.cmdline()).strip()
+                    seen = self._seen[pid] = [process, title, seconds if first else 0.0, 0.0]
             except psutil.Error:
                 continue
-            if pid not in self._processes:
-                self._processes[pid] = process
-                self._first[pid] = seconds if first else 0.0
-            self._last[pid] = seconds
+            seen[3] = seconds
 
-    def __enter__(self) -> DbCpuMeter:
+    def __enter__(self) -> Self:
         self.servers = postmaster_pids(self.db)
-        self._sample(first=True)
+        super().__enter__()
         self._start_total = self._total()
-        self._ticker = Ticker(self._sample, self.interval_s)
-        self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
-        self._sample()
-        self.reading = self._read()
-
-    def _read(self) -> CpuReading:
+        super().__exit__()
         own = foreign = 0.0
-        marker = f" {self.db.dbname} "
-        for pid, title in self._title.items():
-            delta = self._last.get(pid, 0.0) - self._first.get(pid, 0.0)
+        for _, title, first, last in self._seen.values():
             parts = title.split()
             is_backend = len(parts) >= 4 and parts[0] == "postgres:" and "(" in title
-            if marker in f" {title} " or not is_backend:
-                own += delta  # this database's backends, checkpointer, walwriter, bgwriter...
+            if f" {self.db.dbname} " in f" {title} " or not is_backend:
+                own += last - first  # this database's backends, checkpointer, walwriter...
             else:
-                foreign += delta
+                foreign += last - first
         total = self._total() - self._start_total
         if total <= 0 or own <= 0:
             raise RuntimeError(
@@ -180,7 +169,7 @@ class DbCpuMeter:
                 f"{', '.join(f'{k} (pid {v})' for k, v in self.servers.items())}: "
                 "the meter is not watching the server that did the work"
             )
-        return CpuReading(total, own, foreign)
+        self.reading = CpuReading(total, own, foreign)
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -189,12 +178,8 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and its descendants, live and reaped (user, system and their
-    reaped children's).
-
-    The difference of two readings is the tree's CPU in between: a child's CPU moves into its
-    parent's reaped-children count when it is reaped, and a new child counts in full.
-    """
+    """CPU seconds of a process and its descendants, live and reaped: the difference of two
+    readings is the tree's CPU in between (a reaped child moves into its parent's count)."""
     seconds = 0.0
     for member in _tree(pid):
         with contextlib.suppress(psutil.Error):
@@ -204,10 +189,9 @@ def tree_cpu_s(pid: int) -> float:
 
 
 @dataclass
-class PeakMemory:
-    """Peak resident memory of a process tree, sampled every `interval_s` (and on exit): the
-    root's, the whole tree's (summed), and each descendant's whose command line holds `marked`
-    (say the Python workers under Spark's JVM), with their sum. Figures in MiB."""
+class PeakMemory(Sampler):
+    """Peak resident memory of a process tree in MiB: the root's, the whole tree's, and each
+    descendant's whose command line holds `marked` (say Spark's Python workers), with their sum."""
 
     root: int
     marked: str = ""
@@ -216,7 +200,6 @@ class PeakMemory:
     tree_peak_mib: float = 0.0
     marked_peak_mib: dict[int, float] = field(default_factory=dict)
     marked_total_peak_mib: float = 0.0
-    _ticker: Ticker | None = None
 
     def sample(self) -> None:
         try:
@@ -243,49 +226,101 @@ class PeakMemory:
         self.tree_peak_mib = max(self.tree_peak_mib, tree)
         self.marked_total_peak_mib = max(self.marked_total_peak_mib, marked)
 
-    def __enter__(self) -> PeakMemory:
-        self.sample()
-        self._ticker = Ticker(self.sample, self.interval_s)
-        self._ticker.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
-        self.sample()
-
-
-def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Path],
-              direction: str = "from") -> float:  # fmt: skip
-    """`psql \\copy` of each file, one psql per file, all at once; returns wall seconds."""
+def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Path]) -> float:
+    """`psql \\copy` of each file into events, one psql per file, all at once: wall seconds."""
     env = {**os.environ, **params.libpq_env()}
-    copy = "\\copy events ({}) {} '{}' with (format csv)"
+    copy = "\\copy events ({}) from '{}' with (format csv)"
     started = time.perf_counter()
     procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                               copy.format(", ".join(columns), direction, f)], env=env)
+                               copy.format(", ".join(columns), f)], env=env)
              for f in files]  # fmt: skip
-    codes = [p.wait() for p in procs]
-    if any(codes):
+    if any(codes := [p.wait() for p in procs]):
         raise RuntimeError(f"psql \\copy failed: exit codes {codes}")
     return time.perf_counter() - started
 
 
-# --- the studies' calls ---
+class KeptQuery:
+    """One row asked again and again on a connection kept open: a progress poll every 0.1 s
+    should cost the server being measured a query, not a connection."""
+
+    def __init__(self, db: ConnectionParams, text: str, args: tuple[Any, ...] = ()) -> None:
+        self.db, self.text, self.args = db, text, args
+        self.conn: psycopg2.extensions.connection | None = None
+
+    def __call__(self) -> tuple[Any, ...]:
+        if (conn := self.conn) is None:
+            conn = self.conn = connect(self.db, "bench-progress")
+            conn.autocommit = True  # a fresh snapshot each time
+        with conn.cursor() as cur:
+            cur.execute(self.text, self.args or None)
+            row: tuple[Any, ...] = cur.fetchone()
+        return row
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
-def benchmark_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=quick)
-    parser.add_argument("--out", type=Path, default=None, help="a JSON file of its own")
-    parser.add_argument("--env", default="local", choices=list(ENVS))
-    return parser
+# --- Kafka, the ingest and its jobs ------------------------------------------------------------
 
 
-def finish(
-    name: str, args: argparse.Namespace, results: dict[str, Any], folder: Path
-) -> dict[str, Any]:
-    """A study's results as `<folder>/<name>.json` (or `--out`)."""
-    from benchmarks import harness
+def load_topic(cfg: Config, secrets: Secrets, topic: str, n: int) -> float:
+    """N lab-format messages (the lab's six fields, no key), pre-serialised; returns msg/s."""
+    values = [(None, encode_event(e)) for e in itertools.islice(lab_uniform_events(1), n)]
+    options = SendOptions(topic=topic, count=n, progress=False)
+    stats = send_messages(producer_config(cfg.kafka, secrets), iter(values), options)
+    if not stats.ok or stats.acked != n:
+        raise RuntimeError(stats.summary(topic))
+    say(stats.summary(topic))
+    return n / stats.seconds
 
-    harness.store(name, results, args.out or folder / f"{name}{ENVS[args.env]}.json")
-    return results
+
+def read_topic(
+    spark: SparkSession, cfg: Config, secrets: Secrets, topic: str, **options: str
+) -> DataFrame:
+    """The whole topic, read in one batch with the ingest job's Kafka options (and `options`)."""
+    settings = kafka_read_options(cfg.kafka, secrets)
+    for streaming_only in ("maxOffsetsPerTrigger", "subscribePattern"):
+        settings.pop(streaming_only, None)
+    settings |= {"subscribe": topic, "startingOffsets": "earliest", "endingOffsets": "latest"}
+    return spark.read.format("kafka").options(**(settings | options)).load()
+
+
+def ingest_config(cfg: Config, topic: str, query_name: str, **ingest: Any) -> Config:
+    """The job's config reading `topic` as `query_name` (with `ingest` settings)."""
+    most = ingest.pop("max_offsets_per_trigger", cfg.kafka.max_offsets_per_trigger)
+    kafka = cfg.kafka.model_copy(update={"topics": [topic], "max_offsets_per_trigger": most})
+    update = {"query_name": query_name, **ingest}
+    return cfg.model_copy(update={"kafka": kafka, "ingest": cfg.ingest.model_copy(update=update)})
+
+
+def delete_checkpoint(spark: SparkSession, location: str) -> None:
+    """Remove the query's checkpoint (s3a:// or local) through Hadoop's file system."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
+
+def jvm_pid(spark: SparkSession) -> int:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    return int(jvm.java.lang.ProcessHandle.current().pid())
+
+
+def start_job(job: str, cfg: Config, secrets: Secrets, log: Path, *flags: str,
+              **settings: Any) -> subprocess.Popen:  # fmt: skip
+    """`clickstream-<job>` in a process group of its own (devkit's `kill_group` ends it), its
+    output to `log`, the stack's `secrets` (a scratch database's) read from its environment,
+    and `settings` (`section__key=value`) as `--set`s."""
+    env = dict(os.environ)
+    for key in STACK_SECRETS:
+        if (value := secrets.get(key)) is not None:
+            env[env_variable_name(cfg.secrets.name_of(key))] = value.get_secret_value()
+    sets = [f"--set={k.replace('__', '.')}={v}" for k, v in settings.items()]
+    command = [sys.executable, "-m", f"clickstream_pipeline.jobs.{job}", "--env", cfg.env,
+               "--set=secrets.backend=env", *sets, *flags]  # fmt: skip
+    with log.open("ab") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip

@@ -1,133 +1,62 @@
-"""End to end: N lab-format messages on a fresh topic, the ingest job (available-now) from an
-empty checkpoint into a bootstrapped scratch database, next to one-stream `psql \\copy`.
-
-Figures: wall time and rows/s from job start (before its Spark session is built, as a user's job
-pays for it) to the last batch's commit, the session's build on its own line, per-batch rows/s (from
-`clickstream_ingest_batches`), the database's CPU per row, peak memory of the driver JVM and the
-Python workers; then the same rows exported as CSV and `\\copy`-ed back (one stream) into the
-truncated `events`, rows/s and CPU per row, in the same run.
-
-Run: `.venv/bin/python -m benchmarks.end_to_end [--messages 2000000] [--quick]`.
+"""End to end: N lab messages on a fresh topic, the ingest job (available-now) from an empty
+checkpoint into a scratch database, timed from before its Spark session is built to the last
+batch's commit, next to one-stream `psql \\copy` of the same rows (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import os
-import shutil
-import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
-
-from benchmarks.common import DbCpuMeter, PeakMemory, psql_copy
-from benchmarks.harness import (
-    Cells,
-    Scenario,
-    Target,
-    db_params,
-    millions,
-    n0,
-    say,
-    scratch_database,
-    setup_env,
-    verdict,
-)
-from clickstream_pipeline.core.config import Config
+from benchmarks import common
+from benchmarks.harness import Cells, Scenario, Target, millions, n0, rate, say, scratch_db, verdict
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
-from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import start_ingest
-from clickstream_pipeline.traffic.generator import Event, encode_event, lab_uniform_events
-from clickstream_pipeline.traffic.producer import SendOptions, send_messages
-from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from devkit.db import execute
 from devkit.stack import fresh_topic, secrets_for
 
 
-def load_topic(
-    cfg: Config,
-    secrets: Secrets,
-    topic: str,
-    n: int,
-    encode: Callable[[Event], bytes] = encode_event,
-) -> float:
-    """N lab-format messages (the lab's six fields, no key), pre-serialised; returns msg/s."""
-    values = [(None, encode(e)) for e in itertools.islice(lab_uniform_events(1), n)]
-    options = SendOptions(topic=topic, count=n, progress=False)
-    stats = send_messages(producer_config(cfg.kafka, secrets), iter(values), options)
-    if not stats.ok or stats.acked != n:
-        raise RuntimeError(stats.summary(topic))
-    say(stats.summary(topic))
-    return n / stats.seconds
-
-
-def ingest_config(cfg: Config, topic: str, query_name: str, **ingest: Any) -> Config:
-    """The job's config reading `topic` as `query_name` (with `ingest` settings)."""
-    most = ingest.pop("max_offsets_per_trigger", cfg.kafka.max_offsets_per_trigger)
-    kafka = cfg.kafka.model_copy(update={"topics": [topic], "max_offsets_per_trigger": most})
-    update = {"query_name": query_name, **ingest}
-    return cfg.model_copy(update={"kafka": kafka, "ingest": cfg.ingest.model_copy(update=update)})
-
-
-def delete_checkpoint(spark: SparkSession, location: str) -> None:
-    """Remove the query's checkpoint (s3a:// or local) through Hadoop's file system."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
-
-
-def jvm_pid(spark: SparkSession) -> int:
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    return int(jvm.java.lang.ProcessHandle.current().pid())
-
-
-def copy_baseline(db: ConnectionParams, folder: Path, n: int) -> dict[str, Any]:
+def copy_baseline(db: ConnectionParams, n: int) -> dict[str, Any]:
     """Export the ingested rows as CSV, truncate, `\\copy` them back with one stream."""
-    path = folder / "events.csv"
-    cols = ", ".join(EVENT_COLUMNS)
-    export = f"\\copy (SELECT {cols} FROM events) to '{path}' with (format csv)"  # noqa: S608
-    env = {**os.environ, **db.libpq_env()}
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", export], env=env, check=True)
-    execute(db, "TRUNCATE events", "CHECKPOINT")
-    say(f"psql \\copy, 1 stream: {n:,} rows")
-    with DbCpuMeter(db) as meter:
-        seconds = psql_copy(db, EVENT_COLUMNS, [path])
-    written = int(fetch(db, "SELECT count(*) FROM events")[0][0])
-    if written != n:
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as folder:
+        path = Path(folder) / "events.csv"
+        conn = connect(db)
+        try:
+            with conn.cursor() as cur, path.open("w") as out:
+                cols = ", ".join(EVENT_COLUMNS)
+                export = f"COPY (SELECT {cols} FROM events) TO STDOUT (FORMAT csv)"  # noqa: S608
+                cur.copy_expert(export, out)
+        finally:
+            conn.close()
+        execute(db, "TRUNCATE events", "CHECKPOINT")
+        with common.DbCpuMeter(db) as meter:
+            seconds = common.psql_copy(db, EVENT_COLUMNS, [path])
+    if (written := fetch(db, "SELECT count(*) FROM events")[0][0]) != n:
         raise RuntimeError(f"\\copy wrote {written} rows, expected {n}")
-    result = {
-        "rows": n,
-        "seconds": round(seconds, 3),
-        "rows_per_s": n / seconds,
-        "db_cpu_us_per_row_own": meter.reading.own_s / n * 1e6,
-        "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
-    }
     say(f"psql \\copy, 1 stream: {n / seconds:,.0f} rows/s")
-    return result
+    cpu = meter.reading
+    return rate(n, seconds, db_cpu_us_per_row_own=cpu.own_s / n * 1e6,
+                db_cpu_us_per_row=cpu.total_s / n * 1e6)  # fmt: skip
 
 
 def breakdown(ingest: dict[str, Any], n: int) -> dict[str, float]:
     """Where the wall time went: the session's build, warm-up, steady batches, time between
     batches (the parts add up to the wall time)."""
-    seconds = ingest["batch_seconds"]
+    seconds, rates = ingest["batch_seconds"], ingest["batch_rows_per_s"]
     phases = ingest.get("trigger_phases_s", {})
-    busy = [s for s, r in zip(seconds, ingest["batch_rows_per_s"], strict=True) if r > 1000]
-    median = sorted(busy)[len(busy) // 2] if busy else 0.0
-    first = seconds[0] if seconds else 0.0
-    other = sum(seconds[1:])
+    busy = sorted(s for s, r in zip(seconds, rates, strict=True) if r > 1000)
+    median = busy[len(busy) // 2] if busy else 0.0
+    first, other = (seconds[0], sum(seconds[1:])) if seconds else (0.0, 0.0)
     session = ingest.get("session_s", 0.0)
     outside = ingest["wall_seconds"] - session - sum(seconds)
-    rows_after_first = n - (ingest["batch_rows_per_s"][0] * first if seconds else 0)
+    rows_after_first = n - (rates[0] * first if seconds else 0)
     return {
         "session_s": round(session, 3),
         "first_batch_s": round(first, 3),
@@ -141,10 +70,6 @@ def breakdown(ingest: dict[str, Any], n: int) -> dict[str, float]:
     }
 
 
-def _progress_time(progress: Any) -> datetime:
-    return datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00"))
-
-
 def trigger_phase_totals(progress: list[Any]) -> dict[str, float]:
     """Seconds per phase of Spark's triggers (durationMs), summed over the run."""
     totals: dict[str, float] = {}
@@ -155,93 +80,71 @@ def trigger_phase_totals(progress: list[Any]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    base_cfg, base_secrets = setup_env(args.env)
-    if args.max_offsets_per_trigger is None:
-        args.max_offsets_per_trigger = base_cfg.kafka.max_offsets_per_trigger
+    base_cfg, base_secrets = args.cfg, args.secrets
+    per_batch = args.max_offsets_per_trigger or base_cfg.kafka.max_offsets_per_trigger
     n = args.messages
-    results: dict[str, Any] = {
-        "messages": n,
-        "max_offsets_per_trigger": args.max_offsets_per_trigger,
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    try:
-        with (
-            fresh_topic(producer_config(base_cfg.kafka, base_secrets), "bench-e2e") as topic,
-            scratch_database(db_params(base_secrets), "bench_e2e") as db,
-        ):
-            results["producer_load_msg_per_s"] = load_topic(base_cfg, base_secrets, topic, n)
-            secrets = secrets_for(base_secrets, db)
-            cfg = ingest_config(
-                base_cfg,
-                topic,
-                f"bench-e2e-{uuid.uuid4().hex[:8]}",
-                trigger="available_now",
-                max_offsets_per_trigger=args.max_offsets_per_trigger,
-            )
-            per_batch = args.max_offsets_per_trigger
-            limit = f"{per_batch:,}" if per_batch else "no limit"
-            say(f"ingest job: available-now, {limit} messages a batch")
-            started_at = datetime.now(UTC)  # the job's start: it builds its session first
-            spark = build_spark(cfg, secrets)
-            query_started_at = datetime.now(UTC)
-            session_s = (query_started_at - started_at).total_seconds()
-            say(f"Spark session built in {session_s:.1f}s")
-            try:
-                workers = PeakMemory(jvm_pid(spark), marked="pyspark")  # Python workers
-                with workers as memory, DbCpuMeter(db) as meter:
-                    query = start_ingest(spark, cfg, secrets)
-                    while query.isActive:
-                        query.awaitTermination(10)
-                        done = fetch(
-                            db,
-                            "SELECT coalesce(sum(rows_read), 0) FROM clickstream_ingest_batches",
-                        )[0][0]
-                        rate = int(done) / (datetime.now(UTC) - started_at).total_seconds()
-                        say(f"ingest: {int(done):,}/{n:,} rows committed ({rate:,.0f} rows/s)")
-                    if query.exception() is not None:
-                        raise RuntimeError(f"ingest failed: {query.exception()}")
-                    progress = list(query.recentProgress)
-                delete_checkpoint(spark, cfg.checkpoint_location)
-            finally:
-                spark.stop()
-            batches = fetch(
-                db,
-                """SELECT batch_id, rows_read, rows_written, seconds, rows_per_second,
-                          extract(epoch FROM committed_at - %s)
-                   FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id""",
-                (started_at, cfg.ingest.query_name),
-            )
-            written = int(fetch(db, "SELECT count(*) FROM events")[0][0])
-            if written != n:
-                raise RuntimeError(f"ingest wrote {written} rows, expected {n}")
-            wall = float(batches[-1][5])
-            rates = [float(b[4]) for b in batches if b[1]]
-            results["ingest"] = {
-                "rows": written,
-                "wall_seconds": round(wall, 3),
-                "rows_per_s": n / wall,
-                "session_s": round(session_s, 3),
-                "batches": len(batches),
-                "batch_rows_per_s": [round(r) for r in rates],
-                "batch_seconds": [round(float(b[3]), 3) for b in batches],
-                "batch_rows_per_s_median": sorted(rates)[len(rates) // 2] if rates else 0.0,
-                "db_cpu_s": round(meter.reading.total_s, 3),
-                "db_cpu_us_per_row_own": meter.reading.own_s / n * 1e6,
-                "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
-                "driver_jvm_peak_mib": memory.root_peak_mib,
-                "python_worker_peak_mib": max(memory.marked_peak_mib.values(), default=0.0),
-                "python_workers_peak_total_mib": memory.marked_total_peak_mib,
-                "python_worker_processes": len(memory.marked_peak_mib),
-                "trigger_phases_s": trigger_phase_totals(progress),
-                "start_to_first_trigger_s": round(
-                    (_progress_time(progress[0]) - query_started_at).total_seconds(), 3
-                )
-                if progress
-                else 0.0,
-            }
-            results["copy_1"] = copy_baseline(db, tmp, n)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    results: dict[str, Any] = {"messages": n, "max_offsets_per_trigger": per_batch}
+    with (
+        fresh_topic(producer_config(base_cfg.kafka, base_secrets), "bench-e2e") as topic,
+        scratch_db(base_secrets, "bench_e2e") as db,
+    ):
+        results["producer_load_msg_per_s"] = common.load_topic(base_cfg, base_secrets, topic, n)
+        secrets = secrets_for(base_secrets, db)
+        cfg = common.ingest_config(base_cfg, topic, f"bench-e2e-{uuid.uuid4().hex[:8]}",
+                            trigger="available_now", max_offsets_per_trigger=per_batch)  # fmt: skip
+        say(f"ingest job: available-now, {f'{per_batch:,}' if per_batch else 'no limit'} a batch")
+        started_at = datetime.now(UTC)  # the job's start: it builds its session first
+        spark = build_spark(cfg, secrets)
+        query_started_at = datetime.now(UTC)
+        session_s = (query_started_at - started_at).total_seconds()
+        say(f"Spark session built in {session_s:.1f}s")
+        try:
+            with (
+                common.PeakMemory(common.jvm_pid(spark), "pyspark") as memory,
+                common.DbCpuMeter(db) as meter,
+            ):
+                query = start_ingest(spark, cfg, secrets)
+                while query.isActive:
+                    query.awaitTermination(10)
+                    say(f"ingest running: {len(query.recentProgress)} triggers so far")
+                if query.exception() is not None:
+                    raise RuntimeError(f"ingest failed: {query.exception()}")
+                progress = list(query.recentProgress)
+            common.delete_checkpoint(spark, cfg.checkpoint_location)
+        finally:
+            spark.stop()
+        batches = fetch(
+            db,
+            """SELECT rows_read, seconds, rows_per_second, extract(epoch FROM committed_at - %s)
+               FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id""",
+            (started_at, cfg.ingest.query_name),
+        )
+        if (written := int(fetch(db, "SELECT count(*) FROM events")[0][0])) != n:
+            raise RuntimeError(f"ingest wrote {written} rows, expected {n}")
+        wall = float(batches[-1][3])
+        rates = sorted(float(b[2]) for b in batches if b[0])
+        first = (datetime.fromisoformat(progress[0]["timestamp"].replace("Z", "+00:00"))
+                 - query_started_at).total_seconds() if progress else 0.0  # fmt: skip
+        results["ingest"] = {
+            "rows": written,
+            "wall_seconds": round(wall, 3),
+            "rows_per_s": n / wall,
+            "session_s": round(session_s, 3),
+            "batches": len(batches),
+            "batch_rows_per_s": [round(float(b[2])) for b in batches if b[0]],
+            "batch_seconds": [round(float(b[1]), 3) for b in batches],
+            "batch_rows_per_s_median": rates[len(rates) // 2] if rates else 0.0,
+            "db_cpu_s": round(meter.reading.total_s, 3),
+            "db_cpu_us_per_row_own": meter.reading.own_s / n * 1e6,
+            "db_cpu_us_per_row": meter.reading.total_s / n * 1e6,
+            "driver_jvm_peak_mib": memory.root_peak_mib,
+            "python_worker_peak_mib": max(memory.marked_peak_mib.values(), default=0.0),
+            "python_workers_peak_total_mib": memory.marked_total_peak_mib,
+            "python_worker_processes": len(memory.marked_peak_mib),
+            "trigger_phases_s": trigger_phase_totals(progress),
+            "start_to_first_trigger_s": round(first, 3),
+        }
+        results["copy_1"] = copy_baseline(db, n)
     ratio = results["ingest"]["rows_per_s"] / results["copy_1"]["rows_per_s"]
     results["ratio_ingest_over_copy_1"] = ratio
     results["breakdown"] = breakdown(results["ingest"], n)
@@ -273,25 +176,18 @@ def rows(f: dict[str, Any]) -> list[Cells]:
 
 def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
     i = f["ingest"]
-    return [
-        f"end to end, {millions(f['messages'])} messages Kafka -> `events`",
-        f"{n0(i['rows_per_s'])} rows/s ({i['wall_seconds']:.0f} s)",
-        f"`psql \\copy` {n0(f['copy_1']['rows_per_s'])} rows/s",
-        f"{f['ratio_ingest_over_copy_1']:.2f}x",
-    ]
-
-
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--messages", type=int, default=2_000_000)
-    parser.add_argument("--max-offsets-per-trigger", type=int, help="a batch (default: the job's)")
+    return [f"end to end, {millions(f['messages'])} messages Kafka -> `events`",
+            f"{n0(i['rows_per_s'])} rows/s ({i['wall_seconds']:.0f} s)",
+            f"`psql \\copy` {n0(f['copy_1']['rows_per_s'])} rows/s",
+            f"{f['ratio_ingest_over_copy_1']:.2f}x"]  # fmt: skip
 
 
 SCENARIO = Scenario(
     "end_to_end",
     __doc__ or "",
     run,
+    flags={"messages": 2_000_000, "max_offsets_per_trigger": int},  # a batch (default: the job's)
     quick={"messages": 40_000, "max_offsets_per_trigger": 10_000},
-    arguments=arguments,
     targets=lambda f: [
         Target("e2e_ge_40pct_of_copy_1", f["ratio_ingest_over_copy_1"], ">=", 0.4, ">= 0.4x"),
         Target(

@@ -1,18 +1,7 @@
 """Freshness: the producer at a steady rate while the ingest job runs with its default trigger
-and rollups after each batch; per event, the delay from its Kafka timestamp to (i) visible in
-`events` and (ii) counted in `rollup_events_5min`. Then, on the same running query, a sustained
-scenario (20,000 msg/s for 60 s: does it keep up, does the delay grow from the first half to the
-second?) and the fixed cost of a micro-batch (one message at a time: Spark's trigger duration,
-checkpoint writes included).
-
-The producer stamps `event_time` with its clock when it sends (no late events), the same moment
-as the record's Kafka CreateTime, so `event_time` stands for the Kafka timestamp here.
-(i) is measured two ways: `ingested_at` (the COPY transaction's start) and the batch's
-`committed_at` (driver clock after every task committed: an upper bound). (ii) comes from a
-poller that reads `rollups.last_aggregated_id` for `rollup_events_5min` every 100 ms: an event
-is counted once the committed window covers its `event_id`.
-
-Run: `.venv/bin/python -m benchmarks.freshness [--rate 2000 --duration 60] [--quick]`.
+and rollups after each batch; per event, the delay from its Kafka timestamp (the producer stamps
+`event_time` as it sends) to visible in `events` and to counted in `rollup_events_5min`; then a
+sustained rate and the fixed cost of a one-message micro-batch (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,27 +14,26 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks.end_to_end import delete_checkpoint, ingest_config
-from benchmarks.harness import (
-    Cells,
-    Scenario,
-    Target,
-    db_params,
-    n0,
-    percentile,
-    say,
-    scratch_database,
-    setup_env,
-    verdict,
-)
+from benchmarks.common import KeptQuery, delete_checkpoint, ingest_config
+from benchmarks.harness import Cells, Scenario, Target, n0, percentile, say, scratch_db, verdict
 from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import start_ingest
 from clickstream_pipeline.traffic.generator import storefront_events
 from clickstream_pipeline.traffic.producer import SendOptions, send_events
-from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
+from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.stack import fresh_topic, secrets_for
 from devkit.waits import wait_until
+
+# each event with its batch's commit (the driver's clock after every task committed: an upper
+# bound of when it became visible) and `ingested_at` (the COPY transaction's start)
+EVENTS = """SELECT e.event_id, extract(epoch FROM e.event_time),
+                   extract(epoch FROM e.ingested_at), extract(epoch FROM b.committed_at)
+            FROM events e JOIN clickstream_ingest_batches b
+              ON b.query_name = %s
+             AND e.kafka_offset BETWEEN
+                 (b.offsets -> (e.kafka_topic || '/' || e.kafka_partition) ->> 0)::bigint
+             AND (b.offsets -> (e.kafka_topic || '/' || e.kafka_partition) ->> 1)::bigint"""
 
 
 class RollupPoller(threading.Thread):
@@ -58,22 +46,15 @@ class RollupPoller(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        conn = connect(self.db, "bench-freshness-poller")
-        conn.autocommit = True
-        last = -1
+        ask = KeptQuery(self.db, "SELECT last_aggregated_id FROM rollups WHERE name = %s",
+                        ("rollup_events_5min",))  # fmt: skip
         try:
-            with conn.cursor() as cur:
-                while not self.stop.wait(self.every_s):
-                    cur.execute(
-                        "SELECT last_aggregated_id FROM rollups WHERE name = 'rollup_events_5min'"
-                    )
-                    (value,) = cur.fetchone()
-                    now = time.time()
-                    if value is not None and value != last:
-                        self.changes.append((now, int(value)))
-                        last = int(value)
+            while not self.stop.wait(self.every_s):
+                (value,), now = ask(), time.time()
+                if value is not None and (not self.changes or value != self.changes[-1][1]):
+                    self.changes.append((now, int(value)))
         finally:
-            conn.close()
+            ask.close()
 
     def counted_at(self, event_id: int) -> float | None:
         ids = [v for _, v in self.changes]
@@ -130,120 +111,86 @@ def quantiles(values: list[float]) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    base_cfg, base_secrets = setup_env(args.env)
-    results: dict[str, Any] = {
-        "rate_msg_per_s": args.rate,
-        "duration_s": args.duration,
-    }
-    with (
-        fresh_topic(producer_config(base_cfg.kafka, base_secrets), "bench-fresh") as topic,
-        scratch_database(db_params(base_secrets), "bench_fresh") as db,
-    ):
-        secrets = secrets_for(base_secrets, db)
-        ingest = {"rollup_after_batch": True}
-        if args.trigger:
-            ingest["trigger_interval"] = args.trigger
-        cfg = ingest_config(base_cfg, topic, f"bench-fresh-{uuid.uuid4().hex[:8]}", **ingest)
+    kafka = producer_config(args.cfg.kafka, args.secrets)
+    results: dict[str, Any] = {"rate_msg_per_s": args.rate, "duration_s": args.duration}
+    with fresh_topic(kafka, "bench-fresh") as topic, scratch_db(args.secrets, "bench_fresh") as db:
+        secrets, name = secrets_for(args.secrets, db), f"bench-fresh-{uuid.uuid4().hex[:8]}"
+        cfg = ingest_config(args.cfg, topic, name, rollup_after_batch=True)
         results["trigger_interval"] = cfg.ingest.trigger_interval
         results["rollups"] = "background" if cfg.ingest.rollup_in_background else "in the batch"
-        spark = build_spark(cfg, secrets)
-        poller = RollupPoller(db)
-        waiter = connect(db, "bench-freshness-waiter")
-        waiter.autocommit = True
+        spark, poller = build_spark(cfg, secrets), RollupPoller(db)
+        # the batch records on one open connection: polled every 50 ms, neither a connection nor
+        # count(*) over events (every shard on Citus) may load the server being measured
+        progress = KeptQuery(db, """SELECT coalesce(sum(rows_written), 0), max(events_through_id)
+                                    FROM clickstream_ingest_batches WHERE query_name = %s""",
+                             (name,))  # fmt: skip
         windows: dict[str, tuple[float, float]] = {}
+        sent = 0
+
+        def produce(rate: float, seed: int, **amount: Any) -> None:
+            nonlocal sent
+            options = SendOptions(topic=topic, rate=rate, progress=False, **amount)
+            stats = send_events(kafka, storefront_events(seed=seed), options)
+            if not stats.ok:
+                raise RuntimeError(stats.summary(topic))
+            say(stats.summary(topic))
+            sent += int(stats.acked)
+
+        def caught_up() -> bool:
+            count, top = progress()
+            say(f"waiting: {count:,}/{sent:,} rows in events")
+            return bool(count == sent and poller.changes and poller.changes[-1][1] >= (top or 0))
+
         try:
             query = start_ingest(spark, cfg, secrets)
             wait_until(lambda: query.lastProgress is not None, 180, "the first (empty) trigger")
             say(f"ingest running (trigger {cfg.ingest.trigger_interval}, rollups after batch)")
             poller.start()
-            conf = producer_config(cfg.kafka, secrets)
-            sent = 0
-
-            def produce(rate: float, seed: int, **amount: Any) -> int:
-                stats = send_events(
-                    conf,
-                    storefront_events(seed=seed),
-                    SendOptions(topic=topic, rate=rate, progress=False, **amount),
-                )
-                if not stats.ok:
-                    raise RuntimeError(stats.summary(topic))
-                say(stats.summary(topic))
-                return int(stats.acked)
-
-            def caught_up() -> bool:
-                # the batch records on one open connection: polled every 50 ms, neither a new
-                # connection nor count(*) over events (every shard on Citus) may load the server
-                # being measured
-                with waiter.cursor() as cur:
-                    cur.execute(
-                        """SELECT coalesce(sum(rows_written), 0), max(events_through_id)
-                           FROM clickstream_ingest_batches WHERE query_name = %s""",
-                        (cfg.ingest.query_name,),
-                    )
-                    count, top = cur.fetchone()
-                say(f"waiting: {count:,}/{sent:,} rows in events")
-                return bool(
-                    count == sent and poller.changes and poller.changes[-1][1] >= (top or 0)
-                )
-
-            # warm-up: the first batches start the Python workers; they are not measured
-            sent += produce(args.rate, 2, count=int(args.rate * 5))
+            produce(args.rate, 2, count=int(args.rate * 5))  # warm-up: starts the Python workers
             wait_until(caught_up, 180, "the warm-up events in the rollup", every_s=1)
-            for name, rate, seconds, seed in (
+            for window, rate, seconds, seed in (
                 ("steady", args.rate, args.duration, 1),
                 ("sustained", args.sustained_rate, args.sustained_duration, 3),
             ):
-                say(f"{name}: producing {rate:,.0f} msg/s for {seconds:.0f}s")
+                say(f"{window}: producing {rate:,.0f} msg/s for {seconds:.0f}s")
                 t_from = time.time()
-                sent += produce(rate, seed, duration_s=seconds)
-                windows[name] = (t_from, time.time())
+                produce(rate, seed, duration_s=seconds)
+                windows[window] = (t_from, time.time())
                 wait_until(caught_up, 300, "every event in events and in the rollup", every_s=2)
-                results[f"{name}_trigger_phases_ms_median"] = trigger_phases(query.recentProgress)
+                results[f"{window}_trigger_phases_ms_median"] = trigger_phases(query.recentProgress)
             say(f"fixed cost: {args.single} batches of one message")
             t_from = time.time()
             for i in range(args.single):
-                sent += produce(0, 10 + i, count=1)
+                produce(0, 10 + i, count=1)
                 wait_until(caught_up, 60, "the message in events and in the rollup", every_s=0.05)
                 time.sleep(0.5)
             windows["single"] = (t_from, time.time())
-            singles = [p for p in query.recentProgress if p["numInputRows"] == 1]
-            results["single_trigger_ms"] = [p["durationMs"] for p in singles]
+            phases = [p["durationMs"] for p in query.recentProgress if p["numInputRows"] == 1]
             query.stop()
             delete_checkpoint(spark, cfg.checkpoint_location)
         finally:
             poller.stop.set()
-            waiter.close()
+            progress.close()
             spark.stop()
-        rows = fetch(
-            db,
-            """SELECT e.event_id, extract(epoch FROM e.event_time),
-                      extract(epoch FROM e.ingested_at), extract(epoch FROM b.committed_at)
-               FROM events e JOIN clickstream_ingest_batches b
-                 ON b.query_name = %s
-                AND e.kafka_offset BETWEEN
-                    (b.offsets -> (e.kafka_topic || '/' || e.kafka_partition) ->> 0)::bigint
-                AND (b.offsets -> (e.kafka_topic || '/' || e.kafka_partition) ->> 1)::bigint""",
-            (cfg.ingest.query_name,),
-        )
-    steady = delays(rows, *windows["steady"], poller)
-    results.update(steady)  # the steady scenario's figures stay at the top level
+        rows = fetch(db, EVENTS, (name,))
+    results |= delays(rows, *windows["steady"], poller)  # the steady window's at the top level
     results["trigger_phases_ms_median"] = results.pop("steady_trigger_phases_ms_median")
     sustained = delays(rows, *windows["sustained"], poller)
-    for key in ("visible_delay_quantiles_s", "rollup_delay_quantiles_s"):
-        sustained.pop(key)
-    sustained["rate_msg_per_s"] = args.sustained_rate
-    sustained["duration_s"] = args.sustained_duration
-    sustained["trigger_phases_ms_median"] = results.pop("sustained_trigger_phases_ms_median")
-    sustained["lag_growing"] = sustained["p50_second_half_s"] > sustained["p50_first_half_s"] + 1
+    del sustained["visible_delay_quantiles_s"], sustained["rollup_delay_quantiles_s"]
+    sustained |= {
+        "rate_msg_per_s": args.sustained_rate,
+        "duration_s": args.sustained_duration,
+        "trigger_phases_ms_median": results.pop("sustained_trigger_phases_ms_median"),
+        "lag_growing": sustained["p50_second_half_s"] > sustained["p50_first_half_s"] + 1,
+    }
     results["sustained"] = sustained
-    single = delays(rows, *windows["single"], poller)
-    phases = results.pop("single_trigger_ms")
     results["fixed_cost"] = {
         "batches": len(phases),
         "trigger_ms_median": statistics.median(p["triggerExecution"] for p in phases),
         "phases_ms_median": {k: statistics.median(p.get(k, 0) for p in phases) for k in phases[0]},
-        "kafka_to_events_p50_s": single["visible_in_events_batch_commit"]["p50_s"],
-    }
+        "kafka_to_events_p50_s": delays(rows, *windows["single"], poller)[
+            "visible_in_events_batch_commit"]["p50_s"],
+    }  # fmt: skip
     return results
 
 
@@ -300,21 +247,19 @@ def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
     ]
 
 
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rate", type=float, default=2000.0, help="messages/s")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of producing")
-    parser.add_argument("--sustained-rate", type=float, default=20000.0, help="messages/s")
-    parser.add_argument("--sustained-duration", type=float, default=60.0)
-    parser.add_argument("--single", type=int, default=10, help="one-message batches")
-    parser.add_argument("--trigger", default=None, help="trigger interval (default: config's)")
-
-
 SCENARIO = Scenario(
     "freshness",
     __doc__ or "",
     run,
     quick={"duration": 6.0, "sustained_duration": 4.0, "single": 3},
-    arguments=arguments,
+    # --rate, --sustained-rate: messages/s; --duration: seconds; --single: one-message batches
+    flags={
+        "rate": 2000.0,
+        "duration": 60.0,
+        "sustained_rate": 20000.0,
+        "sustained_duration": 60.0,
+        "single": 10,
+    },
     targets=targets,
     rows=rows,
     on_both=True,

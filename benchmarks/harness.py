@@ -1,13 +1,7 @@
-"""The one harness every benchmark runs on: flags, the run's environment, targets, printing,
-`benchmarks/results/results.json` and the reports generated from it.
-
-A benchmark module declares a `Scenario`: what it measures (`run`, returning its figures), its
-`--quick` sizes, its targets (`Target`s: data, checked here) and its table rows. This module
-parses `--quick`, `--env` and `--out`, adds the machine's facts, checks the targets, prints the
-rows and stores the figures in `results.json` (or `--out`). `results.md`, the README's
-performance table and the docs' tables (which include `results.md`) are generated from
-`results.json` alone: `python -m benchmarks.harness` writes them; a unit test fails when they
-drift.
+"""The one harness every benchmark runs on: a `Scenario` returns its figures and declares its
+flags, quick sizes, targets and rows as data; this module parses the flags, adds the machine's
+facts, checks the targets, prints the rows and stores `results.json`, from which `results.md`
+and the README's table are generated (`python -m benchmarks.harness`; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,31 +35,18 @@ README = ROOT / "README.md"
 STUDY_RESULTS = ROOT / "benchmarks" / "studies" / "results"
 ENVS = {"local": "", "local-citus": "_citus"}  # config env -> suffix of its results entry
 # run order; `on_both` scenarios run again against the Citus cluster (`<name>_citus`)
-ORDER = (
-    "producer",
-    "sink",
-    "stages",
-    "end_to_end",
-    "freshness",
-    "dashboard",
-    "viewers",
-    "peer_connect",
-    "rollups",
-    "bootstrap",
-)
+ORDER = ("producer", "sink", "stages", "end_to_end", "freshness", "dashboard", "viewers",
+         "peer_connect", "rollups", "bootstrap")  # fmt: skip
 TABLE = ("benchmark", "figure", "baseline (same run)", "ratio", "target")
 HEADLINE = ("benchmark", "ours", "baseline, same run", "ratio")
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+OPS = {"<=": operator.le, ">=": operator.ge}
+Cells = list[str]
 
 
 def say(text: str) -> None:
     """A progress line with a timestamp (flushed: run_all streams it)."""
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-# --- targets and scenarios --------------------------------------------------------------------
-
-OPS = {"<=": operator.le, ">=": operator.ge}
 
 
 @dataclass(frozen=True)
@@ -87,24 +68,24 @@ class Target:
                 "met": self.met}  # fmt: skip
 
 
-Cells = list[str]
-
-
 @dataclass(frozen=True)
 class Scenario:
-    """One benchmark: its flags and quick sizes, what it measures, its targets and rows."""
+    """One benchmark: its flags (`--name`: default; a type: no default; False: a switch) and
+    quick sizes, what it measures (`run`, given the flags and `cfg`, `secrets` of `--env`), its
+    targets and rows. A `study` stores its figures apart."""
 
     name: str
     doc: str
     run: Callable[[argparse.Namespace], dict[str, Any]]
+    flags: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)  # flag values of --quick
-    arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None
     targets: Callable[[dict[str, Any]], list[Target]] = lambda figures: []
     rows: Callable[[dict[str, Any]], list[Cells]] = lambda figures: []
     on_both: bool = False  # run on plain PostgreSQL and (as `<name>_citus`) on Citus
     title: str = ""  # a section of its own in results.md, with its own `columns`
     columns: tuple[str, ...] = TABLE
     headline: Callable[[dict[str, Any], dict[str, Any] | None], Cells] | None = None  # README
+    study: bool = False  # benchmarks/studies/results/<name>.json, not results.json
 
     def main(self, argv: list[str] | None = None, folder: Path = RESULTS) -> dict[str, Any]:
         """Parse the flags, run, check the targets, print the rows, store the figures."""
@@ -114,17 +95,26 @@ class Scenario:
         parser.add_argument("--out", type=Path, help="a JSON file of its own, not results.json")
         parser.add_argument("--env", default="local", choices=list(ENVS),
                             help="local: plain PostgreSQL; local-citus: Citus")  # fmt: skip
-        self.arguments(parser)
+        for name, default in self.flags.items():
+            flag = "--" + name.replace("_", "-")
+            if default is False:
+                parser.add_argument(flag, action="store_true")
+            elif isinstance(default, type):
+                parser.add_argument(flag, type=default)
+            else:
+                parser.add_argument(flag, type=type(default), default=default)
         args = parser.parse_args(argv)
         if args.quick:
             vars(args).update(self.quick)
+        args.cfg, args.secrets = setup_env(args.env)
         key = self.name + ENVS[args.env]
         figures = record(self, {"machine": machine_facts(), **self.run(args)})
         print(f"\n{key}:\n" + "\n".join(markdown_table(self.columns, self.rows(figures))))
         for name, t in figures["targets"].items():
             print(f"target {name}: {'met' if t['met'] else 'MISSED'} ({t['figure']} {t['op']} "
                   f"{t['bound']})")  # fmt: skip
-        store(key, figures, args.out, folder)
+        out = args.out or (STUDY_RESULTS / f"{key}.json" if self.study else None)
+        store(key, figures, out, folder)
         return figures
 
 
@@ -138,11 +128,8 @@ def record(scenario: Scenario, figures: dict[str, Any]) -> dict[str, Any]:
 def verdict(figures: dict[str, Any], *names: str) -> str:
     """The target cell of a row: `label: met` for each named target."""
     stored = figures.get("targets", {})
-    return "; ".join(
-        f"{stored[n]['label']}: {'met' if stored[n]['met'] else 'missed'}"
-        for n in names
-        if n in stored
-    )
+    return "; ".join(f"{stored[n]['label']}: {'met' if stored[n]['met'] else 'missed'}"
+                     for n in names if n in stored)  # fmt: skip
 
 
 def n0(value: float) -> str:
@@ -167,8 +154,12 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
+    return ordered[max(1, min(len(ordered), int(-(-q * len(ordered) // 100)))) - 1]
+
+
+def rate(n: float, seconds: float, **more: Any) -> dict[str, Any]:
+    """The figures of `n` rows in `seconds`."""
+    return {"rows": n, "seconds": round(seconds, 3), "rows_per_s": n / seconds, **more}
 
 
 # --- the run's environment --------------------------------------------------------------------
@@ -198,10 +189,10 @@ def db_params(secrets: Secrets) -> ConnectionParams:
 
 
 @contextlib.contextmanager
-def scratch_database(params: ConnectionParams, prefix: str) -> Iterator[ConnectionParams]:
-    """A bootstrapped database of its own, dropped afterwards."""
+def scratch_db(secrets: Secrets, prefix: str) -> Iterator[ConnectionParams]:
+    """A bootstrapped database of its own on the secrets' server, dropped afterwards."""
     say(f"scratch database {prefix}_*: bootstrapping")
-    with bootstrapped_database(params, prefix) as db:
+    with bootstrapped_database(db_params(secrets), prefix) as db:
         yield db
 
 
@@ -233,7 +224,7 @@ def load(path: Path = RESULTS_JSON) -> dict[str, Any]:
 
 
 def store(key: str, figures: dict[str, Any], out: Path | None, folder: Path = RESULTS) -> None:
-    """Into `--out` alone, or as `key`'s entry of the folder's results.json."""
+    """Into `out` alone, or as `key`'s entry of the folder's results.json."""
     if out is None:
         combined = load(folder / "results.json")
         combined["benchmarks"][key] = figures
@@ -244,16 +235,13 @@ def store(key: str, figures: dict[str, Any], out: Path | None, folder: Path = RE
 
 
 def scenario(name: str) -> Scenario:
-    module = importlib.import_module(f"benchmarks.{name}")
-    found: Scenario = module.SCENARIO
+    found: Scenario = importlib.import_module(f"benchmarks.{name}").SCENARIO
     return found
 
 
 def markdown_table(columns: tuple[str, ...], rows: list[Cells]) -> list[str]:
-    return [
-        "|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|"
-        for row in (list(columns), ["---"] * len(columns), *rows)
-    ]
+    return ["|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|"
+            for row in (list(columns), ["---"] * len(columns), *rows)]  # fmt: skip
 
 
 def results_md(combined: dict[str, Any]) -> str:
@@ -270,12 +258,8 @@ def results_md(combined: dict[str, Any]) -> str:
         ("Citus 13.2 (coordinator + 2 workers on the same 2 cores; DB CPU over all three)",
          "_citus"),
     ):  # fmt: skip
-        rows = [
-            row
-            for name, s in scenarios.items()
-            if not s.title and name + suffix in entries
-            for row in s.rows(entries[name + suffix])
-        ]
+        rows = [row for name, s in scenarios.items() if not s.title and name + suffix in entries
+                for row in s.rows(entries[name + suffix])]  # fmt: skip
         if rows:
             lines += ["", f"### {title}", "", *markdown_table(TABLE, rows)]
     for name, s in scenarios.items():
@@ -286,11 +270,8 @@ def results_md(combined: dict[str, Any]) -> str:
 
 def readme_table(combined: dict[str, Any]) -> str:
     entries = combined["benchmarks"]
-    rows = [
-        s.headline(entries[name], entries.get(f"{name}_citus"))
-        for name in ORDER
-        if (s := scenario(name)).headline and name in entries
-    ]
+    rows = [s.headline(entries[name], entries.get(f"{name}_citus")) for name in ORDER
+            if (s := scenario(name)).headline and name in entries]  # fmt: skip
     return "\n".join(markdown_table(HEADLINE, rows)) + "\n"
 
 
@@ -320,10 +301,8 @@ def chart(entries: dict[str, Any], path: Path) -> None:
     bars = [(label, runs[k]["rows_per_s"]) for k, label in (
         ("ours", "ours (sink)"), ("jdbc", "Spark JDBC"), ("lab", "lab INSERT/row"),
         ("copy_1", "\\copy x1"), ("copy_2", "\\copy x2")) if k in runs]  # fmt: skip
-    if "end_to_end" in entries:
-        bars.append(
-            ("ours end to end\n(Kafka->events)", entries["end_to_end"]["ingest"]["rows_per_s"])
-        )
+    if e2e := entries.get("end_to_end"):
+        bars.append(("ours end to end\n(Kafka->events)", e2e["ingest"]["rows_per_s"]))
     left.bar([b[0] for b in bars], [b[1] / 1000 for b in bars], color="tab:blue")
     left.tick_params(axis="x", labelrotation=30, labelsize=8)
     left.set(ylabel="thousand rows/s", title="Throughput into the partitioned events table")

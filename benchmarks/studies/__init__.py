@@ -1,31 +1,41 @@
-"""One-off studies behind a design decision: run by name, not by `make bench` nor by the tests.
-
-`.venv/bin/python -m benchmarks.studies.<name>` writes `benchmarks/studies/results/<name>.json`.
+"""One-off studies behind a design decision, on the benchmarks' harness but in neither `make
+bench` nor the tests: `.venv/bin/python -m benchmarks.studies.<name> [--quick]` writes
+`benchmarks/studies/results/<name>.json`. A design each in a fresh process, interleaved.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from typing import Any
 
-from benchmarks.harness import ROOT
+from benchmarks.harness import ROOT, say
 
 FIGURES = "FIGURES "  # the line a study's child process reports its figures on
 
 
 def report_figures(figures: dict[str, Any]) -> None:
-    """A child process's figures, as the one line `child_figures` reads."""
+    """A child process's figures, as the one line `interleaved` reads."""
     print(FIGURES + json.dumps(figures), flush=True)
 
 
-def child_figures(module: str, label: str, args: list[str]) -> dict[str, Any]:
-    """Run `python -m benchmarks.<module> <args>` in a fresh process; its reported figures."""
-    command = [sys.executable, "-m", f"benchmarks.{module}", *args]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(FIGURES)]
-    if out.returncode or not lines:
-        raise RuntimeError(f"{label}: exit {out.returncode}\n{out.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(lines[-1].removeprefix(FIGURES))
-    return figures
+def interleaved(module: str, designs: list[str], repeat: int, *args: Any) -> dict[str, Any]:
+    """`python -m benchmarks.studies.<module> child <design> <args>` for each design in turn,
+    `repeat` rounds: each run's reported figures, and their medians."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in designs}
+    for i in range(repeat):
+        for name in designs:
+            command = [sys.executable, "-m", f"benchmarks.studies.{module}", "child", name]
+            out = subprocess.run(command + [str(a) for a in args], cwd=ROOT, capture_output=True,
+                                 text=True, check=False)  # fmt: skip
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith(FIGURES)]
+            if out.returncode or not lines:
+                raise RuntimeError(f"{name}: exit {out.returncode}\n{out.stderr[-3000:]}")
+            runs[name].append(json.loads(lines[-1].removeprefix(FIGURES)))
+            say(f"run {i + 1}/{repeat} {name}: {runs[name][-1]}")
+    numbers = [k for k, v in runs[designs[0]][0].items() if isinstance(v, int | float)]
+    medians = {name: {k: round(statistics.median(r[k] for r in rs), 3) for k in numbers}
+               for name, rs in runs.items()}  # fmt: skip
+    return {"repeat": repeat, "medians": medians, "runs": runs}

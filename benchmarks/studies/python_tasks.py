@@ -1,63 +1,47 @@
-"""A Python task's fixed cost: one-row Spark jobs through a Python worker, for each worker daemon
-of a local session, each in a process of its own and interleaved.
-
-Designs: Spark's own daemon (`spark.python_daemon = false`: pyspark imported from Spark's
-archives, task data waiting on delayed ACKs) and the project's (`core/python_daemon.py`, the
-default). Figures: medians over the jobs of a one-row `mapInArrow` job (the shape of the sink's
-pass) and a one-row RDD `map` job, against the same session's JVM-only one-row `collect`, and
-each job's speed against Spark's daemon. Needs no service.
-
-Run: `.venv/bin/python -m benchmarks.studies.python_tasks [--jobs 40] [--repeat 2] [--quick]`.
+"""A Python task's fixed cost: one-row Spark jobs through a Python worker, for each worker
+daemon of a local session (Spark's own, `spark.python_daemon = false`, and the project's,
+`core/python_daemon.py`), against the session's JVM-only job (docs/decisions/worker-daemon.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from benchmarks.common import benchmark_parser, finish
-from benchmarks.harness import (
-    STUDY_RESULTS,
-    machine_facts,
-    say,
-    setup_env,
-)
-from benchmarks.studies import child_figures, report_figures
+from benchmarks.harness import Cells, Scenario, setup_env
+from benchmarks.studies import interleaved, report_figures
 
-DESIGNS = {"Spark's daemon": False, "installed pyspark": True}
-BASELINE = "Spark's daemon"
-JOBS = ("jvm_only_ms", "map_in_arrow_ms", "rdd_map_ms")
+DESIGNS = {"Spark's daemon": False, "installed pyspark": True}  # the first is the baseline
 
 
 def passed_through(batches: Iterable[Any]) -> Iterator[Any]:
     yield from batches
 
 
-def child(args: argparse.Namespace) -> None:
-    """Time the jobs in this fresh process; prints its figures as one JSON line."""
+def child(design: str, jobs: str, env: str) -> None:
+    """Median ms of each one-row job in this fresh process, reported as one line."""
     from clickstream_pipeline.core.spark import build_spark
 
-    cfg, secrets = setup_env(args.env)
-    cfg = cfg.model_copy(
-        update={"spark": cfg.spark.model_copy(update={"python_daemon": DESIGNS[args.child]})}
-    )
-    spark = build_spark(cfg, secrets)
+    cfg, secrets = setup_env(env)
+    spark_cfg = cfg.spark.model_copy(update={"python_daemon": DESIGNS[design]})
+    spark = build_spark(cfg.model_copy(update={"spark": spark_cfg}), secrets)
     one_row = spark.range(0, 1, 1, 1).selectExpr("id", "cast(id AS string) AS s").cache()
     one_row.count()
-    jobs: dict[str, Callable[[], Any]] = {
+    kinds: dict[str, Callable[[], Any]] = {
         "jvm_only_ms": one_row.collect,
         "map_in_arrow_ms": lambda: one_row.mapInArrow(passed_through, one_row.schema).collect(),
         "rdd_map_ms": lambda: one_row.rdd.map(tuple).collect(),
     }
     figures: dict[str, Any] = {}
-    for name, job in jobs.items():
+    for name, job in kinds.items():
         for _ in range(3):  # warm-up: the worker's imports, the JIT
             job()
         times = []
-        for _ in range(args.jobs):
+        for _ in range(int(jobs)):
             started = time.perf_counter()
             job()
             times.append((time.perf_counter() - started) * 1000)
@@ -67,52 +51,34 @@ def child(args: argparse.Namespace) -> None:
     report_figures(figures)
 
 
-def run_child(design: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = ["--child", design, "--jobs", str(args.jobs), "--env", args.env]
-    return child_figures("studies.python_tasks", design, command)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    parser = benchmark_parser(__doc__, "one repeat of 10 jobs each")
-    parser.add_argument("--jobs", type=int, default=40, help="timed jobs of each kind")
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--child", choices=list(DESIGNS), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        child(args)
-        return None
-    if args.quick:
-        args.repeat, args.jobs = 1, 10
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in DESIGNS}
-    for i in range(args.repeat):
-        for name in DESIGNS:
-            figures = run_child(name, args)
-            runs[name].append(figures)
-            times = ", ".join(f"{k} {figures[k]}" for k in JOBS)
-            say(f"run {i + 1}/{args.repeat} {name}: {times}")
-    medians = {
-        name: {k: round(statistics.median(r[k] for r in rs), 1) for k in JOBS}
-        for name, rs in runs.items()
-    }
-    base = medians[BASELINE]
-    print(f"\none-row jobs, medians of {args.jobs} jobs x {args.repeat} processes (ms):")
-    print(f"  {'daemon':20} {'JVM only':>9} {'mapInArrow':>11} {'RDD map':>9} {'speed':>6}")
-    for name, m in medians.items():
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    found = interleaved("python_tasks", list(DESIGNS), args.repeat, args.jobs, args.env)
+    base = next(iter(found["medians"].values()))
+    for m in found["medians"].values():
         m["python_task_ms"] = round(m["map_in_arrow_ms"] - m["jvm_only_ms"], 1)
         m["map_in_arrow_speed"] = round(base["map_in_arrow_ms"] / m["map_in_arrow_ms"], 2)
-        print(
-            f"  {name:20} {m['jvm_only_ms']:9.1f} {m['map_in_arrow_ms']:11.1f} "
-            f"{m['rdd_map_ms']:9.1f} {m['map_in_arrow_speed']:5.2f}x"
-        )
-    results = {
-        "machine": machine_facts(),
-        "jobs": args.jobs,
-        "repeat": args.repeat,
-        "medians": medians,
-        "runs": runs,
-    }
-    return finish("python_tasks", args, results, STUDY_RESULTS)
+    return {"jobs": args.jobs, **found}
 
+
+def rows(f: dict[str, Any]) -> list[Cells]:
+    return [[name, f"{m['jvm_only_ms']:.1f}", f"{m['map_in_arrow_ms']:.1f}",
+             f"{m['rdd_map_ms']:.1f}", f"{m['map_in_arrow_speed']:.2f}x"]
+            for name, m in f["medians"].items()]  # fmt: skip
+
+
+SCENARIO = Scenario(
+    "python_tasks",
+    __doc__ or "",
+    run,
+    flags={"jobs": 40, "repeat": 2},  # timed jobs of each kind; processes of each design
+    quick={"jobs": 10, "repeat": 1},
+    rows=rows,
+    columns=("daemon", "JVM only ms", "mapInArrow ms", "RDD map ms", "mapInArrow speed"),
+    study=True,
+)
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["child"]:
+        child(*sys.argv[2:])
+    else:
+        SCENARIO.main()
