@@ -77,7 +77,11 @@ spark-connect: ## run a Spark Connect server with the project's jars on sc://127
 
 bench: ; $(PY) -m benchmarks.run_all $(BENCH_ARGS) ## run every benchmark (BENCH_ARGS=--quick: smoke run); results in benchmarks/results/
 
-wheel: ## build the wheel into dist/
+WHEEL := dist/clickstream_pipeline-$(shell sed -n 's/^ *version="\(.*\)",/\1/p' setup.py)-py3-none-any.whl
+WHEEL_SOURCES := setup.py $(shell find libs jobs sql conf -type f -not -path '*/__pycache__/*')
+
+wheel: $(WHEEL) ## build the wheel into dist/ (again only when a source is newer)
+$(WHEEL): $(WHEEL_SOURCES)
 	$(PY) -m build --wheel --outdir dist .
 
 clean: ## remove build output (keeps .stack and .venv)

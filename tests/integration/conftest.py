@@ -66,18 +66,37 @@ def _open(port: int) -> bool:
 def pytest_collection_modifyitems(items):
     """Integration tests are marked so. For `pytest -n 2 --dist loadgroup`: a module's tests
     stay on one worker (they share its fixtures: a cluster, a dashboard, a loaded database)
-    unless it (or the test) is marked `independent`; the outage tests, which stop
-    the stack's servers, form one group that `make test` runs beside the unit tests only."""
+    unless it (or the test) is marked `independent`. The outage tests, which stop the stack's
+    servers, run in `make test`'s second phase beside the unit tests: one group for those that
+    stop a server both tiers use (Kafka, the object store), one per tier for its database's;
+    `outage_lock` keeps the first kind from running beside any other."""
     # the longest modules first, so that no worker starts one while the other is nearly done
     items.sort(key=lambda item: LONGEST_FIRST.get(Path(str(item.fspath)).stem, len(LONGEST_FIRST)))
     for item in items:
         if "tests/integration" not in str(item.fspath):
             continue
         item.add_marker(pytest.mark.integration)
-        if item.get_closest_marker("outage"):
-            item.add_marker(pytest.mark.xdist_group("outage"))
+        if outage := item.get_closest_marker("outage"):
+            # a shared server's outage in one group; a database's, with its tier's others
+            tier = getattr(item, "callspec", None) and item.callspec.params.get("tier")
+            held = "shared" if outage.kwargs.get("shared") else tier
+            item.add_marker(pytest.mark.xdist_group(f"outage-{held}"))
         elif not item.get_closest_marker("independent"):
             item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))
+
+
+@pytest.fixture(autouse=True)
+def outage_lock(request: pytest.FixtureRequest, run_root: Path) -> Iterator[None]:
+    """An outage of a server both tiers use (`outage(shared=True)`) runs alone; outages of one
+    tier's database may run beside the other tier's."""
+    outage = request.node.get_closest_marker("outage")
+    if outage is None:
+        yield
+        return
+    mode = fcntl.LOCK_EX if outage.kwargs.get("shared") else fcntl.LOCK_SH
+    with (run_root / "outage.lock").open("w") as lock:
+        fcntl.flock(lock, mode)
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

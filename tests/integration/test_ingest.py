@@ -62,12 +62,12 @@ def run_available_now(spark, cfg: Config, secrets: Secrets) -> None:
     assert query.exception() is None
 
 
-def test_200k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
+def test_80k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf)
-    sent = produce_mix(conf, topic, 200_000)
-    assert 1500 < len(sent.invalid) < 2500
-    cfg = ingest_config(tier.config, topic, max_offsets_per_trigger=60_000)
+    sent = produce_mix(conf, topic, 80_000)
+    assert 600 < len(sent.invalid) < 1000
+    cfg = ingest_config(tier.config, topic, max_offsets_per_trigger=24_000)
 
     run_available_now(spark, cfg, tier.secrets)
 
@@ -76,7 +76,7 @@ def test_200k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
     assert collections.Counter(v for v, _ in dead) == collections.Counter(sent.invalid)
     assert all(reason == EXPECTED_REASONS[value] for value, reason in dead)
     batches, read, written, duplicates, dead_count = batch_totals(db, cfg.ingest.query_name)
-    assert batches == 4  # 200k at 60k per trigger (and up to one more a partition)
+    assert batches == 4  # 80k at 24k per trigger (and up to one more a partition)
     assert read == sent.total == written + duplicates + dead_count
     assert (written, dead_count) == (len(sent.valid), len(sent.invalid))
 

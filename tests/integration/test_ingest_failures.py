@@ -32,6 +32,8 @@ from tests.integration.ingest_support import (
 )
 
 STACK = PROJECT_DIR / "scripts" / "stack"
+# one broker and one object store serve both tiers: their outages run on plain PostgreSQL
+ONE_TIER = pytest.mark.parametrize("tier", ["postgres"], indirect=True)
 
 
 @pytest.mark.independent  # its two tiers may run side by side
@@ -117,18 +119,16 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
     assert_exactly_once(db, first)
 
 
-@pytest.mark.outage
+@pytest.mark.outage(shared=True)
+@ONE_TIER
 def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
-    if tier.citus:
-        pytest.skip("one broker for both tiers: its outage is tested on plain PostgreSQL")
     # the job keeps polling a broker that is not there; the second lot is sent after it
     ride_out(tier, db, tmp_path, 41, service_stopped("kafka.sh", 180), send_during=False)
 
 
-@pytest.mark.outage
+@pytest.mark.outage(shared=True)
+@ONE_TIER
 def test_object_store_outage_while_the_stream_runs(tier, db, tmp_path):
-    if tier.citus:
-        pytest.skip("one object store for both tiers: its outage is tested on plain PostgreSQL")
     # the second lot arrives while the checkpoint and the dead letters cannot be written
     ride_out(tier, db, tmp_path, 51, service_stopped("objectstore.sh", 120))
 
@@ -136,7 +136,7 @@ def test_object_store_outage_while_the_stream_runs(tier, db, tmp_path):
 @pytest.mark.outage
 def test_database_refusing_connections_while_the_stream_runs(tier, db, tmp_path):
     # "too many clients already" for every connection the job opens
-    log = ride_out(tier, db, tmp_path, 71, every_connection_slot_taken(db), hold_s=12)
+    log = ride_out(tier, db, tmp_path, 71, every_connection_slot_taken(db))
     assert "transient database error" in log.read_text(errors="replace"), "never refused"
 
 
@@ -147,7 +147,7 @@ def ride_out(
     seed: int,
     outage: contextlib.AbstractContextManager,
     send_during: bool = True,
-    hold_s: float = 15,
+    hold_s: float = 8,
 ) -> Path:
     """A running job (1 s triggers) through `outage`, held `hold_s` seconds once the first
     3,000 records are in: it stays up, and every record lands once, counted."""
@@ -211,10 +211,9 @@ def service_stopped(script: str, start_timeout_s: float) -> Iterator[None]:
         subprocess.run([str(STACK / script), "start"], check=True, timeout=start_timeout_s)
 
 
-@pytest.mark.outage
+@pytest.mark.outage(shared=True)
+@ONE_TIER
 def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, db, tmp_path):
-    if tier.citus:
-        pytest.skip("one object store for both tiers: tested on plain PostgreSQL")
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
     log = tmp_path / "ingest.log"

@@ -1,7 +1,7 @@
 """The ingest job on a Spark standalone cluster (`scripts/stack/spark-cluster.sh`: a master and
 two one-core workers from pyspark's distribution), submitted with the built wheel and the
 resolved jars: exactly once with tasks on both executors, through an executor JVM killed
-mid-run (Spark runs its tasks again elsewhere), and through a driver killed and resubmitted."""
+mid-run (Spark runs its tasks again elsewhere) and then the driver killed and resubmitted."""
 
 from __future__ import annotations
 
@@ -171,27 +171,42 @@ def check_delivery(db, spark, local_config, sent, query_name, work) -> None:
     assert letters == sorted(sent.invalid)
 
 
-def test_exactly_once_on_two_executors_through_an_executor_killed(
+def test_exactly_once_through_an_executor_killed_then_the_driver_killed_and_resubmitted(
     cluster, wheel, spark, local_config, local_secrets, db, tmp_path
 ):
+    """One run through both failures (one app's start less than a test each): an executor's
+    JVM killed two batches in (Spark runs its tasks again on the other), then the driver
+    killed two batches later and the job submitted again."""
     conf = producer_config(local_config.kafka, local_secrets)
     topic = new_topic(conf, partitions=4)
-    sent = produce_mix(conf, topic, 15_000, seed=41, malformed_share=0.02)
+    sent = produce_mix(conf, topic, 18_000, seed=41, malformed_share=0.02)
     query_name = f"cluster-{uuid.uuid4().hex[:10]}"
     log = tmp_path / "driver.log"
-    job = submit(cluster, wheel, topic, query_name, tmp_path, log)
-    try:
+
+    def batches_copied(n: int) -> None:
         wait_until(
-            lambda: len(ledger_batches(db, query_name)) >= 2,
+            lambda: len(ledger_batches(db, query_name)) >= n,
             300,
-            "two batches' COPYs",
+            f"{n} batches' COPYs",
             process=job,
             log=log,
-            every_s=0.2,
+            every_s=0.1,
         )
+
+    job = submit(cluster, wheel, topic, query_name, tmp_path, log)
+    try:
+        batches_copied(2)
         victims = executor_pids()
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
+        batches_copied(4)
+        assert job.poll() is None, "the job ended before its driver could be killed"
+    finally:
+        # the driver, its JVM and its Python workers; the executors are released
+        kill_group(job, missing_ok=True)
+    wait_until(cluster_idle, 60, "the master to release the killed driver's executors")
+    job = submit(cluster, wheel, topic, query_name, tmp_path, log)
+    try:
         assert job.wait(timeout=400) == 0, log_tail(log, 4000)
     finally:
         if job.poll() is None:
@@ -203,39 +218,8 @@ def test_exactly_once_on_two_executors_through_an_executor_killed(
     assert len(executors) >= 2, executors  # both workers' executors ran tasks
     assert events_of(tmp_path, "SparkListenerExecutorRemoved"), "no executor was lost"
 
-
-def test_exactly_once_through_a_driver_killed_and_resubmitted(
-    cluster, wheel, spark, local_config, local_secrets, db, tmp_path
-):
-    conf = producer_config(local_config.kafka, local_secrets)
-    topic = new_topic(conf, partitions=2)
-    sent = produce_mix(conf, topic, 9_000, seed=42, malformed_share=0.02)
-    query_name = f"cluster-{uuid.uuid4().hex[:10]}"
-    log = tmp_path / "driver.log"
-    job = submit(cluster, wheel, topic, query_name, tmp_path, log)
-    try:
-        wait_until(
-            lambda: len(ledger_batches(db, query_name)) >= 1,
-            300,
-            "a batch's COPY",
-            process=job,
-            log=log,
-            every_s=0.1,
-        )
-    finally:
-        # the driver, its JVM and its Python workers; the executors are released
-        kill_group(job, missing_ok=True)
-    wait_until(cluster_idle, 60, "the master to release the killed driver's executors")
-    job = submit(cluster, wheel, topic, query_name, tmp_path, log)
-    try:
-        assert job.wait(timeout=400) == 0, log_tail(log, 4000)
-    finally:
-        if job.poll() is None:
-            kill_group(job)
-    check_delivery(db, spark, local_config, sent, query_name, tmp_path)
-
-    # the dead-letter job on the cluster: a replay re-validates what the resubmitted job
-    # dead-lettered on the executors, and writes none (they are still invalid)
+    # the dead-letter job on the cluster: a replay re-validates what the jobs dead-lettered
+    # on the executors, and writes none (they are still invalid)
     replayed = run_on_cluster(
         cluster, wheel, ["jobs/dead_letters.py", "replay", "--env", "local"], tmp_path, query_name
     )
