@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -23,10 +24,10 @@ from pyspark.sql import DataFrame, SparkSession
 from benchmarks.harness import ROOT, say
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets, env_variable_name
-from clickstream_pipeline.ingest.source import kafka_read_options, producer_config
-from clickstream_pipeline.traffic.generator import encode_event, lab_uniform_events
-from clickstream_pipeline.traffic.producer import SendOptions, send_messages
-from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.ingest.source import kafka_read_options
+from clickstream_pipeline.traffic.generator import Event, encode_event, lab_uniform_events
+from clickstream_pipeline.traffic.producer import ClientConf, SendOptions, send_messages
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from devkit.db import citus_workers
 from devkit.stack import STACK_SECRETS
 
@@ -231,10 +232,9 @@ def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Pa
     """`psql \\copy` of each file into events, one psql per file, all at once: wall seconds."""
     env = {**os.environ, **params.libpq_env()}
     copy = "\\copy events ({}) from '{}' with (format csv)"
+    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"]
     started = time.perf_counter()
-    procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                               copy.format(", ".join(columns), f)], env=env)
-             for f in files]  # fmt: skip
+    procs = [subprocess.Popen([*psql, copy.format(", ".join(columns), f)], env=env) for f in files]
     if any(codes := [p.wait() for p in procs]):
         raise RuntimeError(f"psql \\copy failed: exit codes {codes}")
     return time.perf_counter() - started
@@ -262,14 +262,47 @@ class KeptQuery:
             self.conn.close()
 
 
+@dataclass
+class Watch(Sampler):
+    """A number asked every `interval_s` on a kept connection: each change it makes, with the
+    Unix time it was seen (an answer of None is skipped)."""
+
+    db: ConnectionParams
+    text: str
+    args: tuple[Any, ...] = ()
+    interval_s: float = 0.1
+    changes: list[tuple[float, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ask = KeptQuery(self.db, self.text, self.args)  # connects on its first question
+
+    def sample(self) -> None:
+        (value,), now = self.ask(), time.time()
+        if value is not None and (not self.changes or value != self.changes[-1][1]):
+            self.changes.append((now, int(value)))
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__()
+        self.ask.close()
+
+
+def expect_rows(db: ConnectionParams, n: int, what: str) -> None:
+    """`what` wrote `n` rows into `events`, or the run fails."""
+    if (written := fetch(db, "SELECT count(*) FROM events")[0][0]) != n:
+        raise RuntimeError(f"{what} wrote {written:,} rows into events, expected {n:,}")
+
+
 # --- Kafka, the ingest and its jobs ------------------------------------------------------------
 
 
-def load_topic(cfg: Config, secrets: Secrets, topic: str, n: int) -> float:
-    """N lab-format messages (the lab's six fields, no key), pre-serialised; returns msg/s."""
-    values = [(None, encode_event(e)) for e in itertools.islice(lab_uniform_events(1), n)]
-    options = SendOptions(topic=topic, count=n, progress=False)
-    stats = send_messages(producer_config(cfg.kafka, secrets), iter(values), options)
+def load_topic(
+    kafka: ClientConf, topic: str, n: int, events: Iterator[Event] | None = None, rate: float = 0
+) -> float:
+    """N messages of the lab's format (its six fields, no key) of `events` (lab-uniform ones by
+    default), pre-serialised, sent at `rate` a second (0: at once); returns msg/s."""
+    values = [(None, encode_event(e)) for e in itertools.islice(events or lab_uniform_events(1), n)]
+    options = SendOptions(topic=topic, rate=rate, count=n, progress=False)
+    stats = send_messages(kafka, iter(values), options)
     if not stats.ok or stats.acked != n:
         raise RuntimeError(stats.summary(topic))
     say(stats.summary(topic))
@@ -309,8 +342,9 @@ def jvm_pid(spark: SparkSession) -> int:
     return int(jvm.java.lang.ProcessHandle.current().pid())
 
 
-def start_job(job: str, cfg: Config, secrets: Secrets, log: Path, *flags: str,
-              **settings: Any) -> subprocess.Popen:  # fmt: skip
+def start_job(
+    job: str, cfg: Config, secrets: Secrets, log: Path, *flags: str, **settings: Any
+) -> subprocess.Popen:
     """`clickstream-<job>` in a process group of its own (devkit's `kill_group` ends it), its
     output to `log`, the stack's `secrets` (a scratch database's) read from its environment,
     and `settings` (`section__key=value`) as `--set`s."""
@@ -319,8 +353,14 @@ def start_job(job: str, cfg: Config, secrets: Secrets, log: Path, *flags: str,
         if (value := secrets.get(key)) is not None:
             env[env_variable_name(cfg.secrets.name_of(key))] = value.get_secret_value()
     sets = [f"--set={k.replace('__', '.')}={v}" for k, v in settings.items()]
-    command = [sys.executable, "-m", f"clickstream_pipeline.jobs.{job}", "--env", cfg.env,
-               "--set=secrets.backend=env", *sets, *flags]  # fmt: skip
+    module = f"clickstream_pipeline.jobs.{job}"
+    command = [sys.executable, "-m", module, "--env", cfg.env, "--set=secrets.backend=env"]
     with log.open("ab") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [*command, *sets, *flags],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

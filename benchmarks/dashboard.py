@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from benchmarks.harness import Cells, Scenario, Target, db_params, ms, percentile, say, verdict
+from benchmarks.harness import Cells, Scenario, Target, db_params, ms, percentile, row, say, verdict
 from clickstream_pipeline.dashboard.panels import DEFAULT_RANGE, PANELS, RANGES, View
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from clickstream_pipeline.warehouse.queries import load_queries
@@ -41,6 +41,10 @@ TOP_WINDOW = (
     "event_time >= date_trunc('day', now()) - interval '30 minutes' AND event_time <= now()"
 )
 PANEL_TARGET_MS = 50
+BUILT = """SELECT load_s, rollup_s, (SELECT count(*) FROM events),
+                  (SELECT count(*) FROM rollup_events_5min),
+                  (SELECT count(*) FROM rollup_events_1hr)
+           FROM bench_built"""
 DASHBOARD_TABLES = (
     "rollup_customer_totals_5min",
     "rollup_customer_totals_1hr",
@@ -116,9 +120,9 @@ def build(params: ConnectionParams, db: ConnectionParams, events: int, chunk: in
         execute(db, f"SELECT {function}()")
         rollup_s += time.perf_counter() - started
     tables = ("events", "rollup_events_5min", "rollup_events_1hr")
-    execute(db, *(f"VACUUM ANALYZE {t}" for t in tables),
-            f"""CREATE TABLE bench_built AS SELECT now() AS finished_at, {events}::bigint AS events,
-                {load_s}::float8 AS load_s, {rollup_s}::float8 AS rollup_s""")  # fmt: skip
+    built = f"""CREATE TABLE bench_built AS SELECT now() AS finished_at, {events}::bigint AS events,
+                {load_s}::float8 AS load_s, {rollup_s}::float8 AS rollup_s"""
+    execute(db, *(f"VACUUM ANALYZE {t}" for t in tables), built)
 
 
 def timed(cur: Any, text: str, runs: int, warm: int, budget_s: float) -> list[float]:
@@ -160,10 +164,7 @@ def time_panels(cur: Any, runs: int, budget_s: float) -> dict[str, dict[str, flo
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     db = prepare_database(args)
-    ((load_s, rollup_s, events, fine, hourly),) = fetch(db, """
-        SELECT load_s, rollup_s, (SELECT count(*) FROM events),
-               (SELECT count(*) FROM rollup_events_5min), (SELECT count(*) FROM rollup_events_1hr)
-        FROM bench_built""")  # fmt: skip
+    ((load_s, rollup_s, events, fine, hourly),) = fetch(db, BUILT)
     results: dict[str, Any] = {
         "events": int(events),
         "rollup_5min_rows": int(fine),
@@ -218,23 +219,25 @@ def targets(f: dict[str, Any]) -> list[Target]:
 
 def rows(f: dict[str, Any]) -> list[Cells]:
     found = [
-        [f"dashboard `{name}` ({f['events']:,} events)",
-         f"rollup p50 {ms(q['rollup_p50_ms'])}, p99 {ms(q['rollup_p99_ms'])} "
-         f"({q['rollup_runs']} runs)",
-         f"raw `events` p50 {ms(q['raw_p50_ms'])} ({q['raw_runs']} runs)",
-         f"{q['speedup_p50']:,.1f}x",
-         verdict(f, f"rollup_p99_le_20ms:{name}", f"speedup_ge_50x:{name}")]
+        row(
+            f"dashboard `{name}` ({f['events']:,} events)",
+            f"rollup p50 {ms(q['rollup_p50_ms'])}, p99 {ms(q['rollup_p99_ms'])} "
+            f"({q['rollup_runs']} runs)",
+            f"raw `events` p50 {ms(q['raw_p50_ms'])} ({q['raw_runs']} runs)",
+            f"{q['speedup_p50']:,.1f}x",
+            verdict(f, f"rollup_p99_le_20ms:{name}", f"speedup_ge_50x:{name}"),
+        )
         for name, q in f["queries"].items()
-    ]  # fmt: skip
+    ]
     cells: dict[str, list[str]] = {}
     for key, p in f["panels"].items():
         panel, view = key.split("/", 1)
         cells.setdefault(panel, []).append(f"{view} {ms(p['p50_ms'])} / {ms(p['p99_ms'])}")
-    return found + [
-        [f"dashboard panel `{panel}` ({f['events']:,} events; p50 / p99)", "; ".join(texts), "",
-         "", verdict(f, f"panel_p99_le_50ms:{panel}")]
-        for panel, texts in cells.items()
-    ]  # fmt: skip
+    for panel, texts in cells.items():
+        benchmark = f"dashboard panel `{panel}` ({f['events']:,} events; p50 / p99)"
+        target = verdict(f, f"panel_p99_le_50ms:{panel}")
+        found.append(row(benchmark, "; ".join(texts), target=target))
+    return found
 
 
 SCENARIO = Scenario(

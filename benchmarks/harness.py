@@ -35,11 +35,36 @@ README = ROOT / "README.md"
 STUDY_RESULTS = ROOT / "benchmarks" / "studies" / "results"
 ENVS = {"local": "", "local-citus": "_citus"}  # config env -> suffix of its results entry
 # run order; `on_both` scenarios run again against the Citus cluster (`<name>_citus`)
-ORDER = ("producer", "sink", "stages", "end_to_end", "freshness", "dashboard", "viewers",
-         "peer_connect", "rollups", "bootstrap")  # fmt: skip
+ORDER = (
+    "producer",
+    "sink",
+    "stages",
+    "end_to_end",
+    "freshness",
+    "dashboard",
+    "viewers",
+    "peer_connect",
+    "rollups",
+    "bootstrap",
+)
 TABLE = ("benchmark", "figure", "baseline (same run)", "ratio", "target")
 HEADLINE = ("benchmark", "ours", "baseline, same run", "ratio")
+SERVER_SECTIONS = (  # results.md's main tables: (title, suffix of the entries)
+    ("Plain PostgreSQL 15 (one server)", ""),
+    ("Citus 13.2 (coordinator + 2 workers on the same 2 cores; DB CPU over all three)", "_citus"),
+)
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+CHART_BARS = {  # sink run: its bar's label
+    "ours": "ours (sink)",
+    "jdbc": "Spark JDBC",
+    "lab": "lab INSERT/row",
+    "copy_1": "\\copy x1",
+    "copy_2": "\\copy x2",
+}
+CDF_LINES = {  # freshness quantiles: the line's label
+    "visible_delay_quantiles_s": "Kafka -> events",
+    "rollup_delay_quantiles_s": "Kafka -> rollup_events_5min",
+}
 OPS = {"<=": operator.le, ">=": operator.ge}
 Cells = list[str]
 
@@ -64,8 +89,13 @@ class Target:
         return self.figure is not None and bool(OPS[self.op](self.figure, self.bound))
 
     def stored(self) -> dict[str, Any]:
-        return {"label": self.label, "figure": self.figure, "op": self.op, "bound": self.bound,
-                "met": self.met}  # fmt: skip
+        return {
+            "label": self.label,
+            "figure": self.figure,
+            "op": self.op,
+            "bound": self.bound,
+            "met": self.met,
+        }
 
 
 @dataclass(frozen=True)
@@ -93,8 +123,8 @@ class Scenario:
         shrunk = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.quick.items())
         parser.add_argument("--quick", action="store_true", help=f"a smoke run: {shrunk}")
         parser.add_argument("--out", type=Path, help="a JSON file of its own, not results.json")
-        parser.add_argument("--env", default="local", choices=list(ENVS),
-                            help="local: plain PostgreSQL; local-citus: Citus")  # fmt: skip
+        envs = "local: plain PostgreSQL; local-citus: Citus"
+        parser.add_argument("--env", default="local", choices=list(ENVS), help=envs)
         for name, default in self.flags.items():
             flag = "--" + name.replace("_", "-")
             if default is False:
@@ -111,8 +141,8 @@ class Scenario:
         figures = record(self, {"machine": machine_facts(), **self.run(args)})
         print(f"\n{key}:\n" + "\n".join(markdown_table(self.columns, self.rows(figures))))
         for name, t in figures["targets"].items():
-            print(f"target {name}: {'met' if t['met'] else 'MISSED'} ({t['figure']} {t['op']} "
-                  f"{t['bound']})")  # fmt: skip
+            met = "met" if t["met"] else "MISSED"
+            print(f"target {name}: {met} ({t['figure']} {t['op']} {t['bound']})")
         out = args.out or (STUDY_RESULTS / f"{key}.json" if self.study else None)
         store(key, figures, out, folder)
         return figures
@@ -127,9 +157,15 @@ def record(scenario: Scenario, figures: dict[str, Any]) -> dict[str, Any]:
 
 def verdict(figures: dict[str, Any], *names: str) -> str:
     """The target cell of a row: `label: met` for each named target."""
-    stored = figures.get("targets", {})
-    return "; ".join(f"{stored[n]['label']}: {'met' if stored[n]['met'] else 'missed'}"
-                     for n in names if n in stored)  # fmt: skip
+    stored = [figures.get("targets", {}).get(name) for name in names]
+    return "; ".join(f"{t['label']}: {'met' if t['met'] else 'missed'}" for t in stored if t)
+
+
+def row(
+    benchmark: str = "", figure: str = "", baseline: str = "", ratio: str = "", target: str = ""
+) -> Cells:
+    """A row of the report's main table, its empty cells left out by name."""
+    return [benchmark, figure, baseline, ratio, target]
 
 
 def n0(value: float) -> str:
@@ -240,8 +276,8 @@ def scenario(name: str) -> Scenario:
 
 
 def markdown_table(columns: tuple[str, ...], rows: list[Cells]) -> list[str]:
-    return ["|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|"
-            for row in (list(columns), ["---"] * len(columns), *rows)]  # fmt: skip
+    lines = (list(columns), ["---"] * len(columns), *rows)
+    return ["|" + "|".join(f" {cell} " if cell else " " for cell in line) + "|" for line in lines]
 
 
 def results_md(combined: dict[str, Any]) -> str:
@@ -253,13 +289,11 @@ def results_md(combined: dict[str, Any]) -> str:
         f"librdkafka {m['librdkafka']}."
     ]
     scenarios = {name: scenario(name) for name in ORDER}
-    for title, suffix in (
-        ("Plain PostgreSQL 15 (one server)", ""),
-        ("Citus 13.2 (coordinator + 2 workers on the same 2 cores; DB CPU over all three)",
-         "_citus"),
-    ):  # fmt: skip
-        rows = [row for name, s in scenarios.items() if not s.title and name + suffix in entries
-                for row in s.rows(entries[name + suffix])]  # fmt: skip
+    for title, suffix in SERVER_SECTIONS:
+        rows = []
+        for name, s in scenarios.items():
+            if not s.title and name + suffix in entries:
+                rows += s.rows(entries[name + suffix])
         if rows:
             lines += ["", f"### {title}", "", *markdown_table(TABLE, rows)]
     for name, s in scenarios.items():
@@ -270,8 +304,10 @@ def results_md(combined: dict[str, Any]) -> str:
 
 def readme_table(combined: dict[str, Any]) -> str:
     entries = combined["benchmarks"]
-    rows = [s.headline(entries[name], entries.get(f"{name}_citus")) for name in ORDER
-            if (s := scenario(name)).headline and name in entries]  # fmt: skip
+    rows = []
+    for name in ORDER:
+        if (headline := scenario(name).headline) and name in entries:
+            rows.append(headline(entries[name], entries.get(f"{name}_citus")))
     return "\n".join(markdown_table(HEADLINE, rows)) + "\n"
 
 
@@ -298,23 +334,20 @@ def chart(entries: dict[str, Any], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     runs = entries.get("sink", {}).get("runs", {})
-    bars = [(label, runs[k]["rows_per_s"]) for k, label in (
-        ("ours", "ours (sink)"), ("jdbc", "Spark JDBC"), ("lab", "lab INSERT/row"),
-        ("copy_1", "\\copy x1"), ("copy_2", "\\copy x2")) if k in runs]  # fmt: skip
+    bars = [(label, runs[k]["rows_per_s"]) for k, label in CHART_BARS.items() if k in runs]
     if e2e := entries.get("end_to_end"):
         bars.append(("ours end to end\n(Kafka->events)", e2e["ingest"]["rows_per_s"]))
     left.bar([b[0] for b in bars], [b[1] / 1000 for b in bars], color="tab:blue")
     left.tick_params(axis="x", labelrotation=30, labelsize=8)
     left.set(ylabel="thousand rows/s", title="Throughput into the partitioned events table")
     fresh = entries.get("freshness", {})
-    for key, label in (("visible_delay_quantiles_s", "Kafka -> events"),
-                       ("rollup_delay_quantiles_s", "Kafka -> rollup_events_5min")):  # fmt: skip
+    for key, label in CDF_LINES.items():
         values = fresh.get(key, [])  # percentiles 0..100
         right.plot(values, [q / 100 for q in range(len(values))], label=label)
     right.axvline(2.0, color="red", linestyle="--", linewidth=1, label="target p95 2 s")
     right.legend(fontsize=8)
-    right.set(xlabel="delay from Kafka timestamp (s)", ylabel="share of events (CDF)",
-              title="Freshness")  # fmt: skip
+    cdf = "share of events (CDF)"
+    right.set(xlabel="delay from Kafka timestamp (s)", ylabel=cdf, title="Freshness")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

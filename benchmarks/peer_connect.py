@@ -26,26 +26,12 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 
-from benchmarks import common
-from benchmarks.harness import (
-    Cells,
-    Scenario,
-    Target,
-    millions,
-    n0,
-    percentile,
-    say,
-    scratch_db,
-    verdict,
-)
+from benchmarks import common, harness
+from benchmarks.harness import Cells, Scenario, Target, n0, row, say, verdict
 from clickstream_pipeline.core.fields import ID_FIELDS, LAB_FIELDS
 from clickstream_pipeline.ingest.source import producer_config
-from clickstream_pipeline.traffic.generator import (
-    encode_event,
-    lab_uniform_events,
-    storefront_events,
-)
-from clickstream_pipeline.traffic.producer import ClientConf, SendOptions, send_messages
+from clickstream_pipeline.traffic import generator
+from clickstream_pipeline.traffic.producer import ClientConf
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.db import citus_workers, execute
 from devkit.ports import free_port
@@ -56,7 +42,9 @@ from devkit.waits import wait_until
 ROOT = Path(__file__).resolve().parents[1]
 CONNECT_JARS = ROOT / ".stack" / "connect" / "jars"
 CONNECT_RELEASE = "connect-runtime 4.2.1, debezium-connector-jdbc 3.5.0.Final"
+PEER = "Kafka Connect + Debezium JDBC sink"
 PEER_TABLE = "peer_events"
+TABLES = {"ours": "events", "peer": PEER_TABLE}
 PASSWORD_VARIABLE = "CLICKSTREAM_PEER_DB_PASSWORD"
 STALLED_S = 180  # no new row for this long (a JVM's start included): the run is stuck
 # the lab's six fields as JsonConverter's `schema.content`: each message is the lab's plain JSON
@@ -64,9 +52,11 @@ LAB_SCHEMA = {
     "type": "struct",
     "name": "clickstream.lab_event",
     "optional": False,
-    "fields": [{"field": f, "type": "int64" if f in ID_FIELDS else "string", "optional": False}
-               for f in LAB_FIELDS],
-}  # fmt: skip
+    "fields": [
+        {"field": f, "type": "int64" if f in ID_FIELDS else "string", "optional": False}
+        for f in LAB_FIELDS
+    ],
+}
 LOG4J2 = """status = warn
 appender.out.type = Console
 appender.out.name = out
@@ -84,15 +74,42 @@ ROW_TEXT = """concat_ws('|', kafka_partition, kafka_offset,
 LAB_TEXT = "concat_ws('|', {lab})"
 
 
-def delivery(db: ConnectionParams, table: str, topic: str) -> tuple[int, int]:
-    """The rows a pipeline wrote from `topic`, and the distinct ones (by partition and offset)."""
-    ((rows, distinct),) = fetch(
-        db,
-        f"""SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM {table}
-            WHERE kafka_topic = %s""",  # noqa: S608 (one of two constants)
-        (topic,),
-    )
-    return int(rows), int(distinct)
+@dataclass
+class Pipeline:
+    """One of the two as the benchmark drives it: its start, and its rows written so far (cheap:
+    its bookkeeping, never a scan of the table it writes)."""
+
+    name: str
+    table: str
+    topic: str
+    db: ConnectionParams
+    start: Callable[[], subprocess.Popen]
+    progress: Callable[[], int]
+    stops_by_itself: bool  # ours with --available-now; the peer runs until killed
+    log_tail: Callable[[], str]  # the end of its log, for an error
+    restart: Callable[[], subprocess.Popen] | None = None  # after a SIGKILL, left running
+    fresh_topic: str = ""  # the topic of its freshness run, read from its kill run on
+    # after a SIGKILL: the rows its table will hold from `topic` once caught up with n messages
+    rows_when_done: Callable[[int], int] = lambda n: n
+
+    def delivery(self) -> tuple[int, int]:
+        """The rows it wrote from its topic, and the distinct ones (by partition and offset)."""
+        ((rows, distinct),) = fetch(
+            self.db,
+            f"""SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM {self.table}
+                WHERE kafka_topic = %s""",  # noqa: S608 (one of two constants)
+            (self.topic,),
+        )
+        return int(rows), int(distinct)
+
+    def complete(self, n: int, at_least: int | None = None) -> Callable[[], bool]:
+        """Every one of the `n` records in the table (and `at_least` rows in all): one scan."""
+
+        def check() -> bool:
+            rows, distinct = self.delivery()
+            return distinct == n and rows >= (at_least or n)
+
+        return check
 
 
 def written_rows(db: ConnectionParams, table: str, topic: str, since: float | None = None) -> dict:
@@ -109,78 +126,68 @@ def written_rows(db: ConnectionParams, table: str, topic: str, since: float | No
                 FROM {table} WHERE {where} GROUP BY 1) AS distinct_rows""",  # noqa: S608
         (topic,) if since is None else (topic, since),
     )
-    return {"rows": int(rows), "distinct": int(distinct), "checksum": checksum,
-            "checksum_all": every}  # fmt: skip
+    return {
+        "rows": int(rows),
+        "distinct": int(distinct),
+        "checksum": checksum,
+        "checksum_all": every,
+    }
 
 
-def same_rows(what: str, ours: dict, peer: dict, expected: int, copies: bool = False) -> None:
+def same_rows(what: str, expected: int, ours: dict, peer: dict, copies: bool = False) -> dict:
     """Both wrote the `expected` rows, the same ones: count and checksum of the distinct rows,
     or with `copies` of all rows (two events may have the same fields and no offset)."""
     say(f"{what}: ours {ours}, peer {peer}")
     count, checksum = ("rows", "checksum_all") if copies else ("distinct", "checksum")
     if not ours[count] == peer[count] == expected or ours[checksum] != peer[checksum]:
-        raise RuntimeError(f"{what}: the two pipelines did not write the same {expected:,} rows: "
-                           f"ours {ours}, the peer {peer}")  # fmt: skip
+        raise RuntimeError(
+            f"{what}: the two pipelines did not write the same {expected:,} rows: "
+            f"ours {ours}, the peer {peer}"
+        )
+    return {"ours": ours, "peer": peer}
 
 
-@dataclass
-class Pipeline:
-    """One of the two as the benchmark drives it: its start, its rows written so far (cheap: its
-    bookkeeping, never a scan of the table it writes), its first and last writes (Unix time)."""
-
-    name: str
-    table: str
-    topic: str
-    db: ConnectionParams
-    start: Callable[[], subprocess.Popen]
-    progress: Callable[[], int]
-    write_span: Callable[[], tuple[float, float]]
-    stops_by_itself: bool  # ours with --available-now; the peer runs until killed
-    log_tail: Callable[[], str]  # the end of its log, for an error
-    restart: Callable[[], subprocess.Popen] | None = None  # after a SIGKILL, left running
-    fresh_topic: str = ""  # the topic of its freshness run, read from its kill run on
-    # after a SIGKILL: the rows its table will hold from `topic` once caught up with n messages
-    rows_when_done: Callable[[int], int] = lambda n: n
-
-
-def span(db: ConnectionParams, table: str, topic: str) -> tuple[float, float]:
-    """The first and last row's `ingested_at` (clock_timestamp() as each was written)."""
-    ((first, last),) = fetch(
-        db,
-        f"""SELECT extract(epoch FROM min(ingested_at)), extract(epoch FROM max(ingested_at))
-            FROM {table} WHERE kafka_topic = %s""",  # noqa: S608 (one of two constants)
-        (topic,),
-    )
-    return float(first), float(last)
-
-
-def ours_pipeline(args: argparse.Namespace, db: ConnectionParams, work: Path, topic: str,
-                  polls: contextlib.ExitStack, fresh: str = "") -> Pipeline:  # fmt: skip
+def ours_pipeline(
+    args: argparse.Namespace,
+    db: ConnectionParams,
+    log: Path,
+    topic: str,
+    polls: contextlib.ExitStack,
+    fresh: str = "",
+) -> Pipeline:
     """The ingest job in a process of its own. Progress: the query's batch records (a batch
     replayed after a kill records the rows its first attempt wrote as duplicates). With
     `fresh`, it reads that topic too and its restart keeps running, for the freshness run."""
     name, topics = f"peer-ours-{uuid.uuid4().hex[:8]}", [topic, *([fresh] if fresh else [])]
-    secrets, log = secrets_for(args.secrets, db), work / "ingest.log"
+    secrets = secrets_for(args.secrets, db)
 
     def start(*flags: str) -> subprocess.Popen:  # a restart catches up in batches this size too
         return common.start_job(
-            "ingest", args.cfg, secrets, log, *flags, kafka__topics=json.dumps(topics),
-            ingest__query_name=name, kafka__max_offsets_per_trigger=args.max_offsets_per_trigger
-        )  # fmt: skip
+            "ingest",
+            args.cfg,
+            secrets,
+            log,
+            *flags,
+            kafka__topics=json.dumps(topics),
+            ingest__query_name=name,
+            kafka__max_offsets_per_trigger=args.max_offsets_per_trigger,
+        )
 
     text = """SELECT coalesce(sum(rows_written + rows_duplicate), 0)
               FROM clickstream_ingest_batches WHERE query_name = %s"""
     written = polls.enter_context(contextlib.closing(common.KeptQuery(db, text, (name,))))
     return Pipeline(
-        "ours", "events", topic, db,
+        "ours",
+        "events",
+        topic,
+        db,
         start=lambda: start("--available-now"),
         progress=lambda: int(written()[0]),
-        write_span=lambda: span(db, "events", topic),
         stops_by_itself=True,
         log_tail=lambda: log_tail(log),
         restart=start,
         fresh_topic=fresh,
-    )  # fmt: skip
+    )
 
 
 def peer_pipeline(
@@ -194,26 +201,30 @@ def peer_pipeline(
 
     def rows_when_done(n: int) -> int:  # the restart sends all from the last committed offsets
         worker.wait_sessions_gone()  # the killed one's last transaction aborted or committed
-        rows = delivery(db, PEER_TABLE, topic)[0]
-        admin = AdminClient(kafka)
+        rows = pipeline.delivery()[0]
         group = f"connect-{worker.name}"
-        answer = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+        answer = AdminClient(kafka).list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)]
+        )
         offsets = answer[group].result(timeout=30).topic_partitions or []
         committed = sum(tp.offset for tp in offsets if tp.topic == topic and tp.offset > 0)
         say(f"peer: {rows:,} rows written, {committed:,} offsets committed before the kill")
         return rows + n - committed
 
-    return Pipeline(
-        "peer", PEER_TABLE, topic, db,
+    pipeline = Pipeline(
+        "peer",
+        PEER_TABLE,
+        topic,
+        db,
         start=worker.start,
         progress=lambda: int(inserted()[0]) - base,
-        write_span=lambda: span(db, PEER_TABLE, topic),
         stops_by_itself=False,
         log_tail=worker.log_tail,
         restart=worker.start,
         fresh_topic=worker.topics[1] if len(worker.topics) > 1 else "",
         rows_when_done=rows_when_done,
-    )  # fmt: skip
+    )
+    return pipeline
 
 
 def wait_rows(
@@ -225,11 +236,13 @@ def wait_rows(
     done: Callable[[], bool] | None = None,
     stalled_s: float = STALLED_S,
     every_s: float = 0.5,
-    check_every_s: float = 5.0,
+    check_every_s: float | None = None,
 ) -> None:
     """Poll every `every_s` until the pipeline wrote `at_least` rows (and `done()`, a scan, asked
-    every `check_every_s` from then), printing the rate every 5 s. Fails with the end of its
-    log after `timeout_s`, or once no row came for `stalled_s`."""
+    every `check_every_s` from then: by default 5 s past 100,000 rows, else 0.5 s), printing the
+    rate every 5 s. Fails with the end of its log after `timeout_s`, or once no row came for
+    `stalled_s`."""
+    check_every_s = check_every_s or (5.0 if at_least > 100_000 else 0.5)
     started = last_print = last_move = time.monotonic()
     last_check, moved = -math.inf, -1
     while True:
@@ -253,10 +266,6 @@ def wait_rows(
         time.sleep(every_s)
 
 
-def _properties(settings: dict[str, str]) -> str:
-    return "".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in settings.items())
-
-
 @dataclass
 class ConnectWorker:
     """A standalone Connect worker running Debezium's JDBC sink from `topics` into
@@ -275,7 +284,6 @@ class ConnectWorker:
         url = self.db.jdbc_url()
         url += ("&" if "?" in url else "?") + "reWriteBatchedInserts=true"
         url += f"&ApplicationName={self.name}"  # its sessions, told apart after a kill
-        # fmt: off
         settings = {
             "name": self.name,
             "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
@@ -296,7 +304,6 @@ class ConnectWorker:
             "transforms.kafka.offset.field": "kafka_offset",
             "transforms.kafka.timestamp.field": "event_time",
         }
-        # fmt: on
         if self.db.password is not None:  # read by Connect from its environment, never a file
             settings["connection.password"] = f"${{env:{PASSWORD_VARIABLE}}}"
         return settings
@@ -328,23 +335,35 @@ class ConnectWorker:
         if not any(CONNECT_JARS.glob("connect-runtime-*.jar")):
             raise RuntimeError(f"no Connect jars in {CONNECT_JARS}: scripts/stack/connect.sh jars")
         self.work.mkdir(parents=True, exist_ok=True)
-        worker, connector = self.work / "worker.properties", self.work / "connector.properties"
-        worker.write_text(_properties(self.worker_settings()))
-        connector.write_text(_properties(self.connector_settings()))
-        (logging := self.work / "log4j2.properties").write_text(LOG4J2)
+        files = {
+            "worker.properties": self.worker_settings(),
+            "connector.properties": self.connector_settings(),
+        }
+        for name, settings in files.items():
+            lines = (f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in settings.items())
+            (self.work / name).write_text("".join(lines))
+        (self.work / "log4j2.properties").write_text(LOG4J2)
         env = dict(os.environ)
         if self.db.password is not None:
             env[PASSWORD_VARIABLE] = self.db.password.get_secret_value()
-        main = "org.apache.kafka.connect.cli.ConnectStandalone"
-        command = ["java", "-Xms256m", "-Xmx1g", "-Duser.timezone=UTC",  # `event_time`'s zone
-                   f"-Dlog4j2.configurationFile={logging}", "-cp", f"{CONNECT_JARS}/*", main,
-                   str(worker), str(connector)]  # fmt: skip
-        with (self.work / "connect.log").open("ab") as log:
+        command = [
+            "java",
+            "-Xms256m",
+            "-Xmx1g",
+            "-Duser.timezone=UTC",  # `event_time`'s zone
+            f"-Dlog4j2.configurationFile={self.work / 'log4j2.properties'}",
+            "-cp",
+            f"{CONNECT_JARS}/*",
+            "org.apache.kafka.connect.cli.ConnectStandalone",
+            *(str(self.work / name) for name in files),
+        ]
+        log = self.work / "connect.log"
+        with log.open("ab") as out:
             process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_until(self._running, 120, f"Connect's {self.tasks} tasks running", every_s=0.3,
-                   process=process, log=self.work / "connect.log")  # fmt: skip
+        what = f"Connect's {self.tasks} tasks running"
+        wait_until(self._running, 120, what, every_s=0.3, process=process, log=log)
         return process
 
     def _running(self) -> bool:
@@ -366,16 +385,6 @@ class ConnectWorker:
         wait_until(lambda: fetch(self.db, text, (self.name,))[0][0], 30, f"{self.name} gone")
 
 
-def complete(pipeline: Pipeline, n: int, at_least: int | None = None) -> Callable[[], bool]:
-    """Every one of the `n` records in the table (and `at_least` rows in all): one scan."""
-
-    def check() -> bool:
-        rows, distinct = delivery(pipeline.db, pipeline.table, pipeline.topic)
-        return distinct == n and rows >= (at_least or n)
-
-    return check
-
-
 def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
     """From the process's start to its last of `n` rows: rows/s, DB CPU per row, peak memory."""
     what, process = pipeline.name, None
@@ -385,25 +394,30 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
             process = pipeline.start()
             with common.PeakMemory(process.pid) as memory:
                 wait_rows(pipeline, n, process, what, timeout_s=3600)
-        wait_rows(pipeline, n, process, what, 600, complete(pipeline, n),
-                  check_every_s=5.0 if n > 100_000 else 0.5)  # fmt: skip
+        wait_rows(pipeline, n, process, what, 600, pipeline.complete(n))
         if pipeline.stops_by_itself:
             process.wait(timeout=600)
     finally:
         if process is not None:
             kill_group(process, missing_ok=True)
-    if (got := delivery(pipeline.db, pipeline.table, pipeline.topic)) != (n, n):
+    if (got := pipeline.delivery()) != (n, n):
         raise RuntimeError(f"{what} wrote {got[0]:,} rows ({n - got[1]:,} lost), expected {n:,}")
-    first_at, last_at = pipeline.write_span()
-    seconds, to_first = last_at - started_at, first_at - started_at
+    # the first and last row's `ingested_at` (clock_timestamp() as each was written)
+    ((first_at, last_at),) = fetch(
+        pipeline.db,
+        f"""SELECT extract(epoch FROM min(ingested_at)), extract(epoch FROM max(ingested_at))
+            FROM {pipeline.table} WHERE kafka_topic = %s""",  # noqa: S608 (one of two constants)
+        (pipeline.topic,),
+    )
+    seconds, to_first = float(last_at) - started_at, float(first_at) - started_at
     after = n / (seconds - to_first) if seconds > to_first else None  # none: one batch wrote all
-    cpu = meter.reading.total_s / n * 1e6
-    say(f"{what}: {n:,} rows in {seconds:.1f}s, {to_first:.1f}s to the first row, then "
-        f"{after or 0:,.0f} rows/s; DB CPU {cpu:.1f} us/row")  # fmt: skip
-    return {"rows": n, "seconds": round(seconds, 3), "rows_per_s": n / seconds,
-            "start_to_first_row_s": round(to_first, 3), "rows_per_s_after_first_row": after,
-            "db_cpu_us_per_row": cpu,
-            "peak_memory_mib": round(memory.tree_peak_mib, 1)}  # fmt: skip
+    cpu, memory_mib = meter.reading.total_s / n * 1e6, round(memory.tree_peak_mib, 1)
+    say(
+        f"{what}: {n:,} rows in {seconds:.1f}s, {to_first:.1f}s to the first row, then "
+        f"{after or 0:,.0f} rows/s; DB CPU {cpu:.1f} us/row"
+    )
+    figures = {"start_to_first_row_s": round(to_first, 3), "rows_per_s_after_first_row": after}
+    return harness.rate(n, seconds, **figures, db_cpu_us_per_row=cpu, peak_memory_mib=memory_mib)
 
 
 def killed_half_way(pipeline: Pipeline, n: int) -> tuple[dict[str, int], subprocess.Popen]:
@@ -418,59 +432,51 @@ def killed_half_way(pipeline: Pipeline, n: int) -> tuple[dict[str, int], subproc
     say(f"{what}: SIGKILL at {at_kill:,} rows; starting again")
     process = (pipeline.restart or pipeline.start)()
     try:
-        wait_rows(pipeline, expected, process, f"{what} (restarted)", 3600,
-                  complete(pipeline, n, expected), every_s=0.2,
-                  check_every_s=5.0 if n > 100_000 else 0.5)  # fmt: skip
+        done = pipeline.complete(n, expected)
+        wait_rows(pipeline, expected, process, f"{what} (restarted)", 3600, done, every_s=0.2)
     except BaseException:
         kill_group(process, missing_ok=True)
         raise
-    rows, distinct = delivery(pipeline.db, pipeline.table, pipeline.topic)
+    rows, distinct = pipeline.delivery()
     say(f"{what}: after the kill {n - distinct:,} rows lost, {rows - distinct:,} duplicated")
     return {"killed_at_rows": at_kill, "lost": n - distinct, "duplicated": rows - distinct}, process
 
 
-def produce_paced(kafka: ClientConf, topic: str, rate: float, seconds: float) -> int:
-    """Storefront events in the lab's JSON at `rate`, each Kafka timestamp its send."""
-    total = int(rate * seconds)
-    events = itertools.islice(storefront_events(seed=7), total)
-    options = SendOptions(topic, rate=rate, count=total, progress=False)
-    if not (stats := send_messages(kafka, ((None, encode_event(e)) for e in events), options)).ok:
-        raise RuntimeError(stats.summary(topic))
-    return total
-
-
-def freshness(kafka: ClientConf, pipeline: Pipeline, process: subprocess.Popen, rate: float,
-              seconds: float, warm_up_s: float) -> tuple[dict[str, float], dict]:  # fmt: skip
-    """The running, warm pipeline while events arrive at `rate` on its freshness topic, after
-    `warm_up_s` of the same: each row's delay from its send (its Kafka timestamp) to its write
-    (`ingested_at`), p50 and p95; and the rows measured (`written_rows`)."""
+def freshness(
+    kafka: ClientConf, pipeline: Pipeline, process: subprocess.Popen, args: argparse.Namespace
+) -> tuple[dict[str, float], dict]:
+    """The running, warm pipeline while storefront events arrive at `--rate` on its freshness
+    topic, after `--warm-up` seconds of the same: each row's delay from its send (its Kafka
+    timestamp) to its write (`ingested_at`), p50 and p95; and the rows measured."""
     topic, name, table = pipeline.fresh_topic, pipeline.name, pipeline.table
-    before = pipeline.progress()
-    warm = produce_paced(kafka, topic, rate, warm_up_s)
+    before, warm = pipeline.progress(), int(args.rate * args.warm_up)
+    common.load_topic(kafka, topic, warm, generator.storefront_events(seed=7), args.rate)
     wait_rows(pipeline, before + warm, process, f"{name} (warm-up)", 300, every_s=0.2)
-    say(f"freshness, {name}: {rate:,.0f} msg/s for {seconds:g}s")
+    say(f"freshness, {name}: {args.rate:,.0f} msg/s for {args.duration:g}s")
     t_from = math.floor(time.time() * 1000) / 1000  # Kafka timestamps are whole milliseconds
-    measured = produce_paced(kafka, topic, rate, seconds)
+    measured = int(args.rate * args.duration)
+    common.load_topic(kafka, topic, measured, generator.storefront_events(seed=7), args.rate)
     window = f"FROM {table} WHERE kafka_topic = %s AND event_time >= to_timestamp(%s)"
 
     def visible() -> bool:  # a Citus worker counts its rows at PREPARE, before COMMIT PREPARED
         return fetch(pipeline.db, f"SELECT count(*) {window}", (topic, t_from))[0][0] >= measured
 
-    wait_rows(pipeline, before + warm + measured, process, name, 300, visible, every_s=0.2,
-              check_every_s=0.5)  # fmt: skip
+    total = before + warm + measured
+    wait_rows(pipeline, total, process, name, 300, visible, every_s=0.2, check_every_s=0.5)
     # per row, send to write: its Kafka timestamp (`event_time`) to `ingested_at`
     delay = f"SELECT extract(epoch FROM ingested_at - event_time) {window}"  # noqa: S608
     delays = [float(d) for (d,) in fetch(pipeline.db, delay, (topic, t_from))]
-    figures = {"rows": len(delays), "p50_s": round(percentile(delays, 50), 3),
-               "p95_s": round(percentile(delays, 95), 3)}  # fmt: skip
-    say(f"freshness, {name}: p50 / p95 {figures['p50_s']:.2f} / {figures['p95_s']:.2f}s")
+    p50, p95 = round(harness.percentile(delays, 50), 3), round(harness.percentile(delays, 95), 3)
+    say(f"freshness, {name}: p50 / p95 {p50:.2f} / {p95:.2f}s")
+    figures = {"rows": len(delays), "p50_s": p50, "p95_s": p95}
     return figures, written_rows(pipeline.db, table, topic, since=t_from)
 
 
-def create_peer_table(db: ConnectionParams) -> None:
+def create_peer_table(db: ConnectionParams) -> dict[str, Any]:
     """`peer_events` shaped as `events`: its columns, defaults and indexes, range partitions with
     the same bounds, a sequence of its own, on Citus colocated with `events`. First, in both,
-    `ingested_at` becomes the moment each row is written, not its transaction's start."""
+    `ingested_at` becomes the moment each row is written, not its transaction's start. Returns
+    both shapes, checked equal."""
     execute(
         db,
         "ALTER TABLE events ALTER COLUMN ingested_at SET DEFAULT clock_timestamp()",
@@ -492,8 +498,16 @@ def create_peer_table(db: ConnectionParams) -> None:
             END $$""",  # noqa: S608 (a constant)
     )
     if citus_workers(db):
-        execute(db, f"SELECT create_distributed_table('{PEER_TABLE}', 'customer_id', "
-                    "colocate_with => 'events')")  # fmt: skip
+        execute(
+            db,
+            f"SELECT create_distributed_table('{PEER_TABLE}', 'customer_id', "
+            "colocate_with => 'events')",
+        )
+    tables = {table: table_shape(db, table) for table in TABLES.values()}
+    if tables["events"] != tables[PEER_TABLE]:
+        raise RuntimeError(f"{PEER_TABLE} is not shaped as events: {tables}")
+    say(f"{PEER_TABLE} shaped as events: {json.dumps(tables['events'])}")
+    return tables
 
 
 def table_shape(db: ConnectionParams, table: str) -> dict[str, Any]:
@@ -520,8 +534,13 @@ def table_shape(db: ConnectionParams, table: str) -> dict[str, Any]:
             FROM pg_class t WHERE t.oid = %s::regclass""",
         (table,),
     )
-    shape = {"columns": columns, "partition_key": key, "partitions": int(partitions),
-             "partition_bounds_md5": bounds, "indexes": indexes or ""}  # fmt: skip
+    shape = {
+        "columns": columns,
+        "partition_key": key,
+        "partitions": int(partitions),
+        "partition_bounds_md5": bounds,
+        "indexes": indexes or "",
+    }
     if citus_workers(db):
         ((column, colocation, shards),) = fetch(
             db,
@@ -537,7 +556,10 @@ def table_shape(db: ConnectionParams, table: str) -> dict[str, Any]:
 def message_bytes(n: int) -> dict[str, float]:
     """The bytes of the messages both read (the lab's JSON), against the schema envelope the
     peer read before Connect took its schema from its config."""
-    sample = [encode_event(e) for e in itertools.islice(lab_uniform_events(1), min(n, 10_000))]
+    sample = [
+        generator.encode_event(e)
+        for e in itertools.islice(generator.lab_uniform_events(1), min(n, 10_000))
+    ]
     plain = sum(map(len, sample)) / len(sample)
     envelope = len(json.dumps({"schema": LAB_SCHEMA, "payload": None}, separators=(",", ":")))
     return {"mean": round(plain, 1), "with_an_envelope": round(plain + envelope - 4, 1)}
@@ -547,36 +569,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n, kafka = args.messages, producer_config(args.cfg.kafka, args.secrets)
     work = Path(tempfile.mkdtemp(prefix="bench-peer-"))  # logs and properties, kept to read
     say(f"logs and settings of every run in {work}")
-    results: dict[str, Any] = {"messages": n}
-    processes: list[subprocess.Popen] = []
+    results: dict[str, Any] = {"messages": n, "message_bytes": message_bytes(n)}
     with (
         fresh_topic(kafka, "bench-peer", args.partitions) as topic,
         fresh_topic(kafka, "bench-peer-ours-f", args.partitions) as ours_fresh,
         fresh_topic(kafka, "bench-peer-connect-f", args.partitions) as peer_fresh,
-        scratch_db(args.secrets, "bench_peer") as db,
+        harness.scratch_db(args.secrets, "bench_peer") as db,
         contextlib.ExitStack() as polls,
     ):
         results["topics"] = {"ours": topic, "peer": topic}  # one topic, read by both
-        results["message_bytes"] = message_bytes(n)
-        results["load_msg_per_s"] = common.load_topic(args.cfg, args.secrets, topic, n)
-        create_peer_table(db)
-        tables = results["tables"] = {t: table_shape(db, t) for t in ("events", PEER_TABLE)}
-        if tables["events"] != tables[PEER_TABLE]:
-            raise RuntimeError(f"{PEER_TABLE} is not shaped as events: {tables}")
-        say(f"{PEER_TABLE} shaped as events: {json.dumps(tables['events'])}")
+        results["load_msg_per_s"] = common.load_topic(kafka, topic, n)
+        results["tables"] = create_peer_table(db)
 
-        def peer(run: str, *topics: str) -> ConnectWorker:
+        def peer(phase: str, *topics: str) -> ConnectWorker:
             bootstrap = str(kafka["bootstrap.servers"])
             return ConnectWorker(
-                work / run, bootstrap, topics, db, args.partitions, args.batch_size
+                work / phase, bootstrap, topics, db, args.partitions, args.batch_size
             )
 
-        same: dict[str, Any] = {}
+        def ours(fresh: str = "") -> Pipeline:
+            return ours_pipeline(args, db, work / "ingest.log", topic, polls, fresh)
 
-        def both(phase: str, expected: int) -> None:
-            same[phase] = {"ours": written_rows(db, "events", topic),
-                           "peer": written_rows(db, PEER_TABLE, topic)}  # fmt: skip
-            same_rows(phase.replace("_", " "), same[phase]["ours"], same[phase]["peer"], expected)
+        def both_wrote(phase: str) -> dict:
+            ours_rows, peer_rows = (written_rows(db, table, topic) for table in TABLES.values())
+            return same_rows(phase.replace("_", " "), n, ours_rows, peer_rows)
 
         first = peer("throughput", topic)
         results["peer_settings"] = {
@@ -585,46 +601,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "release": CONNECT_RELEASE,
         }
         say(f"peer settings: {json.dumps(results['peer_settings']['connector'])}")
-        results["ours"] = throughput(ours_pipeline(args, db, work, topic, polls), n)
+        results["ours"] = throughput(ours(), n)
         results["peer"] = throughput(peer_pipeline(db, first, kafka, polls), n)
-        both("throughput", n)
+        same = {"throughput": both_wrote("throughput")}
         # a SIGKILL half-way, both at once, on empty tables from an empty checkpoint / consumer
         # group (the restarted worker has the same name: it resumes its group). Each restart
         # keeps running and serves the freshness run, warm: a JVM's start is not freshness
         execute(db, f"TRUNCATE events, {PEER_TABLE}, clickstream_ingest_ledger")
-        pipelines = (ours_pipeline(args, db, work, topic, polls, ours_fresh),
-                     peer_pipeline(db, peer("kill", topic, peer_fresh), kafka, polls))  # fmt: skip
+        pipelines = {
+            "ours": ours(ours_fresh),
+            "peer": peer_pipeline(db, peer("kill", topic, peer_fresh), kafka, polls),
+        }
+        processes: list[subprocess.Popen] = []
         try:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                killed = [pool.submit(killed_half_way, p, n) for p in pipelines]
-            processes += [f.result()[1] for f in killed if f.exception() is None]
-            for future in killed:  # each restarted process is known before one's error
-                if (error := future.exception()) is not None:
-                    raise error
-            for name, future in zip(("ours", "peer"), killed, strict=True):
+                killed = {k: pool.submit(killed_half_way, p, n) for k, p in pipelines.items()}
+            # each restarted process is known (to be killed) before one's error is raised
+            processes += [f.result()[1] for f in killed.values() if f.exception() is None]
+            for name, future in killed.items():
                 results[name].update(future.result()[0])
-            both("after_kill", n)
+            same["after_kill"] = both_wrote("after_kill")
             if same["after_kill"]["ours"]["checksum"] != same["throughput"]["ours"]["checksum"]:
                 raise RuntimeError("the rows after the kill are not those of the first run")
             results["freshness"] = {"rate_msg_per_s": args.rate, "seconds": args.duration}
-            same["freshness"] = {}
-            for name, pipeline, process in zip(("ours", "peer"), pipelines, processes, strict=True):
+            written = {}
+            for (name, pipeline), process in zip(pipelines.items(), processes, strict=True):
                 # ours while the peer idles; the peer once ours is gone
-                results["freshness"][name], same["freshness"][name] = freshness(
-                    kafka, pipeline, process, args.rate, args.duration, args.warm_up
+                results["freshness"][name], written[name] = freshness(
+                    kafka, pipeline, process, args
                 )
                 kill_group(process, missing_ok=True)
-            fresh = same["freshness"]
-            same_rows("freshness", fresh["ours"], fresh["peer"], int(args.rate * args.duration),
-                      copies=True)  # fmt: skip
+            expected = int(args.rate * args.duration)
+            ours_rows, peer_rows = written["ours"], written["peer"]
+            same["freshness"] = same_rows("freshness", expected, ours_rows, peer_rows, copies=True)
         finally:
             for process in processes:
                 kill_group(process, missing_ok=True)
         results["same_rows"] = same
-    ratio = results["ours"]["rows_per_s"] / results["peer"]["rows_per_s"]
-    for name in ("ours", "peer"):
+    for name in TABLES:
         results[f"{name}_lost"] = results[name]["lost"]
         results[f"{name}_duplicated"] = results[name]["duplicated"]
+    ratio = results["ours"]["rows_per_s"] / results["peer"]["rows_per_s"]
     results["ours_over_peer_rows_per_s"] = ratio
     say(f"ours over the peer: {ratio:.2f}x rows/s; the same rows in each phase")
     return results
@@ -633,28 +650,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def rows(f: dict[str, Any]) -> list[Cells]:
     ours, peer, fresh = f["ours"], f["peer"], f["freshness"]
     return [
-        [f"end to end, {f['messages']:,} lab messages: ours vs Kafka Connect + Debezium JDBC sink",
-         f"ours {n0(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row']:.1f} us DB CPU/row, "
-         f"{n0(ours['peak_memory_mib'])} MiB", f"peer {n0(peer['rows_per_s'])} rows/s, "
-         f"{peer['db_cpu_us_per_row']:.1f} us/row, {n0(peer['peak_memory_mib'])} MiB",
-         f"{f['ours_over_peer_rows_per_s']:.2f}x", ""],
-        ["SIGKILL half-way, then a restart: rows lost / duplicated",
-         f"ours {f['ours_lost']:,} / {f['ours_duplicated']:,}",
-         f"peer {f['peer_lost']:,} / {f['peer_duplicated']:,}", "", verdict(f, "exactly_once")],
-        [f"freshness at {fresh['rate_msg_per_s']:,.0f} msg/s, send to row written, p50 / p95",
-         f"ours {fresh['ours']['p50_s']:.2f} / {fresh['ours']['p95_s']:.2f} s",
-         f"peer {fresh['peer']['p50_s']:.2f} / {fresh['peer']['p95_s']:.2f} s", "", ""],
-    ]  # fmt: skip
+        row(
+            f"end to end, {f['messages']:,} lab messages: ours vs {PEER}",
+            f"ours {n0(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row']:.1f} us DB CPU/row, "
+            f"{n0(ours['peak_memory_mib'])} MiB",
+            f"peer {n0(peer['rows_per_s'])} rows/s, {peer['db_cpu_us_per_row']:.1f} us/row, "
+            f"{n0(peer['peak_memory_mib'])} MiB",
+            f"{f['ours_over_peer_rows_per_s']:.2f}x",
+        ),
+        row(
+            "SIGKILL half-way, then a restart: rows lost / duplicated",
+            f"ours {f['ours_lost']:,} / {f['ours_duplicated']:,}",
+            f"peer {f['peer_lost']:,} / {f['peer_duplicated']:,}",
+            target=verdict(f, "exactly_once"),
+        ),
+        row(
+            f"freshness at {fresh['rate_msg_per_s']:,.0f} msg/s, send to row written, p50 / p95",
+            f"ours {fresh['ours']['p50_s']:.2f} / {fresh['ours']['p95_s']:.2f} s",
+            f"peer {fresh['peer']['p50_s']:.2f} / {fresh['peer']['p95_s']:.2f} s",
+        ),
+    ]
 
 
 def headline(f: dict[str, Any], citus: dict[str, Any] | None) -> Cells:
     on_citus = f" ({citus['ours_over_peer_rows_per_s']:.2f}x on Citus)" if citus else ""
-    return [f"vs Kafka Connect + Debezium JDBC sink, {millions(f['messages'])} messages",
-            f"{n0(f['ours']['rows_per_s'])} rows/s; after a SIGKILL {f['ours_lost']:,} lost, "
-            f"{f['ours_duplicated']:,} duplicated",
-            f"{n0(f['peer']['rows_per_s'])} rows/s; {f['peer_lost']:,} lost, "
-            f"{f['peer_duplicated']:,} duplicated",
-            f"{f['ours_over_peer_rows_per_s']:.2f}x{on_citus}"]  # fmt: skip
+    return [
+        f"vs {PEER}, {harness.millions(f['messages'])} messages",
+        f"{n0(f['ours']['rows_per_s'])} rows/s; after a SIGKILL {f['ours_lost']:,} lost, "
+        f"{f['ours_duplicated']:,} duplicated",
+        f"{n0(f['peer']['rows_per_s'])} rows/s; {f['peer_lost']:,} lost, "
+        f"{f['peer_duplicated']:,} duplicated",
+        f"{f['ours_over_peer_rows_per_s']:.2f}x{on_citus}",
+    ]
 
 
 SCENARIO = Scenario(
@@ -662,17 +689,29 @@ SCENARIO = Scenario(
     __doc__ or "",
     run,
     # --batch-size: the peer's batch.size; --rate, --duration, --warm-up: of the freshness run
-    flags={"messages": 2_000_000, "partitions": 4, "batch_size": 5000,
-           "max_offsets_per_trigger": 250_000, "rate": 2000.0, "duration": 60.0, "warm_up": 10.0},
-    quick={"messages": 10_000, "max_offsets_per_trigger": 2_500, "batch_size": 2_000,
-           "duration": 2.0, "warm_up": 1.0},
+    flags={
+        "messages": 2_000_000,
+        "partitions": 4,
+        "batch_size": 5000,
+        "max_offsets_per_trigger": 250_000,
+        "rate": 2000.0,
+        "duration": 60.0,
+        "warm_up": 10.0,
+    },
+    quick={
+        "messages": 10_000,
+        "max_offsets_per_trigger": 2_500,
+        "batch_size": 2_000,
+        "duration": 2.0,
+        "warm_up": 1.0,
+    },
     targets=lambda f: [
         Target("exactly_once", f["ours_lost"] + f["ours_duplicated"], "<=", 0, "exactly once")
     ],
     rows=rows,
     on_both=True,
     headline=headline,
-)  # fmt: skip
+)
 
 if __name__ == "__main__":
     SCENARIO.main()

@@ -16,6 +16,17 @@ from benchmarks.harness import Cells, Scenario, Target, n0, say, scratch_db, ser
 from devkit.db import execute
 
 FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
+COLUMNS = (
+    "server",
+    "new events",
+    "5-minute s",
+    "hourly s",
+    "dashboard s",
+    "total s",
+    "events/s",
+    "DB CPU us/event",
+    "Citus / PostgreSQL s per event",
+)
 
 
 def measure(server: str, env: str, events: int) -> dict[str, Any]:
@@ -30,19 +41,33 @@ def measure(server: str, env: str, events: int) -> dict[str, Any]:
                 seconds[function] = time.perf_counter() - started
                 say(f"{db.dbname}: {function}() {seconds[function]:.2f}s")
     total, cpu = sum(seconds.values()), meter.reading.own_s
-    return {"server": server, "events": events, "seconds": seconds, "total_s": total,
-            "events_per_s": events / total, "us_per_event": total / events * 1e6,
-            "db_cpu_s": cpu, "db_cpu_us_per_event": cpu / events * 1e6,
-            "servers": sorted(meter.servers)}  # fmt: skip
+    return {
+        "server": server,
+        "events": events,
+        "seconds": seconds,
+        "total_s": total,
+        "events_per_s": events / total,
+        "us_per_event": total / events * 1e6,
+        "db_cpu_s": cpu,
+        "db_cpu_us_per_event": cpu / events * 1e6,
+        "servers": sorted(meter.servers),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(n) for n in str(args.events).split(",")]
-    runs = {f"{server}_{size}": measure(server, env, size)
-            for server, env in servers().items() for size in sizes}  # fmt: skip
-    ratios = {f"citus_over_postgres_s_per_event_{size}": runs[f"citus_{size}"]["us_per_event"]
-              / runs[f"postgres_{size}"]["us_per_event"] for size in sizes
-              if f"citus_{size}" in runs}  # fmt: skip
+    runs = {
+        f"{server}_{size}": measure(server, env, size)
+        for server, env in servers().items()
+        for size in sizes
+    }
+    ratios = {}
+    for size in sizes:
+        if f"citus_{size}" in runs:
+            citus, plain = runs[f"citus_{size}"], runs[f"postgres_{size}"]
+            ratios[f"citus_over_postgres_s_per_event_{size}"] = (
+                citus["us_per_event"] / plain["us_per_event"]
+            )
     return {"sizes": sizes, "runs": runs, "ratios": ratios}
 
 
@@ -62,10 +87,10 @@ def rows(f: dict[str, Any]) -> list[Cells]:
     for run in f["runs"].values():
         ratio = f["ratios"].get(f"citus_over_postgres_s_per_event_{run['events']}")
         shown = f"{ratio:.2f}x" if ratio is not None and run["server"] == "citus" else ""
-        found.append([run["server"], f"{run['events']:,}",
-                      *(f"{run['seconds'][name]:.2f}" for name in FUNCTIONS),
-                      f"{run['total_s']:.2f}", n0(run["events_per_s"]),
-                      f"{run['db_cpu_us_per_event']:.1f}", shown])  # fmt: skip
+        seconds = [f"{run['seconds'][name]:.2f}" for name in FUNCTIONS]
+        figures = [f"{run['total_s']:.2f}", n0(run["events_per_s"])]
+        cpu = f"{run['db_cpu_us_per_event']:.1f}"
+        found.append([run["server"], f"{run['events']:,}", *seconds, *figures, cpu, shown])
     for name, t in f["targets"].items():
         found.append([f"target `{name}`", "met" if t["met"] else "missed", *[""] * 7])
     return found
@@ -80,9 +105,8 @@ SCENARIO = Scenario(
     targets=targets,
     rows=rows,
     title="Rollups after a batch, both servers in one run",
-    columns=("server", "new events", "5-minute s", "hourly s", "dashboard s", "total s",
-             "events/s", "DB CPU us/event", "Citus / PostgreSQL s per event"),
-)  # fmt: skip
+    columns=COLUMNS,
+)
 
 if __name__ == "__main__":
     SCENARIO.main()

@@ -16,12 +16,13 @@ from typing import Any, Literal
 
 from pyspark.sql import DataFrame
 
-from benchmarks.common import DbCpuMeter, psql_copy, tree_cpu_s
-from benchmarks.harness import Cells, Scenario, Target, millions, n0, rate, say, scratch_db, verdict
+from benchmarks import harness
+from benchmarks.common import DbCpuMeter, expect_rows, psql_copy, tree_cpu_s
+from benchmarks.harness import Cells, Scenario, Target, n0, rate, row, say, verdict
 from clickstream_pipeline.core.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.sink import SinkSettings, write_and_route
-from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
+from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import execute
 
 BASELINES = {  # run key: its name in the table
@@ -31,14 +32,15 @@ BASELINES = {  # run key: its name in the table
     "copy_1": "`\\copy` 1 stream",
     "copy_2": "`\\copy` 2 streams",
 }
+FASTER = ("rows_per_s_ge_jdbc", "rows_per_s_ge_1.5x_jdbc_stretch")  # the targets of its speed
 PICK = "element_at(array({}), cast(floor(rand({}) * {}) as int) + 1) AS {}"
+COUNTRIES = "'United States','United Kingdom','India','France','Germany','China','China'"
 # validated rows as `transforms.validate` gives them; each Spark partition one "Kafka" range
 COLUMNS = (
     "current_timestamp() - make_interval(0, 0, 0, 0, 0, 0, id % 1800) AS event_time",
     "cast(floor(rand(1) * 1000) + 1 AS bigint) AS customer_id",
     PICK.format("'click','buy','scroll','download'", 2, 4, "event_type"),
-    PICK.format("'United States','United Kingdom','India','France','Germany','China','China'",
-                3, 7, "country"),
+    PICK.format(COUNTRIES, 3, 7, "country"),
     PICK.format("'chrome','firefox','safari','opera'", 4, 4, "browser"),
     "cast(floor(rand(5) * 10000) + 1 AS bigint) AS device_id",
     "cast(floor(rand(6) * 100000) + 1 AS bigint) AS session_id",
@@ -50,7 +52,7 @@ COLUMNS = (
     "cast(NULL AS string) AS reject_reason",
     "cast(NULL AS binary) AS raw_key",
     "cast(NULL AS binary) AS raw_value",
-)  # fmt: skip
+)
 
 
 def measure(name: str, db: ConnectionParams, rows: int, write: Callable[[], Any]) -> dict:
@@ -62,21 +64,31 @@ def measure(name: str, db: ConnectionParams, rows: int, write: Callable[[], Any]
         write()
         seconds = time.perf_counter() - started
         client_s = tree_cpu_s(os.getpid()) - client_started  # Spark's JVM and workers, psql
-    if (written := fetch(db, "SELECT count(*) FROM events")[0][0]) != rows:
-        raise RuntimeError(f"{name}: {written} rows in events, expected {rows}")
+    expect_rows(db, rows, name)
     cpu, us = meter.reading, 1e6 / rows
     say(f"{name}: {rows / seconds:,.0f} rows/s, {cpu.total_s * us:.2f} us/row")
-    return rate(rows, seconds, db_cpu_s=round(cpu.total_s, 3), db_cpu_s_own=round(cpu.own_s, 3),
-                db_cpu_s_foreign=round(cpu.foreign_s, 3), db_cpu_us_per_row=cpu.total_s * us,
-                db_cpu_us_per_row_own=cpu.own_s * us, client_cpu_us_per_row=client_s * us,
-                total_cpu_us_per_row=(client_s + cpu.own_s) * us)  # fmt: skip
+    return rate(
+        rows,
+        seconds,
+        db_cpu_s=round(cpu.total_s, 3),
+        db_cpu_s_own=round(cpu.own_s, 3),
+        db_cpu_s_foreign=round(cpu.foreign_s, 3),
+        db_cpu_us_per_row=cpu.total_s * us,
+        db_cpu_us_per_row_own=cpu.own_s * us,
+        client_cpu_us_per_row=client_s * us,
+        total_cpu_us_per_row=(client_s + cpu.own_s) * us,
+    )
 
 
-def ours(df: DataFrame, db: ConnectionParams, expected: int, sink: str = "bench-sink",
-         copy_format: Literal["binary", "csv"] = "binary") -> None:  # fmt: skip
-    settings = SinkSettings(connect_kwargs=db.psycopg_kwargs("bench-sink", 10),
-                            schema_name="public", table_name="events", sink=sink, batch_id=0,
-                            copy_format=copy_format)  # fmt: skip
+def ours(
+    df: DataFrame,
+    db: ConnectionParams,
+    expected: int,
+    sink: str = "bench-sink",
+    copy: Literal["binary", "csv"] = "binary",
+) -> None:
+    connect_kwargs = db.psycopg_kwargs("bench-sink", 10)
+    settings = SinkSettings(connect_kwargs, "public", "events", sink, 0, copy_format=copy)
     stats = df.mapInArrow(write_and_route(settings), ROUTED_SCHEMA).collect()
     if (written := sum(r["written"] or 0 for r in stats if r["kind"] == "stats")) != expected:
         raise RuntimeError(f"our sink wrote {written} rows, expected {expected}")
@@ -104,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     spark, n = build_spark(args.cfg, args.secrets), args.rows
     tmp = Path(tempfile.mkdtemp(prefix="bench-sink-"))
     try:
-        with scratch_db(args.secrets, "bench_sink") as db:
+        with harness.scratch_db(args.secrets, "bench_sink") as db:
             per_partition = -(-n // args.partitions)
             columns = [c.format(per_partition=per_partition) for c in COLUMNS]
             df = spark.range(0, n, 1, args.partitions).selectExpr(*columns).cache()
@@ -122,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             jdbc(small, db)
             contenders: dict[str, tuple[int, Callable[[], Any]]] = {
                 "ours": (n, lambda: ours(df, db, n)),
-                "ours_csv": (n, lambda: ours(df, db, n, copy_format="csv")),
+                "ours_csv": (n, lambda: ours(df, db, n, copy="csv")),
                 "jdbc": (n, lambda: jdbc(df, db)),
                 "lab": (len(lab_rows), lambda: lab_insert(lab_rows, db)),
                 "copy_1": (n, lambda: psql_copy(db, EVENT_COLUMNS, [tmp / "all.csv"])),
@@ -152,42 +164,46 @@ def targets(f: dict[str, Any]) -> list[Target]:
         Target("rows_per_s_ge_jdbc", q["ours_over_jdbc"], ">=", 1.0, ">= 1x"),
         Target("rows_per_s_ge_1.5x_jdbc_stretch", q["ours_over_jdbc"], ">=", 1.5, "1.5x"),
         Target("db_cpu_per_row_le_copy", c["ours_cpu_per_row_over_copy_1"], "<=", 1.0, "<= 1x"),
-        Target("db_cpu_per_row_le_0.6x_jdbc", c["ours_cpu_per_row_over_jdbc"], "<=", 0.6,
-               "<= 0.6x"),
-    ]  # fmt: skip
+        Target(
+            "db_cpu_per_row_le_0.6x_jdbc", c["ours_cpu_per_row_over_jdbc"], "<=", 0.6, "<= 0.6x"
+        ),
+    ]
 
 
 def rows(f: dict[str, Any]) -> list[Cells]:
     r, q, c = f["runs"], f["ratios"], f["cpu_ratios"]
 
-    def speed(k: str) -> Cells:
-        return [f"{BASELINES[k]} {n0(r[k]['rows_per_s'])} rows/s",
-                f"{q[f'ours_over_{k}']:.{0 if k == 'lab' else 2}f}x"]  # fmt: skip
+    def speed(k: str, benchmark: str = "", figure: str = "", *targets: str) -> Cells:
+        baseline = f"{BASELINES[k]} {n0(r[k]['rows_per_s'])} rows/s"
+        ratio = f"{q[f'ours_over_{k}']:.{0 if k == 'lab' else 2}f}x"
+        return row(benchmark, figure, baseline, ratio, verdict(f, *targets))
 
-    def cpu(k: str) -> Cells:
-        return [f"{BASELINES[k]} {r[k]['db_cpu_us_per_row_own']:.{1 if k == 'lab' else 2}f} us",
-                f"{c[f'ours_cpu_per_row_over_{k}']:.2f}x"]  # fmt: skip
+    def cpu(k: str, benchmark: str = "", figure: str = "", *targets: str) -> Cells:
+        baseline = f"{BASELINES[k]} {r[k]['db_cpu_us_per_row_own']:.{1 if k == 'lab' else 2}f} us"
+        ratio = f"{c[f'ours_cpu_per_row_over_{k}']:.2f}x"
+        return row(benchmark, figure, baseline, ratio, verdict(f, *targets))
 
+    ours_rows, ours_cpu = n0(r["ours"]["rows_per_s"]), r["ours"]["db_cpu_us_per_row_own"]
     return [
-        [f"sink, {f['rows']:,} rows", f"ours {n0(r['ours']['rows_per_s'])} rows/s", *speed("jdbc"),
-         verdict(f, "rows_per_s_ge_jdbc", "rows_per_s_ge_1.5x_jdbc_stretch")],
-        *(["", "", *speed(k), ""] for k in ("ours_csv", "lab", "copy_1", "copy_2")),
-        ["sink, DB CPU per row", f"ours {r['ours']['db_cpu_us_per_row_own']:.2f} us",
-         *cpu("copy_1"), verdict(f, "db_cpu_per_row_le_copy")],
-        ["", "", *cpu("ours_csv"), ""],
-        ["", "", *cpu("jdbc"), verdict(f, "db_cpu_per_row_le_0.6x_jdbc")],
-        ["", "", *cpu("lab"), ""],
-    ]  # fmt: skip
+        speed("jdbc", f"sink, {f['rows']:,} rows", f"ours {ours_rows} rows/s", *FASTER),
+        *(speed(k) for k in ("ours_csv", "lab", "copy_1", "copy_2")),
+        cpu("copy_1", "sink, DB CPU per row", f"ours {ours_cpu:.2f} us", "db_cpu_per_row_le_copy"),
+        cpu("ours_csv"),
+        cpu("jdbc", "", "", "db_cpu_per_row_le_0.6x_jdbc"),
+        cpu("lab"),
+    ]
 
 
 def headline(f: dict[str, Any], citus: dict[str, Any] | None) -> Cells:
-    r = f["runs"]
+    ours, jdbc = f["runs"]["ours"], f["runs"]["jdbc"]
     on_citus = f" ({citus['ratios']['ours_over_jdbc']:.2f}x on Citus)" if citus else ""
-    return [f"sink, {millions(f['rows'])} rows into partitioned `events`",
-            f"{n0(r['ours']['rows_per_s'])} rows/s, {r['ours']['db_cpu_us_per_row_own']:.2f} us DB "
-            "CPU a row", f"Spark JDBC writer {n0(r['jdbc']['rows_per_s'])} rows/s, "
-            f"{r['jdbc']['db_cpu_us_per_row_own']:.2f} us",
-            f"{f['ratios']['ours_over_jdbc']:.2f}x{on_citus}"]  # fmt: skip
+    return [
+        f"sink, {harness.millions(f['rows'])} rows into partitioned `events`",
+        f"{n0(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row_own']:.2f} us DB CPU a row",
+        f"Spark JDBC writer {n0(jdbc['rows_per_s'])} rows/s, "
+        f"{jdbc['db_cpu_us_per_row_own']:.2f} us",
+        f"{f['ratios']['ours_over_jdbc']:.2f}x{on_citus}",
+    ]
 
 
 SCENARIO = Scenario(

@@ -14,14 +14,16 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
 
-from benchmarks.common import KeptQuery, Sampler, start_job, tree_cpu_s
+from benchmarks.common import Watch, start_job, tree_cpu_s
 from benchmarks.dashboard import prepare_database
 from benchmarks.harness import Cells, Scenario, Target, millions, ms, percentile, say, verdict
 from clickstream_pipeline.dashboard.server import Serving
@@ -31,6 +33,11 @@ from devkit.processes import kill_group
 from devkit.stack import secrets_for
 from devkit.waits import wait_until
 
+CONNECTIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clickstream-dashboard'"
+)
+BUSIEST = """SELECT customer_id FROM rollup_events_1hr
+             GROUP BY customer_id ORDER BY sum(event_count) DESC LIMIT 20"""
 CONTENDERS = {  # what the dashboard was: Flask's server, a connection per refresh, no cache
     "development": Serving(server="development", pool_size=64, cache_seconds=0),
     "waitress": Serving(server="waitress"),
@@ -45,6 +52,7 @@ class Tally:
     latencies_ms: list[float] = field(default_factory=list)  # after the warm-up
     warm_up_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))  # when each starts
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -53,33 +61,38 @@ class Tally:
 def refresh_request(dependencies: list[dict], customer: str, tick: int) -> dict[str, Any]:
     """The body a browser posts to /_dash-update-component when the page's interval fires."""
     (callback,) = [d for d in dependencies if any(i["id"] == "refresh" for i in d["inputs"])]
-    outputs = [dict(zip(("id", "property"), part.split("."), strict=True))
-               for part in callback["output"].strip(".").split("...")]  # fmt: skip
+    parts = [part.split(".") for part in callback["output"].strip(".").split("...")]
     values = {"refresh": tick, "customer": customer, "range": None}
-    inputs = [{"id": i["id"], "property": i["property"], "value": values[i["id"]]}
-              for i in callback["inputs"]]  # fmt: skip
-    return {"output": callback["output"], "outputs": outputs, "inputs": inputs,
-            "changedPropIds": ["refresh.n_intervals"], "state": []}  # fmt: skip
+    return {
+        "output": callback["output"],
+        "outputs": [{"id": name, "property": prop} for name, prop in parts],
+        "inputs": [i | {"value": values[i["id"]]} for i in callback["inputs"]],
+        "changedPropIds": ["refresh.n_intervals"],
+        "state": [],
+    }
 
 
-async def viewer(session: aiohttp.ClientSession, url: str, dependencies: list[dict],
-                 customer: str, args: argparse.Namespace, until: float, tally: Tally,
-                 rng: random.Random) -> None:  # fmt: skip
-    """One viewer: the page, then a refresh every `--interval-s` (a late one is not made up)."""
+async def viewer(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Callable[[int], dict],
+    interval_s: float,
+    until: float,
+    tally: Tally,
+) -> None:
+    """One viewer: the page, then a refresh every `interval_s` (a late one is not made up)."""
     timeout = aiohttp.ClientTimeout(total=10)
     try:
         async with session.get(url, timeout=timeout) as page:
             await page.read()
     except (TimeoutError, aiohttp.ClientError) as exc:
         return tally.error(f"page: {type(exc).__name__}")
-    await asyncio.sleep(rng.uniform(0, args.interval_s))
-    tick = 0
+    await asyncio.sleep(tally.rng.uniform(0, interval_s))
+    tick, refresh = 0, f"{url}_dash-update-component"
     while time.monotonic() < until:
         tick, started = tick + 1, time.monotonic()
-        body = refresh_request(dependencies, customer, tick)
         try:
-            async with session.post(f"{url}_dash-update-component", json=body,
-                                    timeout=timeout) as answer:  # fmt: skip
+            async with session.post(refresh, json=body(tick), timeout=timeout) as answer:
                 text = await answer.text()
                 elapsed = (time.monotonic() - started) * 1000
                 if answer.status != 200:
@@ -91,38 +104,29 @@ async def viewer(session: aiohttp.ClientSession, url: str, dependencies: list[di
                     (tally.warm_up_ms if warm else tally.latencies_ms).append(elapsed)
         except (TimeoutError, aiohttp.ClientError) as exc:
             tally.error(type(exc).__name__)
-        await asyncio.sleep(max(0.0, args.interval_s - (time.monotonic() - started)))
+        await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 
 
 async def watch(url: str, args: argparse.Namespace, customers: list[str]) -> Tally:
     """Half the viewers watch all customers, the others one of the busiest; default range."""
-    rng = random.Random(7)
     tally = Tally(warm_until=time.monotonic() + args.warm_up_s)
+    rng = tally.rng
     connector = aiohttp.TCPConnector(limit=0)  # one keep-alive connection per viewer, as browsers
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(url + "_dash-dependencies") as answer:
             dependencies = await answer.json()
         until = time.monotonic() + args.seconds
         watched = ["all" if i % 2 == 0 else rng.choice(customers) for i in range(args.viewers)]
-        await asyncio.gather(*(viewer(session, url, dependencies, who, args, until, tally, rng)
-                               for who in watched))  # fmt: skip
+        bodies = [partial(refresh_request, dependencies, who) for who in watched]
+        await asyncio.gather(
+            *(viewer(session, url, b, args.interval_s, until, tally) for b in bodies)
+        )
     return tally
 
 
-@dataclass
-class ConnectionWatch(Sampler):
-    """The most connections the dashboard holds at once, read from pg_stat_activity."""
-
-    db: ConnectionParams
-    interval_s: float = 0.25
-    most: int = 0
-
-    def __post_init__(self) -> None:
-        self.ask = KeptQuery(self.db, "SELECT count(*) FROM pg_stat_activity WHERE "
-                             "application_name = 'clickstream-dashboard'")  # fmt: skip
-
-    def sample(self) -> None:
-        self.most = max(self.most, int(self.ask()[0]))
+def own_cpu_s() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
 
 
 def answers(url: str) -> bool:
@@ -133,23 +137,28 @@ def answers(url: str) -> bool:
         return False
 
 
-def measure(name: str, serving: Serving, db: ConnectionParams, args: argparse.Namespace,
-            customers: list[str]) -> dict[str, Any]:  # fmt: skip
+def measure(
+    name: str, serving: Serving, db: ConnectionParams, args: argparse.Namespace, busiest: list[str]
+) -> dict[str, Any]:
     """The dashboard job served `serving`'s way while the viewers watch."""
     port, log = free_port(), Path(tempfile.mkstemp(prefix="bench-viewers-", suffix=".log")[1])
-    flags = ["--port", str(port), "--server", serving.server, "--pool-size",
-             str(serving.pool_size), "--cache-seconds", str(serving.cache_seconds)]  # fmt: skip
-    server = start_job("dashboard", args.cfg, secrets_for(args.secrets, db), log, *flags)
+    flags = {
+        "port": port,
+        "server": serving.server,
+        "pool-size": serving.pool_size,
+        "cache-seconds": serving.cache_seconds,
+    }
+    flags_list = [f"--{k}={v}" for k, v in flags.items()]
+    server = start_job("dashboard", args.cfg, secrets_for(args.secrets, db), log, *flags_list)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until(lambda: answers(url), 90, name, every_s=0.3, process=server, log=log)
-        with ConnectionWatch(db) as connections:
-            own = psutil.Process().cpu_times()
-            cpu0, own0, t0 = tree_cpu_s(server.pid), own.user + own.system, time.monotonic()
-            tally = asyncio.run(watch(url, args, customers))
-            wall, own = time.monotonic() - t0, psutil.Process().cpu_times()
-            cpu, own_s = tree_cpu_s(server.pid) - cpu0, own.user + own.system - own0
-        connections.ask.close()
+        with Watch(db, CONNECTIONS, interval_s=0.25) as connections:
+            cpu0, own0, t0 = tree_cpu_s(server.pid), own_cpu_s(), time.monotonic()
+            tally = asyncio.run(watch(url, args, busiest))
+            wall = time.monotonic() - t0
+            cpu, own_s = tree_cpu_s(server.pid) - cpu0, own_cpu_s() - own0
+        most = max((count for _, count in connections.changes), default=0)
     finally:
         server.terminate()
         try:
@@ -157,76 +166,91 @@ def measure(name: str, serving: Serving, db: ConnectionParams, args: argparse.Na
         except subprocess.TimeoutExpired:
             kill_group(server, missing_ok=True)
     times, warm = tally.latencies_ms, tally.warm_up_ms
+    workers = serving.workers if serving.server == "gunicorn" else 1
+    p99 = percentile(times, 99) if times else None
     figures = {
-        "serving": {"server": serving.server, "threads": serving.threads,
-                    "workers": serving.workers if serving.server == "gunicorn" else 1,
-                    "pool_size": serving.pool_size, "cache_seconds": serving.cache_seconds},
+        "serving": {
+            "server": serving.server,
+            "threads": serving.threads,
+            "workers": workers,
+            "pool_size": serving.pool_size,
+            "cache_seconds": serving.cache_seconds,
+        },
         "refreshes": len(times),
         "refreshes_per_s": (len(times) + len(warm)) / wall,
         "p50_ms": percentile(times, 50) if times else None,
-        "p99_ms": percentile(times, 99) if times else None,
+        "p99_ms": p99,
         "max_ms": max(times) if times else None,
         "warm_up_refreshes": len(warm),
         "warm_up_p99_ms": percentile(warm, 99) if warm else None,
         "errors": sum(tally.errors.values()),
         "errors_by_kind": tally.errors,
-        "most_db_connections": connections.most,
+        "most_db_connections": most,
         "server_cpu_cores": cpu / wall,
         "load_generator_cpu_cores": own_s / wall,  # this process shares the 2 cores
-    }  # fmt: skip
-    say(f"{name}: {figures['refreshes_per_s']:.0f} refreshes/s, p99 {figures['p99_ms'] or 0:.0f}"
-        f" ms (warm-up {figures['warm_up_p99_ms'] or 0:.0f} ms), {figures['errors']} errors "
-        f"{tally.errors or ''}, at most {connections.most} connections; server {cpu / wall:.2f} "
-        f"cores, load generator {own_s / wall:.2f}")  # fmt: skip
+    }
+    say(
+        f"{name}: {figures['refreshes_per_s']:.0f} refreshes/s, p99 {ms(p99)}, "
+        f"{figures['errors']} errors {tally.errors or ''}, at most {most} connections"
+    )
     return figures
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     db = prepare_database(args, chunk=min(args.events, 1_000_000))
-    customers = [str(c) for (c,) in fetch(db, """SELECT customer_id FROM rollup_events_1hr
-        GROUP BY customer_id ORDER BY sum(event_count) DESC LIMIT 20""")]  # fmt: skip
-    say(f"{args.viewers} viewers, a refresh every {args.interval_s:g} s each, {args.seconds:g} s "
-        f"per server, {args.events:,} events")  # fmt: skip
+    customers = [str(c) for (c,) in fetch(db, BUSIEST)]
+    say(f"{args.viewers} viewers, a refresh every {args.interval_s:g} s each, {args.seconds:g} s")
     servers = {name: measure(name, s, db, args, customers) for name, s in CONTENDERS.items()}
     baseline = servers["development"]["p99_ms"]
     for figures in servers.values():
         p99 = figures["p99_ms"]
         figures["p99_over_development"] = p99 / baseline if baseline and p99 else None
-    return {"events": args.events, "viewers": args.viewers, "interval_s": args.interval_s,
-            "seconds": args.seconds, "servers": servers}  # fmt: skip
+    sizes = {k: getattr(args, k) for k in ("events", "viewers", "interval_s", "seconds")}
+    return sizes | {"servers": servers}
 
 
 def targets(f: dict[str, Any]) -> list[Target]:
     found = []
     for name, s in f["servers"].items():
-        found += [Target(f"p99_le_250ms:{name}", s["p99_ms"], "<=", 250.0, "p99 <= 250 ms"),
-                  Target(f"no_errors:{name}", s["errors"], "<=", 0, "no errors")]  # fmt: skip
+        found.append(Target(f"p99_le_250ms:{name}", s["p99_ms"], "<=", 250.0, "p99 <= 250 ms"))
+        found.append(Target(f"no_errors:{name}", s["errors"], "<=", 0, "no errors"))
     chosen = f["servers"]["gunicorn"]
     bound = chosen["serving"]["workers"] * chosen["serving"]["pool_size"]
-    found.append(Target("connections_bounded", chosen["most_db_connections"], "<=", bound,
-                        f"gunicorn's connections <= {bound}"))  # fmt: skip
-    return found
+    label = f"gunicorn's connections <= {bound}"
+    return [
+        *found,
+        Target("connections_bounded", chosen["most_db_connections"], "<=", bound, label),
+    ]
 
 
 def rows(f: dict[str, Any]) -> list[Cells]:
-    baseline = f["servers"]["development"]["p99_ms"]
-    return [
-        [f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s: {name}",
-         f"p99 {ms(s['p99_ms'])}, {s['refreshes_per_s']:.0f} refreshes/s, {s['errors']} errors, "
-         f"at most {s['most_db_connections']} connections",
-         f"development server p99 {ms(baseline)}", f"{s['p99_over_development'] or 0:.2f}x p99",
-         verdict(f, f"p99_le_250ms:{name}", f"no_errors:{name}",
-                 *(["connections_bounded"] if name == "gunicorn" else []))]
-        for name, s in f["servers"].items()
-    ]  # fmt: skip
+    baseline = f"development server p99 {ms(f['servers']['development']['p99_ms'])}"
+    found = []
+    for name, s in f["servers"].items():
+        bounded = ["connections_bounded"] if name == "gunicorn" else []
+        found.append(
+            [
+                f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s: {name}",
+                f"p99 {ms(s['p99_ms'])}, {s['refreshes_per_s']:.0f} refreshes/s, "
+                f"{s['errors']} errors, at most {s['most_db_connections']} connections",
+                baseline,
+                f"{s['p99_over_development'] or 0:.2f}x p99",
+                verdict(f, f"p99_le_250ms:{name}", f"no_errors:{name}", *bounded),
+            ]
+        )
+    return found
 
 
 def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
     ours, dev = f["servers"]["gunicorn"], f["servers"]["development"]
-    return [f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s, "
-            f"{millions(f['events'])} events",
-            f"p99 {ms(ours['p99_ms'])}, {ours['errors']} errors, {ours['most_db_connections']} "
-            "connections", f"Flask's development server p99 {ms(dev['p99_ms'])}", ""]  # fmt: skip
+    return [
+        f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s, "
+        f"{millions(f['events'])} events",
+        f"p99 {ms(ours['p99_ms'])}, {ours['errors']} errors, {ours['most_db_connections']} "
+        "connections",
+        f"Flask's development server p99 {ms(dev['p99_ms'])}",
+        "",
+    ]
 
 
 SCENARIO = Scenario(

@@ -28,14 +28,16 @@ def interleaved(module: str, designs: list[str], repeat: int, *args: Any) -> dic
     for i in range(repeat):
         for name in designs:
             command = [sys.executable, "-m", f"benchmarks.studies.{module}", "child", name]
-            out = subprocess.run(command + [str(a) for a in args], cwd=ROOT, capture_output=True,
-                                 text=True, check=False)  # fmt: skip
+            command += [str(a) for a in args]
+            out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith(FIGURES)]
             if out.returncode or not lines:
                 raise RuntimeError(f"{name}: exit {out.returncode}\n{out.stderr[-3000:]}")
             runs[name].append(json.loads(lines[-1].removeprefix(FIGURES)))
             say(f"run {i + 1}/{repeat} {name}: {runs[name][-1]}")
     numbers = [k for k, v in runs[designs[0]][0].items() if isinstance(v, int | float)]
-    medians = {name: {k: round(statistics.median(r[k] for r in rs), 3) for k in numbers}
-               for name, rs in runs.items()}  # fmt: skip
+    medians = {
+        name: {k: round(statistics.median(r[k] for r in rs), 3) for k in numbers}
+        for name, rs in runs.items()
+    }
     return {"repeat": repeat, "medians": medians, "runs": runs}

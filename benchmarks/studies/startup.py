@@ -40,8 +40,9 @@ def child(design: str, topic: str, dbname: str, per_batch: str, env: str) -> Non
     db = dataclasses.replace(db_params(secrets), dbname=dbname)
     secrets = secrets_for(secrets, db)
     name = f"bench-startup-{uuid.uuid4().hex[:8]}"
-    cfg = ingest_config(cfg, topic, name, trigger="available_now",
-                        max_offsets_per_trigger=int(per_batch))  # fmt: skip
+    cfg = ingest_config(
+        cfg, topic, name, trigger="available_now", max_offsets_per_trigger=int(per_batch)
+    )
     cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"class_archive": archive})})
     if spark_jars:  # the earlier design: the jars given as spark.jars
         session_conf = spark_module.session_conf
@@ -61,9 +62,10 @@ def child(design: str, topic: str, dbname: str, per_batch: str, env: str) -> Non
     figures["first_commit_s"] = time.perf_counter() - started
     query.awaitTermination()
     figures["last_commit_s"] = time.perf_counter() - started
-    figures["rows"] = int(fetch(db, "SELECT coalesce(sum(rows_read), 0) FROM "
-                                "clickstream_ingest_batches WHERE query_name = %s",
-                                (cfg.ingest.query_name,))[0][0])  # fmt: skip
+    read = (
+        "SELECT coalesce(sum(rows_read), 0) FROM clickstream_ingest_batches WHERE query_name = %s"
+    )
+    figures["rows"] = int(fetch(db, read, (cfg.ingest.query_name,))[0][0])
     figures["java_options"] = spark.conf.get("spark.driver.extraJavaOptions", "") or ""
     delete_checkpoint(spark, cfg.checkpoint_location)
     spark.stop()
@@ -77,13 +79,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cwd=ROOT,
         check=True,
     )
+    kafka = producer_config(args.cfg.kafka, args.secrets)
     with (
-        fresh_topic(producer_config(args.cfg.kafka, args.secrets), "bench-startup") as topic,
+        fresh_topic(kafka, "bench-startup") as topic,
         scratch_db(args.secrets, "bench_startup") as db,
     ):
-        load_topic(args.cfg, args.secrets, topic, args.messages)
-        found = interleaved("startup", list(DESIGNS), args.repeat, topic, db.dbname,
-                            args.per_batch, args.env)  # fmt: skip
+        load_topic(kafka, topic, args.messages)
+        child_args = (topic, db.dbname, args.per_batch, args.env)
+        found = interleaved("startup", list(DESIGNS), args.repeat, *child_args)
     for name, runs in found["runs"].items():
         if any(r["rows"] != args.messages for r in runs):
             raise RuntimeError(f"{name}: read {[r['rows'] for r in runs]} of {args.messages}")
@@ -94,9 +97,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def rows(f: dict[str, Any]) -> list[Cells]:
-    return [[name, *(f"{m[k]:.2f}" for k in ("session_s", "query_start_s", "first_commit_s",
-             "last_commit_s")), f"{m['speed_over_spark_jars']:.2f}x"]
-            for name, m in f["medians"].items()]  # fmt: skip
+    phases = ("session_s", "query_start_s", "first_commit_s", "last_commit_s")
+    return [
+        [name, *(f"{m[k]:.2f}" for k in phases), f"{m['speed_over_spark_jars']:.2f}x"]
+        for name, m in f["medians"].items()
+    ]
 
 
 SCENARIO = Scenario(

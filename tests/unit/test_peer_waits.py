@@ -20,7 +20,6 @@ def stuck_pipeline(log: Path, rows: list[int]) -> Pipeline:
         None,  # type: ignore[arg-type]  # never read by the wait
         lambda: subprocess.Popen([sys.executable, "-c", "pass"]),
         lambda: rows.pop(0) if len(rows) > 1 else rows[0],
-        lambda: (time.time(), time.time()),
         False,
         lambda: log_tail(log),
     )
