@@ -96,7 +96,8 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def _cpu_s(process: psutil.Process) -> float:
+def cpu_s(process: psutil.Process) -> float:
+    """A process's own CPU seconds, user and system."""
     times = process.cpu_times()
     return times.user + times.system
 
@@ -130,7 +131,7 @@ class DbCpuMeter(Sampler):
             for child in children(pm):
                 with contextlib.suppress(psutil.Error):
                     seen = self._seen.get(child)
-                    seconds += _cpu_s(seen[0] if seen else psutil.Process(child))
+                    seconds += cpu_s(seen[0] if seen else psutil.Process(child))
         return seconds
 
     def sample(self) -> None:
@@ -139,7 +140,7 @@ class DbCpuMeter(Sampler):
             try:
                 seen = self._seen.get(pid)
                 process = seen[0] if seen else psutil.Process(pid)
-                seconds = _cpu_s(process)
+                seconds = cpu_s(process)
                 if seen is None:
                     title = " ".join(process.cmdline()).strip()
                     seen = self._seen[pid] = [process, title, seconds if first else 0.0, 0.0]

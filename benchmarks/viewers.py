@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from benchmarks.common import Watch, start_job, tree_cpu_s
+from benchmarks.common import Watch, cpu_s, start_job, tree_cpu_s
 from benchmarks.dashboard import prepare_database
 from benchmarks.harness import Cells, Scenario, Target, millions, ms, percentile, say, verdict
 from clickstream_pipeline.dashboard.server import Serving
@@ -124,11 +124,6 @@ async def watch(url: str, args: argparse.Namespace, customers: list[str]) -> Tal
     return tally
 
 
-def own_cpu_s() -> float:
-    times = psutil.Process().cpu_times()
-    return times.user + times.system
-
-
 def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2):
@@ -154,10 +149,10 @@ def measure(
     try:
         wait_until(lambda: answers(url), 90, name, every_s=0.3, process=server, log=log)
         with Watch(db, CONNECTIONS, interval_s=0.25) as connections:
-            cpu0, own0, t0 = tree_cpu_s(server.pid), own_cpu_s(), time.monotonic()
+            cpu0, own0, t0 = tree_cpu_s(server.pid), cpu_s(psutil.Process()), time.monotonic()
             tally = asyncio.run(watch(url, args, busiest))
             wall = time.monotonic() - t0
-            cpu, own_s = tree_cpu_s(server.pid) - cpu0, own_cpu_s() - own0
+            cpu, own_s = tree_cpu_s(server.pid) - cpu0, cpu_s(psutil.Process()) - own0
         most = max((count for _, count in connections.changes), default=0)
     finally:
         server.terminate()
