@@ -162,7 +162,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             spark.stop()
         rows = fetch(db, EVENTS, (name,))
-    steady, sustained, single = (delays(rows, *windows[w], rollup.changes) for w in windows)
+    steady, sustained, single = (
+        delays(rows, *windows[window], rollup.changes)
+        for window in ("steady", "sustained", "single")
+    )
     results |= steady  # the steady window's at the top level
     results["trigger_phases_ms_median"] = results.pop("steady_trigger_phases_ms_median")
     del sustained["visible_delay_quantiles_s"], sustained["rollup_delay_quantiles_s"]

@@ -25,7 +25,7 @@ import psutil
 
 from benchmarks.common import Watch, cpu_s, start_job, tree_cpu_s
 from benchmarks.dashboard import prepare_database
-from benchmarks.harness import Cells, Scenario, Target, millions, ms, percentile, say, verdict
+from benchmarks.harness import Cells, Scenario, Target, millions, ms, percentile, row, say, verdict
 from clickstream_pipeline.dashboard.server import Serving
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.ports import free_port
@@ -66,7 +66,10 @@ def refresh_request(dependencies: list[dict], customer: str, tick: int) -> dict[
     return {
         "output": callback["output"],
         "outputs": [{"id": name, "property": prop} for name, prop in parts],
-        "inputs": [i | {"value": values[i["id"]]} for i in callback["inputs"]],
+        "inputs": [
+            {"id": i["id"], "property": i["property"], "value": values[i["id"]]}
+            for i in callback["inputs"]
+        ],
         "changedPropIds": ["refresh.n_intervals"],
         "state": [],
     }
@@ -223,16 +226,14 @@ def rows(f: dict[str, Any]) -> list[Cells]:
     found = []
     for name, s in f["servers"].items():
         bounded = ["connections_bounded"] if name == "gunicorn" else []
-        found.append(
-            [
-                f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s: {name}",
-                f"p99 {ms(s['p99_ms'])}, {s['refreshes_per_s']:.0f} refreshes/s, "
-                f"{s['errors']} errors, at most {s['most_db_connections']} connections",
-                baseline,
-                f"{s['p99_over_development'] or 0:.2f}x p99",
-                verdict(f, f"p99_le_250ms:{name}", f"no_errors:{name}", *bounded),
-            ]
+        benchmark = f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s"
+        figure = (
+            f"p99 {ms(s['p99_ms'])}, {s['refreshes_per_s']:.0f} refreshes/s, {s['errors']} errors, "
+            f"at most {s['most_db_connections']} connections"
         )
+        ratio = f"{s['p99_over_development'] or 0:.2f}x p99"
+        target = verdict(f, f"p99_le_250ms:{name}", f"no_errors:{name}", *bounded)
+        found.append(row(f"{benchmark}: {name}", figure, baseline, ratio, target))
     return found
 
 
