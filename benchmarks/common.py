@@ -307,7 +307,7 @@ def load_topic(
     if not stats.ok or stats.acked != n:
         raise RuntimeError(stats.summary(topic))
     say(stats.summary(topic))
-    return n / stats.seconds
+    return stats.rate  # acknowledged msg/s
 
 
 def read_topic(
