@@ -102,6 +102,7 @@ setup(
             "selenium>=4.20",
             "aiohttp>=3.9",  # the dashboard viewers benchmark's load (asyncio HTTP client)
             "psutil>=5.9",  # the benchmarks' process CPU and memory
+            "uv>=0.4",  # the wheel test's clean venv, installed from uv's cache in a second
         ],
         # the docs site (mkdocs.yml, make docs); its reference pages are generated from the code
         "docs": ["mkdocs-material>=9.5"],

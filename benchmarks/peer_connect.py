@@ -203,9 +203,8 @@ def peer_pipeline(
         worker.wait_sessions_gone()  # the killed one's last transaction aborted or committed
         rows = pipeline.delivery()[0]
         group = f"connect-{worker.name}"
-        answer = AdminClient(kafka).list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)]
-        )
+        admin = AdminClient(kafka)  # kept: a client collected early never answers its futures
+        answer = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
         offsets = answer[group].result(timeout=30).topic_partitions or []
         committed = sum(tp.offset for tp in offsets if tp.topic == topic and tp.offset > 0)
         say(f"peer: {rows:,} rows written, {committed:,} offsets committed before the kill")

@@ -242,9 +242,9 @@ def test_a_secret_free_settings_repr(tier):
 def test_freshness_per_tenant_follows_the_kafka_timestamps_of_each_batch(spark, tier, db):
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
-    sent = produce_mix(conf, topic, 12_000, seed=61, malformed_share=0.02)
+    sent = produce_mix(conf, topic, 6_000, seed=61, malformed_share=0.02)
     top = {"tenant_freshness_top": 4}
-    cfg = ingest_config(tier.config, topic, top, max_offsets_per_trigger=4000)
+    cfg = ingest_config(tier.config, topic, top, max_offsets_per_trigger=2000)
     name = cfg.ingest.query_name
 
     run_available_now(spark, cfg, tier.secrets)

@@ -121,116 +121,28 @@ def test_database_restart_while_the_stream_runs(tier, db, tmp_path):
 
 @pytest.mark.outage(shared=True)
 @ONE_TIER
-def test_kafka_broker_outage_while_the_stream_runs(tier, db, tmp_path):
-    # the job keeps polling a broker that is not there; the second lot is sent after it
-    ride_out(tier, db, tmp_path, 41, service_stopped("kafka.sh", 180), send_during=False)
-
-
-@pytest.mark.outage(shared=True)
-@ONE_TIER
-def test_object_store_outage_while_the_stream_runs(tier, db, tmp_path):
-    # the second lot arrives while the checkpoint and the dead letters cannot be written
-    ride_out(tier, db, tmp_path, 51, service_stopped("objectstore.sh", 120))
-
-
-@pytest.mark.outage
-def test_database_refusing_connections_while_the_stream_runs(tier, db, tmp_path):
-    # "too many clients already" for every connection the job opens
-    log = ride_out(tier, db, tmp_path, 71, every_connection_slot_taken(db))
-    assert "transient database error" in log.read_text(errors="replace"), "never refused"
-
-
-def ride_out(
-    tier,
-    db: ConnectionParams,
-    tmp_path: Path,
-    seed: int,
-    outage: contextlib.AbstractContextManager,
-    send_during: bool = True,
-    hold_s: float = 8,
-) -> Path:
-    """A running job (1 s triggers) through `outage`, held `hold_s` seconds once the first
-    3,000 records are in: it stays up, and every record lands once, counted."""
+def test_a_restart_from_the_checkpoint_then_broker_and_object_store_outages(tier, db, tmp_path):
+    """One topic through an available-now run, an object store restart, then a running job:
+    it starts from the checkpoint the store kept, rides out the broker's outage (the next lot
+    sent after it) and the store's (a lot sent while the checkpoint and the dead letters cannot
+    be written), and the dead letters of all of it are listed."""
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=2)
     log = tmp_path / "ingest.log"
-    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
-    sink = f"q-{topic}"
-    try:
-        sent = produce_mix(conf, topic, 3_000, seed=seed)
-        # a batch's record is the last thing it writes
-        wait_until(
-            lambda: batch_totals(db, sink)[1] >= sent.total,
-            180,
-            "the first lot read",
-            process=job,
-            log=log,
-        )
-
-        def second_lot() -> Sent:
-            return produce_mix(conf, topic, 3_000, seed + 1, first_id=10**6)
-
-        with outage:
-            more = second_lot() if send_during else None
-            time.sleep(hold_s)
-            assert job.poll() is None, f"the job died in the outage:\n{log_tail(log)}"
-        sent.add(more or second_lot())
-        wait_until(
-            lambda: batch_totals(db, sink)[1] >= sent.total,
-            240,
-            "both lots read",
-            process=job,
-            log=log,
-            every_s=0.5,
-        )
-        assert job.poll() is None, f"the job died after the outage:\n{log_tail(log)}"
-    finally:
-        kill_group(job)
-    assert_exactly_once(db, sent)
-    _, read, written, duplicate, dead = batch_totals(db, sink)
-    assert (written, dead) == (len(sent.valid), len(sent.invalid))
-    assert read == sent.total + duplicate
-    return log
-
-
-def recorded_batches(db: ConnectionParams, query_name: str) -> set[int]:
-    """The batches the job has recorded in clickstream_ingest_batches."""
-    rows = query(
-        db, "SELECT batch_id FROM clickstream_ingest_batches WHERE query_name = %s", (query_name,)
-    )
-    return {batch_id for (batch_id,) in rows}
-
-
-@contextlib.contextmanager
-def service_stopped(script: str, start_timeout_s: float) -> Iterator[None]:
-    """One of the stack's services stopped, then started again."""
-    subprocess.run([str(STACK / script), "stop"], check=True, timeout=90)
-    try:
-        yield
-    finally:
-        subprocess.run([str(STACK / script), "start"], check=True, timeout=start_timeout_s)
-
-
-@pytest.mark.outage(shared=True)
-@ONE_TIER
-def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, db, tmp_path):
-    conf = producer_config(tier.config.kafka, tier.secrets)
-    topic = new_topic(conf, partitions=2)
-    log = tmp_path / "ingest.log"
-    store = str(STACK / "objectstore.sh")
     sent = produce_mix(conf, topic, 2_000, seed=61, malformed_share=0.05)
     job = start_job(tier.env, topic, log, "--available-now")
     assert job.wait(timeout=300) == 0, log_tail(log)
-    subprocess.run([store, "stop"], check=True, timeout=60)
-    subprocess.run([store, "start"], check=True, timeout=120)
-    more = produce_mix(conf, topic, 1_000, seed=62, malformed_share=0.05, first_id=10**6)
-    sent.add(more)
-    job = start_job(tier.env, topic, log, "--available-now")
-    assert job.wait(timeout=300) == 0, log_tail(log)
-
-    assert_exactly_once(db, sent)
-    # the second run started from the checkpoint: nothing read twice
-    assert batch_totals(db, f"q-{topic}")[1:] == (sent.total, len(sent.valid), 0, len(sent.invalid))
+    with service_stopped("objectstore.sh", 120):
+        pass  # a restart
+    sent = ride_out(
+        tier,
+        db,
+        log,
+        topic,
+        sent,
+        (service_stopped("kafka.sh", 180), False),
+        (service_stopped("objectstore.sh", 120), True),
+    )
     listing = subprocess.run(
         [
             sys.executable,
@@ -252,6 +164,92 @@ def test_the_checkpoint_and_dead_letters_survive_an_object_store_restart(tier, d
     ).stdout
     counts = [int(line.split()[0]) for line in listing.splitlines()[1:] if line.strip()]
     assert sum(counts) == len(sent.invalid), listing
+
+
+@pytest.mark.outage
+def test_database_refusing_connections_while_the_stream_runs(tier, db, tmp_path):
+    # "too many clients already" for every connection the job opens
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    topic = new_topic(conf, partitions=2)
+    log = tmp_path / "ingest.log"
+    ride_out(tier, db, log, topic, None, (every_connection_slot_taken(db), True))
+    assert "transient database error" in log.read_text(errors="replace"), "never refused"
+
+
+Outage = tuple[contextlib.AbstractContextManager, bool]  # the outage, a lot sent during it
+
+
+def ride_out(
+    tier,
+    db: ConnectionParams,
+    log: Path,
+    topic: str,
+    before: Sent | None,
+    *outages: Outage,
+    hold_s: float = 8,
+) -> Sent:
+    """A running job (1 s triggers) on `topic` (`before`: what an earlier run read of it)
+    through each outage in turn, each held `hold_s` seconds once the lot before it is in, with
+    3,000 records a lot: it stays up, and every record lands once, counted. Returns every
+    record sent to the topic."""
+    conf = producer_config(tier.config.kafka, tier.secrets)
+    sink = f"q-{topic}"
+    job = start_job(tier.env, topic, log, "--set", "ingest.trigger_interval=1 second")
+
+    def lot(number: int) -> Sent:
+        return produce_mix(conf, topic, 3_000, seed=number, first_id=number * 10**6)
+
+    def all_read(what: str) -> None:
+        # a batch's record is the last thing it writes
+        wait_until(
+            lambda: batch_totals(db, sink)[1] >= sent.total,
+            240,
+            what,
+            process=job,
+            log=log,
+            every_s=0.5,
+        )
+
+    try:
+        sent = lot(1)
+        if before is not None:
+            sent.add(before)
+        all_read("the first lot read")
+        # it began where the earlier run's checkpoint ended: nothing read twice
+        assert batch_totals(db, sink)[3] == 0, "read again what the earlier run had read"
+        for number, (outage, send_during) in enumerate(outages, start=2):
+            with outage:
+                during = lot(number) if send_during else None
+                time.sleep(hold_s)
+                assert job.poll() is None, f"the job died in the outage:\n{log_tail(log)}"
+            sent.add(during or lot(number))
+            all_read(f"lot {number} read")
+        assert job.poll() is None, f"the job died after the outage:\n{log_tail(log)}"
+    finally:
+        kill_group(job)
+    assert_exactly_once(db, sent)
+    _, read, written, duplicate, dead = batch_totals(db, sink)
+    assert (written, dead) == (len(sent.valid), len(sent.invalid))
+    assert read == sent.total + duplicate
+    return sent
+
+
+def recorded_batches(db: ConnectionParams, query_name: str) -> set[int]:
+    """The batches the job has recorded in clickstream_ingest_batches."""
+    rows = query(
+        db, "SELECT batch_id FROM clickstream_ingest_batches WHERE query_name = %s", (query_name,)
+    )
+    return {batch_id for (batch_id,) in rows}
+
+
+@contextlib.contextmanager
+def service_stopped(script: str, start_timeout_s: float) -> Iterator[None]:
+    """One of the stack's services stopped, then started again."""
+    subprocess.run([str(STACK / script), "stop"], check=True, timeout=90)
+    try:
+        yield
+    finally:
+        subprocess.run([str(STACK / script), "start"], check=True, timeout=start_timeout_s)
 
 
 @contextlib.contextmanager

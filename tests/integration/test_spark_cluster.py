@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from clickstream_pipeline.core.config import LATE_C2_COMPILES
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrap
@@ -81,6 +82,12 @@ def cluster_job(
         jars,
         "--executor-memory",
         "1g",
+        # the JIT's late C2, as the local sessions have it (spark.java_options): short JVMs on
+        # one core each spend less of it compiling start-up code
+        "--driver-java-options",
+        LATE_C2_COMPILES,
+        "--conf",
+        f"spark.executor.extraJavaOptions={LATE_C2_COMPILES}",
         "--conf",
         "spark.eventLog.enabled=true",
         "--conf",

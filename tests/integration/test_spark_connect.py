@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,20 +49,19 @@ def running_server(cfg: Config, secrets: Secrets, log_path: Path) -> Iterator[tu
             server.wait(timeout=60)
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+    setting: str  # the ADLS account key's Spark setting
+    keys: tuple[str, str]  # the ADLS account key and the object store's secret key
+
+
 @pytest.fixture(scope="module")
 def connect_server(
     local_config: Config, local_secrets: Secrets, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    log_path = tmp_path_factory.mktemp("spark-connect") / "server.log"
-    with running_server(local_config, local_secrets, log_path) as (url, _):
-        yield url
-
-
-def test_no_key_of_the_server_is_on_a_command_line_of_its_processes(
-    local_config, local_secrets, tmp_path
-):
-    """With ADLS account-key auth the key (and the object store's) reaches the server, yet no
-    process of its tree shows it in /proc/<pid>/cmdline, which every local user can read."""
+) -> Iterator[Server]:
+    """One server for the module, with ADLS account-key auth beside the object store's keys."""
     account, key = "clickstreamargv", f"argv+check/{uuid.uuid4().hex}=="
     storage = local_config.storage.model_copy(update={"adls_auth": "account_key"})
     cfg = local_config.model_copy(update={"storage": storage})
@@ -73,21 +73,31 @@ def test_no_key_of_the_server_is_on_a_command_line_of_its_processes(
         },
         "test",
     )
-    values = [key, local_secrets["s3_secret_key"].get_secret_value()]
-    with running_server(cfg, secrets, tmp_path / "server.log") as (url, pid):
-        setting = f"spark.hadoop.fs.azure.account.key.{account}.dfs.core.windows.net"
-        client = subprocess.run(
-            [sys.executable, "-c", CONF_OF_SERVER, url, setting],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+    log_path = tmp_path_factory.mktemp("spark-connect") / "server.log"
+    with running_server(cfg, secrets, log_path) as (url, pid):
+        yield Server(
+            url,
+            pid,
+            f"spark.hadoop.fs.azure.account.key.{account}.dfs.core.windows.net",
+            (key, local_secrets["s3_secret_key"].get_secret_value()),
         )
-        tree = process_tree(pid)
+
+
+def test_no_key_of_the_server_is_on_a_command_line_of_its_processes(connect_server):
+    """With ADLS account-key auth the key (and the object store's) reaches the server, yet no
+    process of its tree shows it in /proc/<pid>/cmdline, which every local user can read."""
+    client = subprocess.run(
+        [sys.executable, "-c", CONF_OF_SERVER, connect_server.url, connect_server.setting],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    tree = process_tree(connect_server.pid)
     assert client.returncode == 0, client.stderr[-3000:]
-    assert client.stdout.strip() == key  # the key did reach the server
+    assert client.stdout.strip() == connect_server.keys[0]  # the key did reach the server
     assert len(tree) >= 2  # spark-submit's script became the JVM: at least it and a worker
-    assert showing_any(tree, values) == {}
+    assert showing_any(tree, list(connect_server.keys)) == {}
 
 
 # a Spark Connect client printing one setting of its server's session
@@ -134,12 +144,12 @@ def test_the_ingest_job_and_notebook_through_spark_connect_are_exactly_once(
     topic = new_topic(conf, partitions=2)
     query_name = f"connect-{uuid.uuid4().hex[:10]}"
     sent = produce_mix(conf, topic, 3_000, seed=31, malformed_share=0.03)
-    first = run_ingest(connect_server, topic, query_name, tmp_path / "lake", INGEST_JOB)
+    first = run_ingest(connect_server.url, topic, query_name, tmp_path / "lake", INGEST_JOB)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "client of the Spark Connect server" in first.stderr
     sent.add(produce_mix(conf, topic, 1_000, seed=32, malformed_share=0.03, first_id=10_000))
     # the consume notebook goes on from the job's checkpoint
-    second = run_ingest(connect_server, topic, query_name, tmp_path / "lake", CONSUME_NOTEBOOK)
+    second = run_ingest(connect_server.url, topic, query_name, tmp_path / "lake", CONSUME_NOTEBOOK)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert f"query {query_name}: " in second.stdout and "client of the Spark Connect" in (
         second.stderr

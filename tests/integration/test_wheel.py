@@ -1,7 +1,7 @@
 """The wheel: one import package with its SQL and conf, entry points that work from a clean venv."""
 
 import subprocess
-import venv
+import sys
 import zipfile
 from pathlib import Path
 
@@ -40,9 +40,11 @@ def test_wheel_holds_one_import_package_with_sql_and_conf(wheel: Path):
 
 def test_entry_points_answer_help_from_a_clean_venv(wheel: Path, tmp_path: Path):
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
+    # uv: the same resolution as pip, from its cache in a second instead of pip's half minute
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "venv", "-q", str(env_dir)], check=True, capture_output=True, timeout=60)
     subprocess.run(
-        [str(env_dir / "bin" / "pip"), "install", "-q", str(wheel)],
+        [*uv, "pip", "install", "-q", "--python", str(env_dir / "bin" / "python"), str(wheel)],
         check=True,
         capture_output=True,
         timeout=600,
