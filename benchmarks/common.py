@@ -105,7 +105,7 @@ def cpu_s(process: psutil.Process) -> float:
 @dataclass
 class CpuReading:
     total_s: float  # every child of the postmaster, live and reaped (the server's own count)
-    own_s: float  # backends of the benchmark's database plus the shared writers
+    own_s: float  # the benchmark database's backends, the shared writers, and unsampled backends
     foreign_s: float  # backends of other databases (other people's work on the same server)
 
 
@@ -165,6 +165,9 @@ class DbCpuMeter(Sampler):
             else:
                 foreign += last - first
         total = self._total() - self._start_total
+        # A backend born and gone between two samples is only in the total: by elimination ours
+        # (a benchmark's scratch database), so it counts as own rather than vanishing.
+        own += max(total - own - foreign, 0.0)
         if total <= 0 or own <= 0:
             raise RuntimeError(
                 f"measured no CPU of database {self.db.dbname} on the servers "

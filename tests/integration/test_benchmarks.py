@@ -120,6 +120,25 @@ def test_the_cpu_meter_watches_the_server_behind_each_node(tier) -> None:
         assert (Path(data_dir) / "postmaster.pid").read_text().split()[0] == str(pid)
 
 
+def test_the_cpu_meter_counts_a_backend_that_came_and_went_between_two_samples(tier) -> None:
+    import psutil
+
+    from benchmarks.common import DbCpuMeter
+    from clickstream_pipeline.warehouse.database import connect
+    from devkit.waits import wait_until
+
+    with DbCpuMeter(tier.db, interval_s=3600) as meter:  # samples only on entering and leaving
+        conn = connect(tier.db)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            (backend,) = cur.fetchone()
+            cur.execute("SELECT count(*) FROM generate_series(1, 3000000)")
+        conn.close()
+        wait_until(lambda: not psutil.pid_exists(backend), 10, "the backend to be reaped")
+    assert backend not in meter._seen  # never sampled: its work is only in the server's total
+    assert meter.reading.own_s >= 0.1 and meter.reading.own_s <= meter.reading.total_s
+
+
 @pytest.mark.timeout(300)
 def test_rollups_benchmark_quick_mode_compares_both_servers(tmp_path: Path) -> None:
     from devkit.db import CITUS_UNAVAILABLE
