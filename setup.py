@@ -7,6 +7,7 @@ into one import package, `clickstream_pipeline`, so nothing generic lands in sit
     jobs/                     -> clickstream_pipeline.jobs   (entry points)
     sql/                      -> clickstream_pipeline.sql    (migrations and named queries)
     conf/                     -> clickstream_pipeline.conf   (one TOML file per environment)
+    conf/models/              -> clickstream_pipeline.conf.models (event models)
 """
 
 from setuptools import setup
@@ -37,6 +38,7 @@ setup(
         f"{PACKAGE}.sql.queries": "sql/queries",
         f"{PACKAGE}.sql.roles": "sql/roles",
         f"{PACKAGE}.conf": "conf",
+        f"{PACKAGE}.conf.models": "conf/models",
     },
     packages=[
         PACKAGE,
@@ -51,6 +53,7 @@ setup(
         f"{PACKAGE}.sql.queries",
         f"{PACKAGE}.sql.roles",
         f"{PACKAGE}.conf",
+        f"{PACKAGE}.conf.models",
     ],
     package_data={
         f"{PACKAGE}.sql.migrations": ["*.sql"],
@@ -58,6 +61,7 @@ setup(
         f"{PACKAGE}.sql.roles": ["*.sql"],
         f"{PACKAGE}.dashboard": ["assets/*.css"],
         f"{PACKAGE}.conf": ["*.toml"],
+        f"{PACKAGE}.conf.models": ["*.toml"],
     },
     # What every runtime needs. A Databricks runtime brings its own Spark, Delta and pyarrow,
     # so those are in the `local` extra, never forced on a cluster.

@@ -3,7 +3,7 @@
 `python -m devkit.docs_reference` (part of `make docs`) writes them under `docs/reference/`;
 `tests/unit/test_docs_reference.py` regenerates them in memory and fails when the committed
 pages differ. Nothing here starts Spark: the scripts' `--help` exits while parsing flags, and
-the validation rules are read from the source with `ast`.
+the validation rules come from the lab's event model.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from clickstream_pipeline.core.config import ENV_PREFIX, Config
-from clickstream_pipeline.core.fields import ID_FIELDS, TEXT_FIELDS
+from clickstream_pipeline.core.model import LAB, EventModel
+from clickstream_pipeline.ingest.arrow_validation import UNDECIDED_KINDS
+from clickstream_pipeline.ingest.rules import Rule, RuleKind, model_rules
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 REFERENCE_DIR = PROJECT_DIR / "docs" / "reference"
@@ -202,131 +204,86 @@ def cli_page() -> str:
 
 # ------------------------------------------------------------------------ dead-letter reasons
 
-# What each reason means; its name and the fields it applies to come from the code.
-REASON_MEANINGS = {
+# What each kind of rule means; the reasons, their order and their fields come from the model.
+RULE_MEANINGS: dict[str, str] = {
     "empty_message": "the Kafka record has no value",
     "too_large": "the value is over `ingest.max_message_bytes` (1 MiB); it is never parsed and "
     "the dead letter keeps its first 64 KiB",
     "invalid_utf8": "the value is not valid UTF-8",
     "malformed_json": "the value is not a JSON object",
-    "missing_<field>": "the field is absent or null",
-    "not_integer_<field>": "the id is not an integer (nor a string of digits)",
-    "out_of_range_<field>": "the id is not a positive 64-bit integer",
-    "empty_<field>": "the text is empty or only spaces",
-    "too_long_<field>": "the text is longer than `ingest.max_text_length` (256) characters",
-    "control_chars_<field>": "the text holds NUL or another control character",
-    "not_text_<field>": "the field is a JSON object or array, not text",
-    "bad_event_time": "`event_time` is neither epoch milliseconds nor an ISO-8601 time",
-    "event_time_too_old": "`event_time` is more than `ingest.max_past_s` (2 days) in the past",
-    "event_time_in_future": "`event_time` is more than `ingest.max_future_s` (15 minutes) ahead",
-    "db_rejected: <error>": "the database refused the row (a constraint, a value no partition "
-    "takes); found by bisection, the rest of the batch commits",
+    "unknown_field": "the message holds a field the model does not name "
+    '(`unknown_fields = "dead_letter"`)',
+    "missing": "the field is absent or null (`required = true`)",
+    "not_integer": "the value is not an integer (nor a string of digits)",
+    "not_number": "the value is not a finite number (nor a string of one)",
+    "not_boolean": "the value is not `true` or `false`",
+    "out_of_range": "the number is outside its type's range or the field's `min` and `max`",
+    "empty": "the text is empty or only spaces",
+    "too_long": "the text is longer than the field's `max_length` characters",
+    "control_chars": "the text holds NUL or another control character",
+    "not_text": "the field is a JSON object or array, not text",
+    "not_allowed": "the text (trimmed and folded as the model says) is none of `allowed`",
+    "not_matching": "the text (trimmed and folded as the model says) does not match `pattern`",
+    "bad_time": "the time is in none of the model's `time.formats`",
+    "missing_time": "the time is absent and the model has no `time.fallback`",
+    "time_too_old": "the time is more than `time.max_past` in the past",
+    "time_in_future": "the time is more than `time.max_future` ahead",
 }
-# The helper each field rule is stated in, and the fields it is called for.
-RULE_FIELDS = {
-    "_id_rules": (*ID_FIELDS, "event_id"),
-    "_id_checks": (*ID_FIELDS, "event_id"),
-    "_text_rules": TEXT_FIELDS,
-    "_text_checks": TEXT_FIELDS,
-}
-OPTIONAL_FIELDS = ("event_id",)
+DB_REJECTED = (
+    "the database refused the row (a constraint, a value no partition takes); found by "
+    "bisection, the rest of the batch commits"
+)
 
 
-def _reason_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        parts = [str(v.value) if isinstance(v, ast.Constant) else "<field>" for v in node.values]
-        return "".join(parts)
-    return None
+def _pattern(rule: Rule) -> str:
+    """The reason as the table names it: `<kind>_<field>` for a field's rule."""
+    return f"{rule.kind}_<field>" if rule.spec is not None else rule.reason
 
 
-def _is_rule(node: ast.AST) -> str | None:
-    """The reason of a `(condition, "reason")` pair, or None."""
-    if (
-        isinstance(node, ast.Tuple)
-        and len(node.elts) == 2
-        and not isinstance(node.elts[0], ast.Constant | ast.Starred)
-    ):
-        name = _reason_name(node.elts[1])
-        if name is not None and name.replace("<field>", "x").isidentifier():
-            return name
-    return None
+def _values(model: EventModel, kind: str) -> str:
+    """The lab's values behind a rule kind, where the meaning names a setting."""
+    if kind == "too_long":
+        lengths = {s.max_length for s in model.fields.values() if s.max_length is not None}
+        return f" ({', '.join(str(n) for n in sorted(lengths))} in the {model.name} model)"
+    if kind in ("time_too_old", "time_in_future"):
+        bound = model.time.max_past if kind == "time_too_old" else model.time.max_future
+        return f" ({bound} in the {model.name} model)"
+    return ""
 
 
-def rule_reasons(path: Path, entry: str) -> dict[str, set[str]]:
-    """Reason name -> the functions that state it, in the order `entry` checks them: the
-    names of its `(condition, "reason")` pairs and of the module's functions it calls."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
-    if entry not in functions:
-        raise ReferenceError(f"{path.name} has no function {entry}")
-    found: dict[str, set[str]] = {}
-
-    def visit(node: ast.AST, function: str, seen: tuple[str, ...]) -> None:
-        name = _is_rule(node)
-        if name is not None:
-            found.setdefault(name, set()).add(function)
-            return
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            callee = node.func.id
-            if callee in functions and callee not in seen:
-                visit(functions[callee], callee, (*seen, callee))
-        for child in ast.iter_child_nodes(node):
-            visit(child, function, seen)
-
-    visit(functions[entry], entry, (entry,))
-    return found
-
-
-def _fields_of(reason: str, functions: set[str]) -> tuple[str, ...]:
-    if "<field>" not in reason:
-        return ()
-    fields: list[str] = []
-    for function in sorted(functions):
-        if function not in RULE_FIELDS:
-            raise ReferenceError(f"reason {reason!r} comes from {function}, which names no fields")
-        fields += [f for f in RULE_FIELDS[function] if f not in fields]
-    return tuple(f for f in fields if not (reason == "missing_<field>" and f in OPTIONAL_FIELDS))
-
-
-def reasons_page() -> str:
-    spark = rule_reasons(INGEST_DIR / "transforms.py", "with_reject_reason")
-    worker = rule_reasons(INGEST_DIR / "arrow_validation.py", "check_batch")
-    stray = sorted(set(worker) - set(spark))
-    if stray:
-        raise ReferenceError(
-            f"arrow_validation.py decides reasons transforms.py (the reference) lacks: {stray}"
-        )
-    sink = (INGEST_DIR / "sink.py").read_text(encoding="utf-8")
-    reasons = dict(spark)
-    if 'f"db_rejected: {' in sink:
-        reasons["db_rejected: <error>"] = {"sink"}
-    unknown = sorted(set(reasons) - set(REASON_MEANINGS))
-    gone = sorted(set(REASON_MEANINGS) - set(reasons))
-    if unknown or gone:
-        raise ReferenceError(
-            "devkit/docs_reference.py REASON_MEANINGS is out of step with the rules: "
-            f"say what {unknown} mean, drop {gone}"
-        )
+def reasons_page(model: EventModel = LAB) -> str:
+    kinds = get_args(RuleKind)
+    if unknown := sorted(set(kinds) - set(RULE_MEANINGS)):
+        raise ReferenceError(f"say in devkit/docs_reference.py what rules {unknown} mean")
+    rows: dict[str, tuple[str, list[str]]] = {}
+    for rule in model_rules(model):
+        _, fields = rows.setdefault(_pattern(rule), (rule.kind, []))
+        if rule.spec is not None:
+            fields.append(rule.field)
     lines = [
         "# Dead-letter reasons",
         "",
         GENERATED,
         "",
         "A record that breaks a rule becomes a dead letter named after the first rule it",
-        "broke. The rules run in this order, each field's in turn (`ingest/transforms.py`, the",
-        "reference; `ingest/arrow_validation.py` runs the same rules in the Python worker and",
-        "leaves the rest to Spark's). `<field>` stands for each field listed. See",
-        "[Dead letters](../concepts/dead-letters.md) to list and replay them.",
+        "broke. The rules come from the event model (`conf/models/<name>.toml`; see",
+        "[Your own events](../how-to/event-model.md)) and run in this order: the message's,",
+        "then each field's in the model's order, then the event time's. Spark's rules",
+        "(`ingest/transforms.py`) are the reference; the Python worker",
+        "(`ingest/arrow_validation.py`) folds over the same list and leaves the records it",
+        "cannot judge plainly to Spark's. `<field>` stands for each field listed. This is the",
+        f"`{model.name}` model's list; see [Dead letters](../concepts/dead-letters.md) to list",
+        "and replay them.",
         "",
         "| reason | fields | meaning | decided in the Python worker too |",
         "| --- | --- | --- | --- |",
     ]
-    for reason, functions in reasons.items():
-        fields = ", ".join(f"`{f}`" for f in _fields_of(reason, functions))
-        in_worker = "yes" if reason in worker else ""
-        lines.append(f"| `{reason}` | {fields} | {_cell(REASON_MEANINGS[reason])} | {in_worker} |")
+    for reason, (kind, fields) in rows.items():
+        names = ", ".join(f"`{f}`" for f in fields)
+        in_worker = "" if kind in UNDECIDED_KINDS else "yes"
+        meaning = _cell(RULE_MEANINGS[kind] + _values(model, kind))
+        lines.append(f"| `{reason}` | {names} | {meaning} | {in_worker} |")
+    lines.append(f"| `db_rejected: <error>` |  | {_cell(DB_REJECTED)} |  |")
     lines.append("")
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
@@ -14,7 +15,7 @@ import pytest
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.ingest.sink import SinkSettings, write_and_route
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
-from devkit.db import bootstrapped_database, query
+from devkit.db import bootstrapped_database, execute, query
 from devkit.waits import wait_until
 
 UTC = datetime.UTC
@@ -177,7 +178,8 @@ def test_a_row_the_database_refuses_sends_the_task_down_the_csv_path(tier, db, c
     # Citus relays the worker's check violation in a COPY as an internal error (XX000)
     code = "XX000" if tier.citus else "23514"
     assert f"SQLSTATE {code}" in caplog.text and "writing the task's rows as CSV" in caplog.text
-    assert stored(db, "t-refused") == [r for r in expected(records) if r[5] != 333]
+    device = EVENT_COLUMNS.index("device_id")
+    assert stored(db, "t-refused") == [r for r in expected(records) if r[device] != 333]
     assert [(d["offset"], d["reason"][:13]) for d in dead] == [(333, "db_rejected: ")]
     assert (stats[0]["written"], stats[0]["dead"], stats[0]["db_rejected"]) == (599, 1, 1)
 
@@ -299,3 +301,41 @@ def test_an_attempt_that_loses_the_ledger_key_during_its_copy_writes_nothing(db,
     assert (stats[0]["written"], stats[0]["duplicates"]) == (0, 500)
     assert stored(db, "t-race") == []
     assert ledger(db, "t-race") == [(0, 0, 499, 500, 6)]
+
+
+def test_a_field_added_to_the_model_and_to_the_table_lands_through_both_copy_paths(tier, db):
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from clickstream_pipeline.core.errors import DatabaseError
+    from clickstream_pipeline.core.model import LAB, FieldSpec
+    from clickstream_pipeline.core.schema import validated_schema
+    from clickstream_pipeline.ingest.sink import check_target_columns
+
+    model = LAB.model_copy(update={"fields": {**LAB.fields, "page": FieldSpec(type="text")}})
+    binary, csv = (settings(db, f"s-page-{f}", columns=model.event_columns) for f in "bc")
+    with pytest.raises(DatabaseError, match="has no column page of the event model: add"):
+        check_target_columns(binary)
+    execute(db, "ALTER TABLE events ADD COLUMN page text")
+    check_target_columns(binary)
+    schema = to_arrow_schema(validated_schema(model))
+    for topic, sink, copy in (("t-page-binary", binary, "binary"), ("t-page-csv", csv, "csv")):
+        records = [
+            {**r, "page": None if r["kafka_offset"] % 5 == 0 else f'/p/{r["kafka_offset"]},"x"'}
+            for r in rows(topic, 0, range(300))
+        ]
+        run(
+            dataclasses.replace(sink, copy_format=copy),
+            [pa.RecordBatch.from_pylist(records, schema)],
+        )
+        got = query(
+            db, "SELECT kafka_offset, page FROM events WHERE kafka_topic = %s ORDER BY 1", (topic,)
+        )
+        assert got == [(r["kafka_offset"], r["page"]) for r in records], copy
+    if tier.citus:  # the new column reached every shard
+        shards = query(
+            db,
+            """SELECT count(*) FILTER (WHERE result = 'page'), count(*) FROM run_command_on_shards(
+                   'events', $$SELECT attname FROM pg_attribute WHERE attrelid = '%s'::regclass
+                               AND attname = 'page'$$)""",
+        )
+        assert shards[0][0] == shards[0][1] > 0

@@ -9,6 +9,7 @@ import pytest
 
 from clickstream_pipeline.ingest.arrow_validation import check_batch
 from clickstream_pipeline.ingest.transforms import Rules, validate
+from tests.unit.models import EVERY_TYPE, lab_with
 from tests.unit.test_transforms import LAB, RULE_CASES, kafka_rows, message
 
 NOW = datetime.now(UTC).replace(tzinfo=None)
@@ -118,7 +119,9 @@ def worker_rows(values, rules, spark):
     return rows, set(checked.undecided.column("offset").to_pylist())
 
 
-@pytest.mark.parametrize("rules", [Rules(), Rules(max_text_length=10)], ids=["default", "short"])
+@pytest.mark.parametrize(
+    "rules", [Rules(), Rules(lab_with(max_length=10))], ids=["default", "short"]
+)
 def test_worker_and_spark_agree_on_every_decided_record(spark, rules):
     values = PLAIN + SPARK_DECIDES + [value for value, _ in RULE_CASES]
     expected = spark_rows(spark, values, rules)
@@ -144,3 +147,86 @@ def test_a_message_over_the_maximum_is_too_large_and_keeps_its_first_64_kib(spar
     for offset in (1, 2):
         assert got[offset]["reject_reason"] == "too_large"
         assert got[offset]["raw_value"] == expected[offset]["raw_value"] == values[offset][:65536]
+
+
+SENT = {
+    "account": " Acme ",
+    "page": "/home",
+    "channel": "Email",
+    "duration_ms": 1500,
+    "revenue": 12.5,
+    "logged_in": True,
+    "event_id": 7,
+    "sent_at": HOUR_AGO + "Z",
+}
+
+
+def sent(**changes) -> bytes:
+    body = {**SENT, **changes}
+    return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
+
+
+# One record per rule of the every-type model (its reason, or None when valid).
+EVERY_TYPE_CASES = [
+    (sent(), None),
+    (sent(revenue=12, duration_ms="1500", channel=..., event_id=..., sent_at=...), None),
+    (sent(extra=1), "unknown_field"),
+    (sent(account=...), "missing_account"),
+    (sent(account="  "), "empty_account"),
+    (sent(account="x" * 21), "too_long_account"),
+    (sent(account="a\u0001"), "control_chars_account"),
+    (sent(account={"a": 1}), "not_text_account"),
+    (sent(page=...), "missing_page"),
+    (sent(page="/Home"), "not_matching_page"),
+    (sent(channel="tv"), "not_allowed_channel"),
+    (sent(channel=" SOCIAL "), None),
+    (sent(duration_ms="abc"), "not_integer_duration_ms"),
+    (sent(duration_ms=-1), "out_of_range_duration_ms"),
+    (sent(duration_ms=3_000_000_000), "out_of_range_duration_ms"),
+    (sent(revenue="abc"), "not_number_revenue"),
+    (sent(revenue=-0.5), "out_of_range_revenue"),
+    (sent(logged_in=...), "missing_logged_in"),
+    (sent(logged_in="yes"), "not_boolean_logged_in"),
+    (sent(logged_in=1), "not_boolean_logged_in"),
+    (sent(event_id=0), "out_of_range_event_id"),
+    (sent(sent_at="yesterday"), "bad_sent_at"),
+    (sent(sent_at=MS_AGO), "bad_sent_at"),  # epoch milliseconds: not one of this model's formats
+    (sent(sent_at=(NOW - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")), "sent_at_too_old"),
+    (sent(sent_at=(NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")), "sent_at_in_future"),
+]
+
+
+def test_a_model_of_every_field_type_gets_one_verdict_whichever_path_decides(spark):
+    rules = Rules(EVERY_TYPE)
+    values = [value for value, _ in EVERY_TYPE_CASES]
+    expected = spark_rows(spark, values, rules)
+    assert [expected[o]["reject_reason"] for o in range(len(values))] == [
+        reason for _, reason in EVERY_TYPE_CASES
+    ]
+    assert {r.reason for r in rules.ordered()} - {r for _, r in EVERY_TYPE_CASES} == {
+        "empty_message",
+        "too_large",
+        "invalid_utf8",
+        "malformed_json",
+        "empty_page",
+        "too_long_page",
+        "control_chars_page",
+        "not_text_page",
+        "empty_channel",
+        "control_chars_channel",
+        "not_text_channel",
+        "not_integer_event_id",
+    }  # the lab's cases cover these kinds
+    got, undecided = worker_rows(values, rules, spark)
+    assert set(got) | undecided == set(expected) and len(got) >= len(values) // 2
+    for offset, row in got.items():
+        want = expected[offset]
+        want["sent_at"] = want["sent_at"].replace(tzinfo=UTC)
+        want["kafka_timestamp"] = want["kafka_timestamp"].replace(tzinfo=UTC)
+        assert row == want, values[offset]
+    assert expected[0]["account"] == "acme" and expected[11]["channel"] == "social"
+    assert (expected[0]["revenue"], expected[0]["logged_in"], expected[0]["duration_ms"]) == (
+        12.5,
+        True,
+        1500,
+    )

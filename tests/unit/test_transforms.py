@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from chispa import assert_df_equality
 
 from clickstream_pipeline.ingest.transforms import Rules, to_events, validate
+from tests.unit.models import lab_with
 
 NOW = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
 LAB = {
@@ -45,19 +46,19 @@ def test_the_labs_message_becomes_an_events_row(spark):
             (
                 NOW,
                 70,
+                6677,
+                11893,
                 "scroll",
                 "United States",
                 "opera",
-                6677,
-                11893,
                 "clickstream",
                 0,
                 0,
                 None,
             )
         ],
-        "event_time timestamp, customer_id long, event_type string, country string, "
-        "browser string, device_id long, session_id long, kafka_topic string, "
+        "event_time timestamp, customer_id long, device_id long, session_id long, "
+        "event_type string, country string, browser string, kafka_topic string, "
         "kafka_partition int, kafka_offset long, source_event_id long",
     )
     assert_df_equality(events, expected, ignore_nullable=True)
@@ -69,7 +70,7 @@ def test_payload_time_wins_over_kafka_time_and_both_formats_parse(spark):
         event_time=str(int(datetime(2026, 11, 26, 9, 59, tzinfo=UTC).timestamp() * 1000))
     )
     at = datetime(2026, 11, 26, 10, 0)
-    rules = Rules(max_past_s=10**9, max_future_s=10**9)
+    rules = Rules(lab_with(max_past="20000d", max_future="20000d"))
     rows = to_events(validate(kafka_rows(spark, [iso, millis, message()], at), rules)).collect()
     assert [r.event_time for r in rows] == [
         datetime(2026, 11, 26, 9, 59, 58, 250000),
@@ -127,7 +128,7 @@ def test_each_rule_names_itself(spark):
 
 def test_first_broken_rule_wins_and_bounds_come_from_rules(spark):
     assert reasons(spark, [message(customer_id=..., country=...)]) == ["missing_customer_id"]
-    assert reasons(spark, [message(country="x" * 20)], Rules(max_text_length=10)) == [
+    assert reasons(spark, [message(country="x" * 20)], Rules(lab_with(max_length=10))) == [
         "too_long_country"
     ]
 

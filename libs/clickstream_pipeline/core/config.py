@@ -35,6 +35,7 @@ from pydantic import (
 
 from clickstream_pipeline.core.errors import ConfigError
 from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
+from clickstream_pipeline.core.model import ModelError, load_model
 
 ENV_PREFIX = "CLICKSTREAM__"
 
@@ -379,7 +380,32 @@ QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class IngestConfig(_Section):
-    """The streaming ingest job: trigger, validation bounds, sink behaviour."""
+    """The streaming ingest job: trigger, event model, sink behaviour."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounds_moved_to_the_model(cls, data: Any) -> Any:
+        moved = {
+            "max_text_length": "max_length on each text field",
+            "max_past_s": "time.max_past",
+            "max_future_s": "time.max_future",
+        }
+        if isinstance(data, dict) and (found := [k for k in moved if k in data]):
+            raise ValueError(
+                f"{', '.join(found)} moved to the event model (ingest.model): set "
+                + "; ".join(moved[k] for k in found)
+                + " in a copy of conf/models/lab.toml"
+            )
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _model_loads(cls, value: str) -> str:
+        try:
+            load_model(value)
+        except ModelError as exc:  # its message names the model's key
+            raise ValueError(str(exc)) from None
+        return value
 
     query_name: str = Field(
         default="clickstream-ingest",
@@ -402,18 +428,12 @@ class IngestConfig(_Section):
             "2,000 msg/s against 6.9 s with 5 s."
         ),
     )
-    max_text_length: int = Field(
-        default=256, gt=0, description="The longest event_type, country or browser, in characters."
-    )
-    max_past_s: int = Field(
-        default=2 * 24 * 3600,
-        ge=0,
-        description="How far in the past an event_time may be (seconds) before event_time_too_old.",
-    )
-    max_future_s: int = Field(
-        default=15 * 60,
-        ge=0,
-        description="How far ahead an event_time may be (seconds) before event_time_in_future.",
+    model: str = Field(
+        default="lab",
+        description=(
+            "The event model: a packaged model's name (lab) or a path to a TOML file: "
+            "its fields, their rules and the event time's bounds (docs: how-to/event-model)."
+        ),
     )
     rollup_after_batch: bool = Field(
         default=False,

@@ -3,6 +3,8 @@ The field and column names alone (no Spark needed) are in `fields`."""
 
 from pyspark.sql.types import (
     BinaryType,
+    BooleanType,
+    DataType,
     DoubleType,
     IntegerType,
     LongType,
@@ -13,23 +15,28 @@ from pyspark.sql.types import (
 )
 
 from clickstream_pipeline.core.fields import EVENT_COLUMNS, ID_FIELDS, LAB_FIELDS, TEXT_FIELDS
+from clickstream_pipeline.core.model import LAB, EventModel
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
     "EVENT_COLUMNS",
     "ID_FIELDS",
     "LAB_FIELDS",
-    "MESSAGE_SCHEMA",
     "PAYLOAD_SCHEMA",
     "ROUTED_SCHEMA",
     "TEXT_FIELDS",
     "VALIDATED_SCHEMA",
+    "payload_schema",
+    "validated_schema",
 ]
 
-
-def _lab_fields() -> list[StructField]:
-    """The lab's six fields, typed: ids are bigint, the rest text."""
-    return [StructField(n, LongType() if n in ID_FIELDS else StringType()) for n in LAB_FIELDS]
+SPARK_TYPES: dict[str, DataType] = {
+    "bigint": LongType(),
+    "integer": IntegerType(),
+    "double": DoubleType(),
+    "boolean": BooleanType(),
+    "text": StringType(),
+}
 
 
 def _kafka_record_fields() -> list[StructField]:
@@ -44,42 +51,38 @@ def _kafka_record_fields() -> list[StructField]:
     ]
 
 
-# The lab's six fields, in the producer's order, plus optional event_time and event_id, typed.
-# event_time is text: ISO-8601 or epoch milliseconds are both accepted downstream.
-MESSAGE_SCHEMA = StructType(
-    [
-        *_lab_fields(),
-        StructField("event_time", StringType()),
-        StructField("event_id", LongType()),
-    ]
-)
-
-# The same fields all read as text, so that validation can say which rule a value breaks
-# (a JSON number and a numeric string both arrive as digits); unknown fields are ignored.
-PAYLOAD_SCHEMA = StructType(
-    [StructField(f.name, StringType()) for f in MESSAGE_SCHEMA.fields]
-    + [StructField("_corrupt_record", StringType())]
-)
+def payload_schema(model: EventModel) -> StructType:
+    """The model's fields and event time all read as text, so that validation can say which
+    rule a value breaks (a JSON number and a numeric string both arrive as digits)."""
+    names = [*model.fields, model.time.field, "_corrupt_record"]
+    return StructType([StructField(name, StringType()) for name in names])
 
 
-# What validation gives per record (`transforms.validate` in Spark, `arrow_validation` in the
-# Python worker): the events columns, the Kafka timestamp, the first rule broken (null when
-# valid) and, for rejected records only, the raw key and value.
-VALIDATED_SCHEMA = StructType(
-    [
-        StructField("event_time", TimestampType()),
-        *_lab_fields(),
-        StructField("kafka_topic", StringType()),
-        StructField("kafka_partition", IntegerType()),
-        StructField("kafka_offset", LongType()),
-        StructField("source_event_id", LongType()),
-        StructField("kafka_timestamp", TimestampType()),
-        StructField("reject_reason", StringType()),
-        StructField("raw_key", BinaryType()),
-        StructField("raw_value", BinaryType()),
-    ]
-)
-assert tuple(f.name for f in VALIDATED_SCHEMA.fields[: len(EVENT_COLUMNS)]) == EVENT_COLUMNS
+def validated_schema(model: EventModel) -> StructType:
+    """What validation gives per record (`transforms.validate` in Spark, `arrow_validation` in
+    the Python worker): the events columns, the Kafka timestamp, the first rule broken (null
+    when valid) and, for rejected records only, the raw key and value."""
+    fields = [StructField(n, SPARK_TYPES[model.fields[n].type]) for n in model.event_fields]
+    schema = StructType(
+        [
+            StructField(model.time.field, TimestampType()),
+            *fields,
+            StructField("kafka_topic", StringType()),
+            StructField("kafka_partition", IntegerType()),
+            StructField("kafka_offset", LongType()),
+            StructField("source_event_id", LongType()),
+            StructField("kafka_timestamp", TimestampType()),
+            StructField("reject_reason", StringType()),
+            StructField("raw_key", BinaryType()),
+            StructField("raw_value", BinaryType()),
+        ]
+    )
+    assert tuple(schema.names[: len(model.event_columns)]) == model.event_columns
+    return schema
+
+
+PAYLOAD_SCHEMA = payload_schema(LAB)
+VALIDATED_SCHEMA = validated_schema(LAB)
 
 # What each sink task returns (`sink.write_and_route`): its dead letters (kind "dead", with the
 # reason), the records left to Spark's rules (kind "undecided", raw), one statistics row per

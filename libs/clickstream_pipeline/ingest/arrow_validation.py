@@ -1,15 +1,16 @@
 """The validation rules in the Python worker: raw Kafka Arrow batches -> validated rows.
 
-The same rules as `transforms.validate` (the reference, run by Spark), for the records whose
-meaning is plain: a value of at most `PLAIN_MAX_BYTES` starting with `{` that msgspec decodes
-strictly, ids as JSON integers or digit strings, text as JSON strings (event_type and browser
-in ASCII), event_time as epoch milliseconds or `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM)`.
-A value over `Rules.max_message_bytes` is decided here whatever it holds: a dead letter
-("too_large") keeping its first `TOO_LARGE_KEPT_BYTES`. Any other record is *undecided* and
-handed back raw for Spark's rules to judge: where Spark's JSON reader is more lenient than
-msgspec (NaN, single quotes, trailing text) or a cast is subtle (signs, spaces, other time
-formats, non-ASCII case mapping), Spark decides, so a record's fate never depends on the path
-it took.
+The same ordered rules as `transforms` (the reference, run by Spark), both from the event model
+(`rules.model_rules`), for the records whose meaning is plain: a value of at most
+`PLAIN_MAX_BYTES` starting with `{` that msgspec decodes strictly into the model's types
+(integers as JSON integers or digit strings, numbers and booleans as JSON numbers and
+booleans, text as JSON strings, lower-cased text in ASCII, the event time as epoch
+milliseconds or `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM)`). A value over
+`Rules.max_message_bytes` is decided here whatever it holds: a dead letter ("too_large")
+keeping its first `TOO_LARGE_KEPT_BYTES`. Any other record is *undecided* and handed back raw
+for Spark's rules to judge: where Spark's JSON reader is more lenient than msgspec (NaN, single
+quotes, trailing text) or a cast is subtle (signs, spaces, other time formats, non-ASCII case
+mapping), Spark decides, so a record's fate never depends on the path it took.
 
 Per batch: one msgspec decode per record, then Arrow kernels over whole columns.
 """
@@ -17,22 +18,27 @@ Per batch: one msgspec decode per record, then Arrow kernels over whole columns.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from clickstream_pipeline.core.schema import ID_FIELDS, TEXT_FIELDS, VALIDATED_SCHEMA
-from clickstream_pipeline.ingest.transforms import CONTROL_CHARS, TOO_LARGE_KEPT_BYTES, Rules
+from clickstream_pipeline.core.model import INTEGER_TYPES, EventModel, FieldSpec
+from clickstream_pipeline.core.schema import validated_schema
+from clickstream_pipeline.ingest.rules import TOO_LARGE_KEPT_BYTES, Rule, Rules
+from clickstream_pipeline.ingest.transforms import CONTROL_CHARS
 from clickstream_pipeline.ingest.transforms import EPOCH_MILLIS as EPOCH_MILLIS_PATTERN
 
 # Longer values go to Spark: Jackson's limits (nesting depth 1000, numbers of 1000 digits)
 # cannot be reached below this size, so msgspec and Spark accept the same documents here.
 PLAIN_MAX_BYTES = 1000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 DIGITS = re.compile(r"[0-9]{1,18}")
 EPOCH_MILLIS = re.compile(EPOCH_MILLIS_PATTERN)  # used with fullmatch: no trailing newline
 ISO_TIME = (
@@ -41,48 +47,89 @@ ISO_TIME = (
     r"(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9])$"
 )
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-VALIDATED_ARROW_SCHEMA = to_arrow_schema(VALIDATED_SCHEMA)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = datetime.resolution
+# Rules no decided record can break: the worker hands their breakers to Spark undecided.
+UNDECIDED_KINDS = frozenset(
+    {
+        "invalid_utf8",
+        "malformed_json",
+        "unknown_field",
+        "not_integer",
+        "not_number",
+        "not_boolean",
+        "bad_time",
+    }
+)
+# What msgspec accepts for each field type; anything else leaves the record to Spark.
+DECODED_TYPES: dict[str, Any] = {
+    "bigint": int | str | None,
+    "integer": int | str | None,
+    "double": float | None,
+    "boolean": bool | None,
+    "text": str | None,
+}
 
 
-class Payload(msgspec.Struct):
-    """The fields the rules read; any others are skipped (and must still be valid JSON)."""
+@dataclass(frozen=True)
+class Decoder:
+    """The model's msgspec decoder, its Arrow schema and its rules, built once per model."""
 
-    customer_id: int | str | None = None
-    event_type: str | None = None
-    country: str | None = None
-    browser: str | None = None
-    device_id: int | str | None = None
-    session_id: int | str | None = None
-    event_time: int | str | None = None
-    event_id: int | str | None = None
+    decode: Callable[[bytes], Any]
+    schema: pa.Schema
+    rules: list[Rule]
+    empty: Any
+
+
+_DECODERS: dict[str, Decoder] = {}  # by the model's JSON: each task unpickles its own copy
+
+
+def decoder(model: EventModel) -> Decoder:
+    key = model.model_dump_json()
+    if (known := _DECODERS.get(key)) is not None:
+        return known
+    fields: list[tuple[str, Any, Any]] = [
+        (name, DECODED_TYPES[spec.type], None) for name, spec in model.fields.items()
+    ]
+    fields.append((model.time.field, int | str | None, None))
     # Spark's reader fills its corrupt-record column from a field of that name
-    corrupt_record: msgspec.Raw | msgspec.UnsetType = msgspec.field(
-        default=msgspec.UNSET, name="_corrupt_record"
+    fields.append(
+        (
+            "corrupt_record",
+            msgspec.Raw | msgspec.UnsetType,
+            msgspec.field(default=msgspec.UNSET, name="_corrupt_record"),
+        )
     )
-
-
-_decode = msgspec.json.Decoder(Payload).decode
-_NO_PAYLOAD = Payload()
+    payload = msgspec.defstruct(
+        "Payload", fields, forbid_unknown_fields=model.unknown_fields == "dead_letter"
+    )
+    built = Decoder(
+        msgspec.json.Decoder(payload).decode,
+        to_arrow_schema(validated_schema(model)),
+        Rules(model).ordered(),
+        payload(),
+    )
+    _DECODERS[key] = built
+    return built
 
 
 @dataclass(frozen=True)
 class Checked:
-    validated: pa.RecordBatch  # VALIDATED_ARROW_SCHEMA, the decided records
+    validated: pa.RecordBatch  # the model's validated schema, the decided records
     undecided: pa.RecordBatch  # the other records as they came (the input's columns)
 
 
-def _decoded(values: list[bytes | None]) -> tuple[list[Payload], list[bool]]:
+def _decoded(values: list[bytes | None], found: Decoder) -> tuple[list[Any], list[bool]]:
     """Each value's payload, and whether it is left to Spark (an empty message is decided)."""
-    payloads: list[Payload] = []
+    payloads: list[Any] = []
     undecided: list[bool] = []
+    decode, empty = found.decode, found.empty
     for value in values:
-        payload = _NO_PAYLOAD
+        payload = empty
         if value is not None:
             if len(value) <= PLAIN_MAX_BYTES and value[:1] == b"{":
                 try:
-                    payload = _decode(value)
+                    payload = decode(value)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     value = b""
                 else:
@@ -112,13 +159,13 @@ def integers(values: list[int | str | None]) -> tuple[pa.Array, list[bool] | Non
         return pa.array([p[0] for p in pairs], pa.int64()), [p[1] for p in pairs]
 
 
-def _event_time_us(value: int | str | None) -> tuple[int | None, bool]:
+def _event_time_us(value: int | str | None, formats: tuple[str, ...]) -> tuple[int | None, bool]:
     if value is None:
         return None, False
     text = str(value)
     if EPOCH_MILLIS.fullmatch(text):
-        return int(text) * 1000, False
-    if isinstance(value, str) and re.fullmatch(ISO_TIME, value):
+        return (int(text) * 1000, False) if "epoch_millis" in formats else (None, True)
+    if isinstance(value, str) and "iso8601" in formats and re.fullmatch(ISO_TIME, value):
         try:
             return (datetime.fromisoformat(value) - EPOCH) // _MICROSECOND, False
         except ValueError:  # an impossible date (February 30)
@@ -126,10 +173,12 @@ def _event_time_us(value: int | str | None) -> tuple[int | None, bool]:
     return None, True
 
 
-def event_times(values: list[int | str | None]) -> tuple[pa.Array, list[bool] | None]:
+def event_times(
+    values: list[int | str | None], formats: tuple[str, ...] = ("iso8601", "epoch_millis")
+) -> tuple[pa.Array, list[bool] | None]:
     """Payload event times in microseconds since the epoch, and which are not plain."""
     try:
-        strings = pa.array(values, pa.string())
+        strings = pa.array(values, pa.string()) if "iso8601" in formats else None
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         strings = None
     if strings is not None and strings.null_count < len(strings):
@@ -139,23 +188,57 @@ def event_times(values: list[int | str | None]) -> tuple[pa.Array, list[bool] | 
                 return pc.cast(strings, TIMESTAMP).cast(pa.int64()), None
             except pa.ArrowInvalid:
                 pass
-    pairs = [_event_time_us(v) for v in values]
+    pairs = [_event_time_us(v, formats) for v in values]
     return pa.array([p[0] for p in pairs], pa.int64()), [p[1] for p in pairs]
 
 
-def _id_checks(name: str, ids: pa.Array, optional: bool = False) -> list[tuple[pa.Array, str]]:
-    missing = [] if optional else [(pc.is_null(ids), f"missing_{name}")]
-    return [*missing, (pc.less_equal(ids, 0), f"out_of_range_{name}")]
+def _normalised(text: pa.Array, spec: FieldSpec) -> pa.Array:
+    if spec.trim:
+        text = pc.utf8_trim(text, " ")
+    return pc.ascii_lower(text) if spec.lower else text  # non-ASCII lower-cased text: Spark's
 
 
-def _text_checks(name: str, text: pa.Array, max_length: int) -> list[tuple[pa.Array, str]]:
-    return [
-        (pc.is_null(text), f"missing_{name}"),
-        (pc.equal(pc.utf8_trim(text, " "), ""), f"empty_{name}"),
-        (pc.greater(pc.utf8_length(text), max_length), f"too_long_{name}"),
-        (pc.match_substring_regex(text, CONTROL_CHARS), f"control_chars_{name}"),
-        (pc.or_(pc.starts_with(text, "{"), pc.starts_with(text, "[")), f"not_text_{name}"),
+def _out_of_range(values: pa.Array, spec: FieldSpec) -> pa.Array | None:
+    low, high = spec.min, spec.max
+    if spec.type == "integer":
+        low = INT32_MIN if low is None else max(low, INT32_MIN)
+        high = INT32_MAX if high is None else min(high, INT32_MAX)
+    whole = spec.type in INTEGER_TYPES
+    checks = [
+        compare(values, int(bound) if whole else bound)
+        for compare, bound in ((pc.less, low), (pc.greater, high))
+        if bound is not None
     ]
+    return checks[0] if len(checks) == 1 else pc.or_(*checks) if checks else None
+
+
+def broken(rule: Rule, column: pa.Array | None, typed: pa.Array | None) -> pa.Array | None:
+    """Whether each decided record breaks `rule` (`column`: the field as decoded, `typed`: as
+    its column holds it), or None for a rule no decided record can break (its breakers are
+    undecided: Spark judges them)."""
+    spec, kind = rule.spec, rule.kind
+    if kind in UNDECIDED_KINDS:
+        return None
+    if kind in ("missing", "missing_time"):
+        return pc.is_null(column)
+    if spec is None or column is None:
+        return None  # the message's and the time's rules are checked in check_batch
+    if kind == "out_of_range":
+        return _out_of_range(column, spec)
+    if kind == "empty":
+        return pc.equal(pc.utf8_trim(column, " "), "")
+    if kind == "too_long":
+        return pc.greater(pc.utf8_length(column), spec.max_length)
+    if kind == "control_chars":
+        return pc.match_substring_regex(column, CONTROL_CHARS)
+    if kind == "not_text":
+        return pc.or_(pc.starts_with(column, "{"), pc.starts_with(column, "["))
+    if kind == "not_allowed":
+        allowed = pc.is_in(typed, value_set=pa.array(spec.allowed or (), pa.string()))
+        return pc.and_(pc.is_valid(typed), pc.invert(allowed))  # absent is not "not allowed"
+    if kind == "not_matching":
+        return pc.invert(pc.match_substring_regex(typed, f"^(?:{spec.pattern})$"))
+    raise ValueError(f"no worker check for rule kind {kind!r}")
 
 
 def first_reason(checks: list[tuple[pa.Array, str]], n: int) -> pa.Array:
@@ -173,9 +256,33 @@ def _kept_values(value: pa.Array, too_large: pa.Array) -> pa.Array:
     return pc.if_else(too_large, pc.binary_slice(value, 0, TOO_LARGE_KEPT_BYTES), value)
 
 
+def _field_column(
+    name: str, spec: FieldSpec, values: list[Any]
+) -> tuple[pa.Array, pa.Array, pa.Array | None]:
+    """A field's values as decoded, as its column holds them, and which are not plain."""
+    if spec.type in INTEGER_TYPES:
+        ids, not_plain = integers(values)
+        mask = None if not_plain is None else pa.array(not_plain, pa.bool_())
+        if spec.type == "integer":
+            fits = pc.and_(pc.greater_equal(ids, INT32_MIN), pc.less_equal(ids, INT32_MAX))
+            return ids, pc.if_else(fits, ids, pa.scalar(None, pa.int64())).cast(pa.int32()), mask
+        return ids, ids, mask
+    if spec.type == "double":
+        numbers = pa.array(values, pa.float64())
+        finite = pc.fill_null(pc.is_finite(numbers), True)
+        return numbers, numbers, None if pc.all(finite).as_py() else pc.invert(finite)
+    if spec.type == "boolean":
+        flags = pa.array(values, pa.bool_())
+        return flags, flags, None
+    text = pa.array(values, pa.string())
+    mask = pc.invert(pc.fill_null(pc.string_is_ascii(text), True)) if spec.lower else None
+    return text, _normalised(text, spec), mask
+
+
 def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     """Validate Kafka rows (`key`, `value`, `topic`, `partition`, `offset`, `timestamp`);
     `now_us` (microseconds since the epoch) is the batch's clock for the event-time bounds."""
+    model, found = rules.model, decoder(rules.model)
     n = raw.num_rows
     value = raw.column("value")
     sizes = pc.binary_length(value)
@@ -183,14 +290,11 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     long = pc.greater(sizes, PLAIN_MAX_BYTES)
     if long.true_count:  # left to Spark without copying them into Python objects
         payloads, not_decoded = _decoded(
-            pc.if_else(long, pa.scalar(b"", value.type), value).to_pylist()
+            pc.if_else(long, pa.scalar(b"", value.type), value).to_pylist(), found
         )
     else:
-        payloads, not_decoded = _decoded(value.to_pylist())
+        payloads, not_decoded = _decoded(value.to_pylist(), found)
     left = pa.array(not_decoded, pa.bool_())
-
-    def field(name: str) -> list[int | str | None]:
-        return [getattr(p, name) for p in payloads]
 
     def note(not_plain: list[bool] | pa.Array | None) -> None:
         nonlocal left
@@ -198,53 +302,53 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
             mask = not_plain if isinstance(not_plain, pa.Array) else pa.array(not_plain, pa.bool_())
             left = pc.or_(left, mask)
 
-    ids: dict[str, pa.Array] = {}
-    for name in (*ID_FIELDS, "event_id"):
-        ids[name], not_plain = integers(field(name))
+    decoded: dict[str, pa.Array] = {}
+    typed: dict[str, pa.Array] = {}
+    for name, spec in model.fields.items():
+        decoded[name], typed[name], not_plain = _field_column(
+            name, spec, [getattr(p, name) for p in payloads]
+        )
         note(not_plain)
-    text = {name: pa.array(field(name), pa.string()) for name in TEXT_FIELDS}
-    for name in ("event_type", "browser"):  # Spark's lower() of other text is Java's
-        note(pc.invert(pc.fill_null(pc.string_is_ascii(text[name]), True)))
-    payload_us, not_plain = event_times(field("event_time"))
+    time = model.time
+    payload_us, not_plain = event_times([getattr(p, time.field) for p in payloads], time.formats)
     note(not_plain)
 
-    empty = pc.is_null(value)
     kafka_time = raw.column("timestamp").cast(TIMESTAMP)
-    event_us = pc.coalesce(payload_us, kafka_time.cast(pa.int64()))
-    checks: list[tuple[pa.Array, str]] = [(empty, "empty_message"), (too_large, "too_large")]
-    for name in ID_FIELDS:
-        checks += _id_checks(name, ids[name])
-    for name in TEXT_FIELDS:
-        checks += _text_checks(name, text[name], rules.max_text_length)
-    checks += _id_checks("event_id", ids["event_id"], optional=True)
-    checks += [
-        (pc.less(event_us, now_us - rules.max_past_s * 1_000_000), "event_time_too_old"),
-        (pc.greater(event_us, now_us + rules.max_future_s * 1_000_000), "event_time_in_future"),
-    ]
+    event_us = (
+        payload_us
+        if time.fallback is None
+        else pc.coalesce(payload_us, kafka_time.cast(pa.int64()))
+    )
+    decoded[time.field] = payload_us
+    message_checks = {"empty_message": pc.is_null(value), "too_large": too_large}
+    time_checks = {
+        "time_too_old": pc.less(event_us, now_us - rules.max_past_s * 1_000_000),
+        "time_in_future": pc.greater(event_us, now_us + rules.max_future_s * 1_000_000),
+    }
+    checks: list[tuple[pa.Array, str]] = []
+    for rule in found.rules:
+        failed = message_checks.get(rule.kind, time_checks.get(rule.kind))
+        if failed is None:
+            failed = broken(rule, decoded.get(rule.field), typed.get(rule.field))
+        if failed is not None:
+            checks.append((failed, rule.reason))
     reason = first_reason(checks, n)
     rejected = pc.is_valid(reason)
 
-    def normalised(name: str) -> pa.Array:
-        return pc.ascii_lower(pc.utf8_trim(text[name], " "))
-
+    source_id = typed[model.id] if model.id is not None else pa.nulls(n, pa.int64())
     columns = [
         event_us.cast(TIMESTAMP),
-        ids["customer_id"],
-        normalised("event_type"),
-        text["country"],
-        normalised("browser"),
-        ids["device_id"],
-        ids["session_id"],
+        *[typed[name] for name in model.event_fields],
         raw.column("topic"),
         raw.column("partition"),
         raw.column("offset"),
-        ids["event_id"],
+        source_id,
         kafka_time,
         reason,
         pc.if_else(rejected, raw.column("key"), pa.scalar(None, pa.binary())),
         pc.if_else(rejected, _kept_values(value, too_large), pa.scalar(None, pa.binary())),
     ]
-    validated = pa.RecordBatch.from_arrays(columns, schema=VALIDATED_ARROW_SCHEMA)
+    validated = pa.RecordBatch.from_arrays(columns, schema=found.schema)
     left = pc.and_(left, pc.invert(too_large))  # decided here, whatever it holds
     if not left.true_count:
         return Checked(validated, raw.slice(0, 0))

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from clickstream_pipeline.core.errors import DatabaseError
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.ingest import ledger
 from clickstream_pipeline.ingest.arrow_validation import check_batch
@@ -80,6 +81,7 @@ class SinkSettings:
     # each topic's identity in the ledger (`ingest.topics`); topics not listed take the default
     topic_ids: dict[str, str] = field(default_factory=dict)
     default_topic_id: str = ""
+    columns: tuple[str, ...] = EVENT_COLUMNS  # the event model's, in COPY's order
 
     def topic_id(self, topic: str) -> str:
         return self.topic_ids.get(topic, self.default_topic_id)
@@ -89,13 +91,43 @@ class SinkSettings:
         return f"{quote_ident(self.schema_name)}.{quote_ident(self.table_name)}"
 
 
+def check_target_columns(settings: SinkSettings) -> None:
+    """Refuse to start when the table lacks a column of the event model (every batch's COPY
+    would fail): names the columns to add."""
+
+    def columns() -> set[str] | None:
+        conn = open_connection(settings.connect_kwargs)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (settings.table,))
+                if not cur.fetchone()[0]:
+                    return None
+                cur.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                    "AND attnum > 0 AND NOT attisdropped",
+                    (settings.table,),
+                )
+                return {name for (name,) in cur.fetchall()}
+        finally:
+            conn.close()
+
+    found = retrying(columns, settings.max_attempts, settings.backoff_s)
+    if found is None:
+        raise DatabaseError(f"{settings.table} does not exist: run the bootstrap first")
+    if missing := [c for c in settings.columns if c not in found]:
+        raise DatabaseError(
+            f"{settings.table} has no column {', '.join(missing)} of the event model: add "
+            "them (ALTER TABLE ... ADD COLUMN, nullable for optional fields) before the job starts"
+        )
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def copy_sql(table: str) -> str:
-    columns = ", ".join(quote_ident(c) for c in EVENT_COLUMNS)
-    return f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
+def copy_sql(table: str, columns: tuple[str, ...] = EVENT_COLUMNS) -> str:
+    names = ", ".join(quote_ident(c) for c in columns)
+    return f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv)"
 
 
 def to_csv(table: pa.Table) -> io.BytesIO:
@@ -165,7 +197,9 @@ def write_range(
                 todo = rows.filter(pc.invert(done))
                 rejected: list[tuple[int, str]] = []
                 if todo.num_rows:
-                    rejected = copy_isolating_rejects(cur, copy_sql(settings.table), todo)
+                    rejected = copy_isolating_rejects(
+                        cur, copy_sql(settings.table, settings.columns), todo
+                    )
                     # a concurrent attempt that committed this range first makes this insert
                     # fail on the primary key (a 23505, retried below): nothing is written twice
                     cur.executemany(
@@ -279,9 +313,9 @@ def stream_copy(
                 todo = valid.filter(pc.invert(ledger.in_ranges(offsets, done))) if done else valid
                 if todo.num_rows:
                     streamed.note(topic, partition, todo.column("kafka_offset"))
-                    yield from todo.select(list(EVENT_COLUMNS)).to_batches()
+                    yield from todo.select(list(settings.columns)).to_batches()
 
-    schema = pa.schema([first.schema.field(name) for name in EVENT_COLUMNS])
+    schema = pa.schema([first.schema.field(name) for name in settings.columns])
     kwargs = settings.connect_kwargs
     try:
         with (
@@ -352,7 +386,7 @@ def write_and_route(
             return
         for topic, partition, rows in partitions_of(table):
             valid = valid_rows_of(rows)
-            valid_rows = valid.select(list(EVENT_COLUMNS))
+            valid_rows = valid.select(list(settings.columns))
             if streamed is not None:
                 count = streamed.written.get((topic, partition), [0])[0]
                 written = {

@@ -27,6 +27,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
+from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import arrow_batches_bounded, session_conf_set
@@ -37,7 +38,12 @@ from clickstream_pipeline.ingest.ledger import (
     record_batch,
     tenant_rollup_delays,
 )
-from clickstream_pipeline.ingest.sink import SinkSettings, check_and_route, write_and_route
+from clickstream_pipeline.ingest.sink import (
+    SinkSettings,
+    check_and_route,
+    check_target_columns,
+    write_and_route,
+)
 from clickstream_pipeline.ingest.source import read_kafka_stream
 from clickstream_pipeline.ingest.tenants import tenant_freshness, utc
 from clickstream_pipeline.ingest.topics import (
@@ -127,6 +133,7 @@ def as_kafka_records(rows: DataFrame) -> DataFrame:
 
 def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
     params = configured_params(cfg, secrets)
+    model = load_model(cfg.ingest.model)
     target = SinkSettings(
         connect_kwargs=params.psycopg_kwargs(
             cfg.database.application_name, cfg.database.connect_timeout_s
@@ -140,15 +147,11 @@ def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
         backoff_s=cfg.ingest.sink_backoff_s,
         tenant_rows=cfg.ingest.tenant_freshness_top > 0,
         buffer_bytes=cfg.ingest.task_buffer_bytes,
+        columns=model.event_columns,
     )
     return IngestSettings(
         query_name=cfg.ingest.query_name,
-        rules=Rules(
-            cfg.ingest.max_text_length,
-            cfg.ingest.max_past_s,
-            cfg.ingest.max_future_s,
-            cfg.ingest.max_message_bytes,
-        ),
+        rules=Rules(model, cfg.ingest.max_message_bytes),
         dead_letter_path=cfg.dead_letter_path,
         checkpoint=cfg.checkpoint_location,
         target=target,
@@ -367,6 +370,7 @@ def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> Streamin
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
     topics = describe_topics(cfg.kafka, secrets)  # once: ledger keys and the batch allowance
     settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, topics)
+    check_target_columns(settings.target)
     arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     dead_letters.ensure_table(spark, settings.dead_letter_path)
     if cfg.ingest.metrics_port is not None:
@@ -414,6 +418,7 @@ def replay_dead_letters(
     """
     topics = describe_topics(cfg.kafka, secrets)
     settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, topics)
+    check_target_columns(settings.target)
     arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     letters = dead_letters.read(spark, settings.dead_letter_path).filter(
         F.col("query_name") == settings.query_name

@@ -7,123 +7,144 @@ name of the first rule it broke; nothing is dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from clickstream_pipeline.core.schema import (
-    EVENT_COLUMNS,
-    ID_FIELDS,
-    PAYLOAD_SCHEMA,
-    TEXT_FIELDS,
-)
+from clickstream_pipeline.core.model import EventModel, FieldSpec
+from clickstream_pipeline.core.schema import payload_schema
+from clickstream_pipeline.ingest.rules import TOO_LARGE_KEPT_BYTES, Rule, Rules
+
+__all__ = ["TOO_LARGE_KEPT_BYTES", "Rules", "to_events", "validate"]
 
 INTEGER = r"^-?[0-9]+$"
 EPOCH_MILLIS = r"^[0-9]{10,15}$"
 CONTROL_CHARS = r"[\x00-\x1F\x7F]"
-# A message over the maximum size is a dead letter ("too_large") keeping only its first bytes.
-TOO_LARGE_KEPT_BYTES = 64 * 1024
+TIME = "_event_time"  # the event time while validating; the model names its column
+SPARK_TYPES = {"bigint": "bigint", "integer": "int", "double": "double", "boolean": "boolean"}
 
 
-@dataclass(frozen=True)
-class Rules:
-    """Validation bounds (from config `[ingest]`)."""
-
-    max_text_length: int = 256
-    max_past_s: int = 2 * 24 * 3600
-    max_future_s: int = 15 * 60
-    max_message_bytes: int = 1 << 20
-
-
-def with_payload(raw: DataFrame, max_bytes: int | None = None) -> DataFrame:
+def with_payload(raw: DataFrame, rules: Rules | None = None) -> DataFrame:
     """Adds `value_text` (the value as UTF-8 text) and `p` (the parsed payload, all text);
-    both null for a value over `max_bytes` (never parsed)."""
-    text = F.col("value").cast("string")
-    if max_bytes is not None:
-        text = F.when(F.length(F.col("value")) <= max_bytes, text)
+    both null for a value over `rules.max_message_bytes` (never parsed)."""
+    rules = rules or Rules()
+    text = F.when(
+        F.length(F.col("value")) <= rules.max_message_bytes, F.col("value").cast("string")
+    )
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
     return raw.withColumn("value_text", text).withColumn(
-        "p", F.from_json(F.col("value_text"), PAYLOAD_SCHEMA, options)
+        "p", F.from_json(F.col("value_text"), payload_schema(rules.model), options)
     )
 
 
-def _id_rules(field: str, optional: bool = False) -> list[tuple[Column, str]]:
+def payload_event_time(model: EventModel) -> Column:
+    """The event time from the payload in the model's formats; null when absent or bad."""
+    value, formats = F.col(f"p.{model.time.field}"), model.time.formats
+    millis = value.rlike(EPOCH_MILLIS)
+    parsed = F.timestamp_millis(value.try_cast("bigint")) if "epoch_millis" in formats else None
+    if "iso8601" not in formats:
+        return F.when(millis, parsed)
+    iso = F.try_to_timestamp(value)
+    return iso if parsed is None else F.when(millis, parsed).otherwise(iso)
+
+
+def with_event_time(df: DataFrame, model: EventModel) -> DataFrame:
+    """Adds `_event_time`: the payload's time when given, else the Kafka record's (never the
+    database clock)."""
+    payload = payload_event_time(model)
+    time = payload if model.time.fallback is None else F.coalesce(payload, F.col("timestamp"))
+    return df.withColumn(TIME, time)
+
+
+def typed(name: str, spec: FieldSpec) -> Column:
+    """A field's value as its column holds it: cast, text trimmed and folded as the model says."""
+    value = F.col(f"p.{name}")
+    if spec.type != "text":
+        return value.try_cast(SPARK_TYPES[spec.type])
+    if spec.trim:
+        value = F.trim(value)
+    return F.lower(value) if spec.lower else value
+
+
+def broken(rule: Rule, rules: Rules) -> Column:
+    """Whether a record breaks `rule` (null counts as not)."""
+    spec = rule.spec
+    if rule.kind == "empty_message":
+        return F.col("value").isNull()
+    if rule.kind == "too_large":
+        return F.length(F.col("value")) > rules.max_message_bytes
+    if rule.kind == "invalid_utf8":
+        return ~F.is_valid_utf8(F.col("value_text"))
+    if rule.kind == "malformed_json":
+        return F.col("p").isNull() | F.col("p._corrupt_record").isNotNull()
+    if rule.kind == "unknown_field":
+        known = F.array(*[F.lit(n) for n in (*rules.model.fields, rules.model.time.field)])
+        return F.size(F.array_except(F.json_object_keys(F.col("value_text")), known)) > 0
+    value = F.col(f"p.{rule.field}")
+    if rule.kind in ("missing", "missing_time"):
+        return value.isNull()
+    if rule.kind in ("bad_time", "time_too_old", "time_in_future"):
+        return _time_broken(rule, rules)
+    assert spec is not None, rule
+    number = typed(rule.field, spec)
     # Valid rows pay for one cast; the regex runs only where the cast failed (`&` short-circuits).
-    value = F.col(f"p.{field}")
-    number = value.try_cast("bigint")
     failed = value.isNotNull() & number.isNull()
-    rules = [] if optional else [(value.isNull(), f"missing_{field}")]
-    return [
-        *rules,
-        (failed & ~value.rlike(INTEGER), f"not_integer_{field}"),
-        (failed | (number <= 0), f"out_of_range_{field}"),
-    ]
+    if rule.kind == "not_integer":
+        return failed & ~value.rlike(INTEGER)
+    if rule.kind == "not_number":
+        return failed | F.isnan(number) | (F.abs(number) == float("inf"))
+    if rule.kind == "out_of_range":
+        outside = failed if spec.type != "double" else F.lit(False)
+        whole = spec.type != "double"
+        if spec.min is not None:
+            outside = outside | (number < (int(spec.min) if whole else spec.min))
+        if spec.max is not None:
+            outside = outside | (number > (int(spec.max) if whole else spec.max))
+        return outside
+    if rule.kind == "not_boolean":
+        return value.isNotNull() & ~value.isin("true", "false")
+    if rule.kind == "empty":
+        return F.trim(value) == ""
+    if rule.kind == "too_long":
+        return F.length(value) > (spec.max_length or 0)
+    if rule.kind == "control_chars":
+        return value.rlike(CONTROL_CHARS)
+    if rule.kind == "not_text":
+        return value.startswith("{") | value.startswith("[")
+    if rule.kind == "not_allowed":
+        return ~number.isin(*(spec.allowed or ()))
+    if rule.kind == "not_matching":
+        return ~number.rlike(f"^(?:{spec.pattern})$")
+    raise ValueError(f"no Spark check for rule kind {rule.kind!r}")
 
 
-def _text_rules(field: str, max_length: int) -> list[tuple[Column, str]]:
-    value = F.col(f"p.{field}")
-    return [
-        (value.isNull(), f"missing_{field}"),
-        (F.trim(value) == "", f"empty_{field}"),
-        (F.length(value) > max_length, f"too_long_{field}"),
-        (value.rlike(CONTROL_CHARS), f"control_chars_{field}"),
-        (value.startswith("{") | value.startswith("["), f"not_text_{field}"),
-    ]
-
-
-def payload_event_time() -> Column:
-    """`event_time` from the payload: epoch milliseconds or ISO-8601; null when absent/bad."""
-    value = F.col("p.event_time")
-    millis = F.timestamp_millis(value.try_cast("bigint"))
-    return F.when(value.rlike(EPOCH_MILLIS), millis).otherwise(F.try_to_timestamp(value))
-
-
-def with_event_time(df: DataFrame) -> DataFrame:
-    """The payload's time when given, else the Kafka record's (never the database clock)."""
-    return df.withColumn("event_time", F.coalesce(payload_event_time(), F.col("timestamp")))
+def _time_broken(rule: Rule, rules: Rules) -> Column:
+    if rule.kind == "bad_time":
+        given = F.col(f"p.{rule.field}").isNotNull()
+        return given & payload_event_time(rules.model).isNull()
+    if rule.kind == "time_too_old":
+        since = F.current_timestamp() - F.expr(f"INTERVAL {rules.max_past_s} SECONDS")
+        return F.col(TIME) < since
+    until = F.current_timestamp() + F.expr(f"INTERVAL {rules.max_future_s} SECONDS")
+    return F.col(TIME) > until
 
 
 def with_reject_reason(df: DataFrame, rules: Rules) -> DataFrame:
     """Adds `reject_reason`: the first rule the record breaks, or null when it is valid."""
-    checks: list[tuple[Column, str]] = [
-        (F.col("value").isNull(), "empty_message"),
-        (F.length(F.col("value")) > rules.max_message_bytes, "too_large"),
-        (~F.is_valid_utf8(F.col("value_text")), "invalid_utf8"),
-        (F.col("p").isNull() | F.col("p._corrupt_record").isNotNull(), "malformed_json"),
-    ]
-    for field in ID_FIELDS:
-        checks += _id_rules(field)
-    for field in TEXT_FIELDS:
-        checks += _text_rules(field, rules.max_text_length)
-    checks += _id_rules("event_id", optional=True)
-    checks += [
-        (F.col("p.event_time").isNotNull() & payload_event_time().isNull(), "bad_event_time"),
-        (
-            F.col("event_time")
-            < F.current_timestamp() - F.expr(f"INTERVAL {rules.max_past_s} SECONDS"),
-            "event_time_too_old",
-        ),
-        (
-            F.col("event_time")
-            > F.current_timestamp() + F.expr(f"INTERVAL {rules.max_future_s} SECONDS"),
-            "event_time_in_future",
-        ),
-    ]
-    reason = F.coalesce(*[F.when(failed, F.lit(name)) for failed, name in checks])
-    return df.withColumn("reject_reason", reason)
+    checks = [F.when(broken(rule, rules), F.lit(rule.reason)) for rule in rules.ordered()]
+    return df.withColumn("reject_reason", F.coalesce(*checks))
 
 
 def validate(raw: DataFrame, rules: Rules) -> DataFrame:
-    """Kafka rows -> flat validated rows (`VALIDATED_COLUMNS`), in one projection.
+    """Kafka rows -> flat validated rows (`schema.validated_schema`), in one projection.
 
     Valid rows carry the typed, normalised events columns and a null `reject_reason`; invalid
     rows carry their reason and their raw key and value (null for valid rows, to keep the
     batch small). The JSON is parsed once per record.
     """
+    model = rules.model
     checked = (
-        raw.transform(lambda df: with_payload(df, rules.max_message_bytes))
-        .transform(with_event_time)
+        raw.transform(lambda df: with_payload(df, rules))
+        .transform(lambda df: with_event_time(df, model))
         .transform(lambda df: with_reject_reason(df, rules))
     )
     rejected = F.col("reject_reason").isNotNull()
@@ -131,18 +152,14 @@ def validate(raw: DataFrame, rules: Rules) -> DataFrame:
     kept_value = F.when(too_large, F.substring("value", 1, TOO_LARGE_KEPT_BYTES)).otherwise(
         F.col("value")
     )
+    source_id = F.lit(None) if model.id is None else F.col(f"p.{model.id}")
     return checked.select(
-        F.col("event_time"),
-        F.col("p.customer_id").try_cast("bigint").alias("customer_id"),
-        F.lower(F.trim(F.col("p.event_type"))).alias("event_type"),
-        F.col("p.country").alias("country"),
-        F.lower(F.trim(F.col("p.browser"))).alias("browser"),
-        F.col("p.device_id").try_cast("bigint").alias("device_id"),
-        F.col("p.session_id").try_cast("bigint").alias("session_id"),
+        F.col(TIME).alias(model.time.field),
+        *[typed(name, model.fields[name]).alias(name) for name in model.event_fields],
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
-        F.col("p.event_id").try_cast("bigint").alias("source_event_id"),
+        source_id.try_cast("bigint").alias("source_event_id"),
         F.col("timestamp").alias("kafka_timestamp"),
         F.col("reject_reason"),
         F.when(rejected, F.col("key")).alias("raw_key"),
@@ -150,6 +167,7 @@ def validate(raw: DataFrame, rules: Rules) -> DataFrame:
     )
 
 
-def to_events(validated: DataFrame) -> DataFrame:
-    """Valid records as `events` rows: the lab's columns typed and normalised, plus source."""
-    return validated.filter(F.col("reject_reason").isNull()).select(*EVENT_COLUMNS)
+def to_events(validated: DataFrame, model: EventModel | None = None) -> DataFrame:
+    """Valid records as `events` rows: the model's columns typed and normalised, plus source."""
+    columns = (model or Rules().model).event_columns
+    return validated.filter(F.col("reject_reason").isNull()).select(*columns)

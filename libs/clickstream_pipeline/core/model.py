@@ -1,0 +1,301 @@
+"""The event model: the fields a team's events carry and the rules each keeps, as data.
+
+A model is a TOML file: `conf/models/<name>.toml` in the wheel (`lab`, the default: the lab's
+six-field event) or a path. It is validated once, at load, and a mistake names its key. The
+validation rules (`rules`), the schemas and the events columns derive from it; importable
+without Spark.
+
+Rules run field by field in the order the model lists the fields, each field's in a fixed order
+(`rules.RULE_KINDS`), then the event time's: the first rule a record breaks names its dead letter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from clickstream_pipeline.core.errors import ConfigError
+
+FieldType = Literal[
+    "bigint", "integer", "double", "numeric", "boolean", "text", "timestamp", "jsonb"
+]
+NUMBER_TYPES = ("bigint", "integer", "double", "numeric")
+INTEGER_TYPES = ("bigint", "integer")
+# The SQL type each field type becomes in `events` (numeric takes its precision and scale).
+SQL_TYPES = {
+    "bigint": "bigint",
+    "integer": "integer",
+    "double": "double precision",
+    "numeric": "numeric",
+    "boolean": "boolean",
+    "text": "text",
+    "timestamp": "timestamptz",
+    "jsonb": "jsonb",
+}
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Columns the pipeline writes itself: no field may take their names.
+RESERVED_COLUMNS = frozenset(
+    {
+        "event_id",
+        "ingested_at",
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "source_event_id",
+        "kafka_timestamp",
+        "reject_reason",
+        "raw_key",
+        "raw_value",
+        "properties",
+        "corrupt_record",  # Spark's reader and the worker's decoder read `_corrupt_record`
+    }
+)
+ID_COLUMN = "source_event_id"  # where the producer's event id goes
+DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ModelError(ConfigError):
+    """The event model cannot be loaded or is invalid."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Spec):
+    """One field of the event: its type and the rules its values keep."""
+
+    type: FieldType = Field(description="The value's type; its column's SQL type in `events`.")
+    required: bool = Field(default=False, description="Absent or null: `missing_<field>`.")
+    min: float | None = Field(
+        default=None, description="Numbers: below it, `out_of_range_<field>`."
+    )
+    max: float | None = Field(
+        default=None, description="Numbers: above it, `out_of_range_<field>`."
+    )
+    precision: int = Field(default=38, ge=1, le=38, description="numeric: total digits.")
+    scale: int = Field(default=9, ge=0, le=38, description="numeric: digits after the point.")
+    trim: bool = Field(default=False, description="Text: spaces at both ends removed.")
+    lower: bool = Field(default=False, description="Text: folded to lower case.")
+    max_length: int | None = Field(
+        default=None, gt=0, description="Text: longer (as sent), `too_long_<field>`."
+    )
+    allowed: tuple[str, ...] | None = Field(
+        default=None,
+        description="Text: any other value (once trimmed and folded), `not_allowed_<field>`.",
+    )
+    pattern: str | None = Field(
+        default=None,
+        description=(
+            "Text: a value (once trimmed and folded) it does not match whole, "
+            "`not_matching_<field>`."
+        ),
+    )
+    control_chars: bool = Field(
+        default=False, description="Text: allow control characters (else `control_chars_<field>`)."
+    )
+
+    @model_validator(mode="after")
+    def _rules_fit_the_type(self) -> FieldSpec:
+        text_only = ("trim", "lower", "max_length", "allowed", "pattern", "control_chars")
+        given = self.model_fields_set
+        if self.type != "text" and (wrong := [k for k in text_only if k in given]):
+            raise ValueError(f"{', '.join(wrong)} applies to text, not {self.type}")
+        if self.type not in NUMBER_TYPES and (wrong := [k for k in ("min", "max") if k in given]):
+            raise ValueError(f"{', '.join(wrong)} applies to numbers, not {self.type}")
+        if self.type != "numeric" and (wrong := [k for k in ("precision", "scale") if k in given]):
+            raise ValueError(f"{', '.join(wrong)} applies to numeric, not {self.type}")
+        if self.scale > self.precision:
+            raise ValueError(f"scale {self.scale} is more than precision {self.precision}")
+        if self.type in INTEGER_TYPES:
+            for key in ("min", "max"):
+                bound = getattr(self, key)
+                if bound is not None and bound != int(bound):
+                    raise ValueError(f"{key} of an {self.type} must be a whole number")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is more than max {self.max:g}")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a regular expression: {exc}") from None
+        return self
+
+    @property
+    def sql_type(self) -> str:
+        if self.type == "numeric":
+            return f"numeric({self.precision},{self.scale})"
+        return SQL_TYPES[self.type]
+
+
+class TimeSpec(_Spec):
+    """The event time: the field it comes from, its formats, its fallback and its bounds."""
+
+    field: str = Field(default="event_time", description="The payload field and the column.")
+    formats: tuple[Literal["iso8601", "epoch_millis"], ...] = Field(
+        default=("iso8601", "epoch_millis"),
+        min_length=1,
+        description="How it may be written: ISO-8601 text, epoch milliseconds (10-15 digits).",
+    )
+    fallback: Literal["kafka_timestamp"] | None = Field(
+        default="kafka_timestamp",
+        description="Used when the field is absent; none: `missing_<time field>`.",
+    )
+    max_past: str = Field(default="2d", description="How old an event may be: 30s, 15m, 6h, 2d.")
+    max_future: str = Field(default="15m", description="How far ahead an event may be.")
+
+    @field_validator("max_past", "max_future")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        if not DURATION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 6h or 2d")
+        return value
+
+    @property
+    def max_past_s(self) -> int:
+        return duration_s(self.max_past)
+
+    @property
+    def max_future_s(self) -> int:
+        return duration_s(self.max_future)
+
+
+class EventModel(_Spec):
+    """An event: its fields, its tenant (Citus's distribution column), its time and its id."""
+
+    name: str = Field(description="The model's name (its file's, for a packaged model).")
+    tenant: str = Field(description="The field that names the tenant: Citus's distribution column.")
+    time: TimeSpec = Field(default_factory=TimeSpec, description="The event time.")
+    id: str | None = Field(
+        default=None, description="The producer's event id field, if any: `events.source_event_id`."
+    )
+    unknown_fields: Literal["drop", "dead_letter"] = Field(
+        default="drop",
+        description=(
+            "Fields the model does not name: dropped, or the record is an `unknown_field` "
+            "dead letter."
+        ),
+    )
+    fields: dict[str, FieldSpec] = Field(
+        min_length=1, description="The fields, in the order their rules run."
+    )
+
+    @model_validator(mode="after")
+    def _names_hold(self) -> EventModel:
+        names = [*self.fields, self.time.field]
+        for name in names:
+            if not IDENTIFIER.fullmatch(name):
+                raise ValueError(
+                    f"field {name!r} is not a safe SQL identifier (lower-case letters, digits "
+                    "and _, not starting with a digit, at most 63 characters)"
+                )
+            if name in RESERVED_COLUMNS and name != self.id:
+                raise ValueError(f"field {name!r} takes the name of a column the pipeline writes")
+        if self.time.field in self.fields:
+            raise ValueError(
+                f"time.field {self.time.field!r} is also in fields: the time is described once, "
+                "under [event.time]"
+            )
+        if self.tenant not in self.fields:
+            raise ValueError(f"tenant {self.tenant!r} is not one of the fields")
+        tenant = self.fields[self.tenant]
+        if (tenant.type not in INTEGER_TYPES and tenant.type != "text") or not tenant.required:
+            raise ValueError(f"tenant {self.tenant!r} must be a required bigint, integer or text")
+        if self.id is not None:
+            if self.id not in self.fields:
+                raise ValueError(f"id {self.id!r} is not one of the fields")
+            if self.fields[self.id].type != "bigint":
+                raise ValueError(f"id {self.id!r} must be a bigint")
+        return self
+
+    def column(self, field: str) -> str:
+        """The events column a field is written to."""
+        return ID_COLUMN if field == self.id else field
+
+    @property
+    def event_fields(self) -> tuple[str, ...]:
+        """The fields written to their own columns, in order (the id goes last, as source id)."""
+        return tuple(f for f in self.fields if f != self.id)
+
+    @property
+    def event_columns(self) -> tuple[str, ...]:
+        """The columns the ingest job writes into `events`, in order."""
+        source = ("kafka_topic", "kafka_partition", "kafka_offset", ID_COLUMN)
+        return (self.time.field, *self.event_fields, *source)
+
+
+def duration_s(text: str) -> int:
+    match = DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 15m, 6h or 2d")
+    return int(match[1]) * SECONDS[match[2]]
+
+
+def packaged_models() -> list[str]:
+    folder = resources.files("clickstream_pipeline.conf.models")
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+@dataclass(frozen=True)
+class _Source:
+    where: str
+    text: str
+
+
+def _source(name_or_path: str) -> _Source:
+    if IDENTIFIER.fullmatch(name_or_path):
+        resource = resources.files("clickstream_pipeline.conf.models").joinpath(
+            f"{name_or_path}.toml"
+        )
+        if not resource.is_file():
+            raise ModelError(
+                f"no event model {name_or_path!r}; packaged models: {', '.join(packaged_models())} "
+                "(or give a path to a .toml file)"
+            )
+        return _Source(f"event model {name_or_path!r}", resource.read_text(encoding="utf-8"))
+    path = Path(name_or_path)
+    try:
+        return _Source(f"event model {path}", path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelError(f"cannot read the event model {path}: {exc.strerror}") from None
+
+
+def parse_model(text: str, where: str = "event model", name: str = "") -> EventModel:
+    """A model from TOML text (`[event]` with `[event.fields]`), or ModelError naming the key."""
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"{where} is not valid TOML: {exc}") from None
+    if set(data) != {"event"}:
+        raise ModelError(f"{where}: expected one [event] table, found {sorted(data) or 'nothing'}")
+    event = {"name": name, **data["event"]}
+    try:
+        return EventModel.model_validate(event)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(['event', *(str(p) for p in err['loc'])])}: "
+            + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
+        )
+        raise ModelError(f"{where} is invalid: {problems}") from None
+
+
+@cache
+def load_model(name_or_path: str = "lab") -> EventModel:
+    """A packaged model by name (`lab`) or a model file by path."""
+    source = _source(name_or_path)
+    name = name_or_path if IDENTIFIER.fullmatch(name_or_path) else Path(name_or_path).stem
+    return parse_model(source.text, source.where, name)
+
+
+LAB = load_model("lab")
