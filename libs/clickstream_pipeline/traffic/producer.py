@@ -144,10 +144,21 @@ class TokenBucket:
 def create_topic(
     conf: ClientConf, topic: str, partitions: int, config: dict[str, str] | None = None
 ) -> None:
-    """Create `topic` (replication 1, as the local broker has one node); waits for it."""
+    """Create `topic` (replication 1, as the local broker has one node); waits until the
+    brokers' metadata has it with a leader for every partition (the controller answers first:
+    a client asking at once can still be told the topic is unknown)."""
     admin = AdminClient(conf)  # kept alive until the future resolves
     new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
     admin.create_topics([new])[topic].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        info = admin.list_topics(topic, timeout=10).topics.get(topic)
+        served = info.partitions.values() if info is not None and info.error is None else []
+        if len(served) == partitions and all(p.leader >= 0 for p in served):
+            return
+        if time.monotonic() > deadline:
+            raise ProducerError(f"topic {topic!r} was created but its brokers do not serve it")
+        time.sleep(0.1)
 
 
 def delete_topic(conf: ClientConf, topic: str) -> None:
