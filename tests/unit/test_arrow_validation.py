@@ -230,3 +230,36 @@ def test_a_model_of_every_field_type_gets_one_verdict_whichever_path_decides(spa
         True,
         1500,
     )
+
+
+LAB_TEXT = '"customer_id":70,"event_type":"scroll","country":"US","browser":"opera","device_id":1'
+# Messages with fields the lab model does not name: kept in `properties`, with their values.
+KEPT = [
+    message(extra={"x": 1, "y": [1, 2.5, None, "z"]}),
+    message(page="/a?b=c&d=%20", ratio=0.5, flag=True, nothing=None, n=-3),
+    message(note='日本 😀 "quoted" \\ back'),
+    raw("{" + LAB_TEXT + ',"session_id":2,"big":123456789012345678901234567890}'),
+    raw("{" + LAB_TEXT + ',"session_id":2,"dup":1,"dup":{"last":true}}'),
+    raw("{" + LAB_TEXT + ',"session_id":2, "spaced" :  [ 1 , {"a" : "b"} ] }'),
+]
+
+
+def test_fields_the_model_does_not_name_are_kept_whichever_path_decides(spark):
+    rules = Rules()
+    expected = spark_rows(spark, KEPT, rules)
+    got, undecided = worker_rows(KEPT, rules, spark)
+    assert not undecided, [KEPT[o] for o in undecided]
+    for offset, row in got.items():
+        want = expected[offset]
+        assert want["reject_reason"] is None and row["reject_reason"] is None, KEPT[offset]
+        assert json.loads(row.pop("properties")) == json.loads(want.pop("properties"))
+        want["event_time"] = want["event_time"].replace(tzinfo=UTC)
+        want["kafka_timestamp"] = want["kafka_timestamp"].replace(tzinfo=UTC)
+        assert row == want, KEPT[offset]
+    kept = [json.loads(expected[o]["properties"]) for o in range(len(KEPT))]
+    assert kept[0] == {"extra": {"x": 1, "y": [1, 2.5, None, "z"]}}
+    assert kept[1] == {"page": "/a?b=c&d=%20", "ratio": 0.5, "flag": True, "nothing": None, "n": -3}
+    assert kept[2] == {"note": '日本 😀 "quoted" \\ back'}
+    assert kept[3] == {"big": 123456789012345678901234567890}
+    assert kept[4] == {"dup": {"last": True}}  # a field named twice: the last value, as Spark's
+    assert kept[5] == {"spaced": [1, {"a": "b"}]}

@@ -91,8 +91,12 @@ def test_event_type_and_browser_are_normalised_other_text_kept_byte_exact(spark)
     assert (row.event_type, row.browser, row.country) == ("click", "firefox", awkward)
 
 
-def test_unknown_fields_are_ignored_and_numeric_strings_accepted(spark):
-    assert reasons(spark, [message(extra={"x": 1}, customer_id="71")]) == [None]
+def test_unknown_fields_are_kept_as_sent_and_numeric_strings_accepted(spark):
+    values = [message(extra={"x": 1, "y": [1, 2.5, None]}, customer_id="71"), message()]
+    rows = validate(kafka_rows(spark, values), Rules()).orderBy("kafka_offset").collect()
+    assert [r.reject_reason for r in rows] == [None, None]
+    assert json.loads(rows[0].properties) == {"extra": {"x": 1, "y": [1, 2.5, None]}}
+    assert rows[1].properties is None  # nothing unknown, nothing kept
 
 
 # One record per rule (checked together: one Spark job instead of one per case).

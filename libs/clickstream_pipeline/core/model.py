@@ -58,6 +58,7 @@ RESERVED_COLUMNS = frozenset(
     }
 )
 ID_COLUMN = "source_event_id"  # where the producer's event id goes
+PROPERTIES = "properties"  # the fields a model does not name, as sent (unknown_fields = "keep")
 DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -177,11 +178,11 @@ class EventModel(_Spec):
     id: str | None = Field(
         default=None, description="The producer's event id field, if any: `events.source_event_id`."
     )
-    unknown_fields: Literal["drop", "dead_letter"] = Field(
-        default="drop",
+    unknown_fields: Literal["keep", "drop", "dead_letter"] = Field(
+        default="keep",
         description=(
-            "Fields the model does not name: dropped, or the record is an `unknown_field` "
-            "dead letter."
+            "Fields the model does not name: kept with their values as sent in the `properties` "
+            "jsonb column, dropped, or the record is an `unknown_field` dead letter."
         ),
     )
     fields: dict[str, FieldSpec] = Field(
@@ -229,7 +230,8 @@ class EventModel(_Spec):
     def event_columns(self) -> tuple[str, ...]:
         """The columns the ingest job writes into `events`, in order."""
         source = ("kafka_topic", "kafka_partition", "kafka_offset", ID_COLUMN)
-        return (self.time.field, *self.event_fields, *source)
+        kept = (PROPERTIES,) if self.unknown_fields == "keep" else ()
+        return (self.time.field, *self.event_fields, *kept, *source)
 
 
 def duration_s(text: str) -> int:

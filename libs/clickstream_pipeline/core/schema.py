@@ -15,7 +15,7 @@ from pyspark.sql.types import (
 )
 
 from clickstream_pipeline.core.fields import EVENT_COLUMNS, ID_FIELDS, LAB_FIELDS, TEXT_FIELDS
-from clickstream_pipeline.core.model import LAB, EventModel
+from clickstream_pipeline.core.model import LAB, PROPERTIES, EventModel
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
@@ -63,6 +63,8 @@ def validated_schema(model: EventModel) -> StructType:
     the Python worker): the events columns, the Kafka timestamp, the first rule broken (null
     when valid) and, for rejected records only, the raw key and value."""
     fields = [StructField(n, SPARK_TYPES[model.fields[n].type]) for n in model.event_fields]
+    if model.unknown_fields == "keep":
+        fields.append(StructField(PROPERTIES, StringType()))  # a JSON object's text
     schema = StructType(
         [
             StructField(model.time.field, TimestampType()),

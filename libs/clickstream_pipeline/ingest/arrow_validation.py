@@ -73,12 +73,16 @@ DECODED_TYPES: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Decoder:
-    """The model's msgspec decoder, its Arrow schema and its rules, built once per model."""
+    """The model's msgspec decoders, its Arrow schema and its rules, built once per model."""
 
-    decode: Callable[[bytes], Any]
+    decode: Callable[[bytes], Any]  # strict: refuses unknown fields unless they are dropped
     schema: pa.Schema
     rules: list[Rule]
     empty: Any
+    keep: bool  # unknown fields go to `properties`
+    lenient: Callable[[bytes], Any]  # the model's fields, unknown ones skipped
+    fields: Callable[[bytes], dict[str, msgspec.Raw]]  # every field, its value as sent
+    known: frozenset[str]
 
 
 _DECODERS: dict[str, Decoder] = {}  # by the model's JSON: each task unpickles its own copy
@@ -100,17 +104,38 @@ def decoder(model: EventModel) -> Decoder:
             msgspec.field(default=msgspec.UNSET, name="_corrupt_record"),
         )
     )
-    payload = msgspec.defstruct(
-        "Payload", fields, forbid_unknown_fields=model.unknown_fields == "dead_letter"
+    strict = msgspec.defstruct(
+        "Payload", fields, forbid_unknown_fields=model.unknown_fields != "drop"
     )
+    lenient = msgspec.defstruct("Payload", fields)
     built = Decoder(
-        msgspec.json.Decoder(payload).decode,
+        msgspec.json.Decoder(strict).decode,
         to_arrow_schema(validated_schema(model)),
         Rules(model).ordered(),
-        payload(),
+        strict(),
+        model.unknown_fields == "keep",
+        msgspec.json.Decoder(lenient).decode,
+        msgspec.json.Decoder(dict[str, msgspec.Raw]).decode,
+        frozenset({*model.fields, model.time.field, "_corrupt_record"}),
     )
     _DECODERS[key] = built
     return built
+
+
+def _with_unknown(value: bytes, found: Decoder) -> tuple[Any, str | None]:
+    """A payload that has fields the model does not name: its own fields, and the others as a
+    JSON object with their values as sent; (None, None) when Spark must judge it (a value of
+    the wrong type)."""
+    try:
+        fields = found.fields(value)
+        payload = found.lenient(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+    unknown = [(k, v) for k, v in fields.items() if k not in found.known]  # the last of a name
+    if not unknown or payload.corrupt_record is not msgspec.UNSET:
+        return None, None
+    pairs = b",".join(msgspec.json.encode(k) + b":" + bytes(v) for k, v in unknown)
+    return payload, (b"{" + pairs + b"}").decode()
 
 
 @dataclass(frozen=True)
@@ -119,18 +144,26 @@ class Checked:
     undecided: pa.RecordBatch  # the other records as they came (the input's columns)
 
 
-def _decoded(values: list[bytes | None], found: Decoder) -> tuple[list[Any], list[bool]]:
-    """Each value's payload, and whether it is left to Spark (an empty message is decided)."""
+def _decoded(
+    values: list[bytes | None], found: Decoder
+) -> tuple[list[Any], list[bool], list[str | None]]:
+    """Each value's payload, whether it is left to Spark (an empty message is decided), and its
+    unknown fields as a JSON object (when the model keeps them)."""
     payloads: list[Any] = []
     undecided: list[bool] = []
-    decode, empty = found.decode, found.empty
+    kept: list[str | None] = []
+    decode, empty, keep = found.decode, found.empty, found.keep
     for value in values:
-        payload = empty
+        payload, properties = empty, None
         if value is not None:
             if len(value) <= PLAIN_MAX_BYTES and value[:1] == b"{":
                 try:
                     payload = decode(value)
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except msgspec.ValidationError:  # a value of another type, or unknown fields
+                    payload, properties = _with_unknown(value, found) if keep else (None, None)
+                    if payload is None:
+                        payload, value = empty, b""
+                except msgspec.DecodeError:
                     value = b""
                 else:
                     if payload.corrupt_record is not msgspec.UNSET:
@@ -139,7 +172,8 @@ def _decoded(values: list[bytes | None], found: Decoder) -> tuple[list[Any], lis
                 value = b""
         payloads.append(payload)
         undecided.append(value == b"")
-    return payloads, undecided
+        kept.append(properties)
+    return payloads, undecided, kept
 
 
 def _integer(value: int | str | None) -> tuple[int | None, bool]:
@@ -289,11 +323,11 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     too_large = pc.fill_null(pc.greater(sizes, rules.max_message_bytes), False)
     long = pc.greater(sizes, PLAIN_MAX_BYTES)
     if long.true_count:  # left to Spark without copying them into Python objects
-        payloads, not_decoded = _decoded(
+        payloads, not_decoded, kept = _decoded(
             pc.if_else(long, pa.scalar(b"", value.type), value).to_pylist(), found
         )
     else:
-        payloads, not_decoded = _decoded(value.to_pylist(), found)
+        payloads, not_decoded, kept = _decoded(value.to_pylist(), found)
     left = pa.array(not_decoded, pa.bool_())
 
     def note(not_plain: list[bool] | pa.Array | None) -> None:
@@ -339,6 +373,7 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     columns = [
         event_us.cast(TIMESTAMP),
         *[typed[name] for name in model.event_fields],
+        *([pa.array(kept, pa.string())] if found.keep else []),
         raw.column("topic"),
         raw.column("partition"),
         raw.column("offset"),

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from clickstream_pipeline.core.errors import DatabaseError
+from clickstream_pipeline.core.model import PROPERTIES
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.ingest import ledger
 from clickstream_pipeline.ingest.arrow_validation import check_batch
@@ -279,6 +280,20 @@ class Streamed:
         entry[1], entry[2] = min(entry[1], low), max(entry[2], high)
 
 
+JSONB_VERSION = b"\x01"  # what jsonb's binary form starts with, before the JSON text
+
+
+def binary_jsonb(rows: pa.Table) -> pa.Table:
+    """The `properties` column (JSON text) as binary COPY sends jsonb: a version byte, then the
+    text. ADBC sends Arrow binary as is, and the server's jsonb reader takes it from there."""
+    if PROPERTIES not in rows.column_names:
+        return rows
+    index = rows.column_names.index(PROPERTIES)
+    text = rows.column(index).cast(pa.binary())
+    framed = pc.binary_join_element_wise(pa.scalar(JSONB_VERSION), text, b"")
+    return rows.set_column(index, pa.field(PROPERTIES, pa.binary()), framed)
+
+
 def stream_copy(
     settings: SinkSettings, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]
 ) -> tuple[Received, Streamed | None]:
@@ -313,9 +328,9 @@ def stream_copy(
                 todo = valid.filter(pc.invert(ledger.in_ranges(offsets, done))) if done else valid
                 if todo.num_rows:
                     streamed.note(topic, partition, todo.column("kafka_offset"))
-                    yield from todo.select(list(settings.columns)).to_batches()
+                    yield from binary_jsonb(todo.select(list(settings.columns))).to_batches()
 
-    schema = pa.schema([first.schema.field(name) for name in settings.columns])
+    schema = binary_jsonb(pa.Table.from_batches([first]).select(list(settings.columns))).schema
     kwargs = settings.connect_kwargs
     try:
         with (

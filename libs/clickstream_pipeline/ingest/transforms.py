@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from clickstream_pipeline.core.model import EventModel, FieldSpec
+from clickstream_pipeline.core.model import PROPERTIES, EventModel, FieldSpec
 from clickstream_pipeline.core.schema import payload_schema
 from clickstream_pipeline.ingest.rules import TOO_LARGE_KEPT_BYTES, Rule, Rules
 
@@ -19,6 +19,7 @@ __all__ = ["TOO_LARGE_KEPT_BYTES", "Rules", "to_events", "validate"]
 INTEGER = r"^-?[0-9]+$"
 EPOCH_MILLIS = r"^[0-9]{10,15}$"
 CONTROL_CHARS = r"[\x00-\x1F\x7F]"
+DUPLICATE_KEYS = "spark.sql.variant.allowDuplicateKeys"
 TIME = "_event_time"  # the event time while validating; the model names its column
 SPARK_TYPES = {"bigint": "bigint", "integer": "int", "double": "double", "boolean": "boolean"}
 
@@ -134,6 +135,15 @@ def with_reject_reason(df: DataFrame, rules: Rules) -> DataFrame:
     return df.withColumn("reject_reason", F.coalesce(*checks))
 
 
+def unknown_fields(model: EventModel) -> Column:
+    """The fields of the message the model does not name, as a JSON object with their values
+    as sent (null when there are none)."""
+    known = F.array(*[F.lit(n) for n in (*model.fields, model.time.field, "_corrupt_record")])
+    fields = F.try_parse_json(F.col("value_text")).try_cast("map<string,variant>")
+    unknown = F.map_filter(fields, lambda key, _: ~F.array_contains(known, key))
+    return F.when(F.size(unknown) > 0, F.to_json(unknown))
+
+
 def validate(raw: DataFrame, rules: Rules) -> DataFrame:
     """Kafka rows -> flat validated rows (`schema.validated_schema`), in one projection.
 
@@ -142,6 +152,9 @@ def validate(raw: DataFrame, rules: Rules) -> DataFrame:
     batch small). The JSON is parsed once per record.
     """
     model = rules.model
+    if model.unknown_fields == "keep":
+        # a field named twice keeps its last value in `properties`, as in the payload's reader
+        raw.sparkSession.conf.set(DUPLICATE_KEYS, "true")
     checked = (
         raw.transform(lambda df: with_payload(df, rules))
         .transform(lambda df: with_event_time(df, model))
@@ -156,6 +169,7 @@ def validate(raw: DataFrame, rules: Rules) -> DataFrame:
     return checked.select(
         F.col(TIME).alias(model.time.field),
         *[typed(name, model.fields[name]).alias(name) for name in model.event_fields],
+        *([unknown_fields(model).alias(PROPERTIES)] if model.unknown_fields == "keep" else []),
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
