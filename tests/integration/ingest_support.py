@@ -107,6 +107,8 @@ class Sent:
         int, tuple
     ]  # source_event_id -> (customer, type, country, browser, device, session)
     invalid: list[bytes]
+    # source_event_id -> the fields the lab model does not name (kept in events.properties)
+    properties: dict[int, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -165,6 +167,10 @@ def produce_mix(
                     strict=True,
                 )
             )
+            if i % 10 == 3:  # fields the model does not name, kept as sent
+                extra = {"page": f"/p/{i}?q=ü", "utm": {"source": ["mail", "ads"][i % 2], "n": i}}
+                message.update(extra)
+                sent.properties[event_id] = extra
             value = json.dumps({**message, "event_id": event_id}, ensure_ascii=rng.random() < 0.5)
             value = value.encode()
             sent.valid[event_id] = fields
@@ -218,6 +224,14 @@ def assert_exactly_once(db: ConnectionParams, sent: Sent) -> None:
     ids = [r[0] for r in rows]
     assert len(ids) == len(set(ids)), "a valid message was written twice"
     assert {r[0]: tuple(r[1:]) for r in rows} == sent.valid
+    kept = query(
+        db,
+        "SELECT source_event_id, properties FROM events "
+        "WHERE kafka_topic = %s AND properties IS NOT NULL",
+        (sent.topic,),
+    )
+    expected = {k: v for k, v in sent.properties.items() if k in sent.valid}
+    assert dict(kept) == expected, "the fields the model does not name were not kept"
 
 
 def dead_letter_values(spark, cfg: Config, query_name: str) -> list[tuple[bytes, str]]:

@@ -140,3 +140,32 @@ def test_a_database_that_applied_the_earlier_0003_is_not_refused(main_db):
         with pytest.raises(MigrationError, match=r"0003_events\.sql .* must never change"):
             pending(conn, load_migrations())
         conn.close()
+
+
+def test_a_database_of_the_previous_release_gains_properties_without_a_rewrite(tier, main_db):
+    with scratch_database(main_db) as db:
+        conn = connect(db)
+        migrate(conn, [m for m in load_migrations() if m.version <= 13])
+        query(
+            db,
+            "INSERT INTO events (event_time, customer_id, event_type, country, browser, "
+            "device_id, session_id) SELECT now() - make_interval(mins => g % 90), g % 7 + 1, "
+            "'click', 'FR', 'opera', g, g FROM generate_series(1, 500) g",
+        )
+        files = "SELECT c.relname, pg_relation_filenode(c.oid) FROM pg_inherits i " + (
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass"
+        )
+        before = dict(query(db, files))
+        report = migrate(conn, load_migrations())
+        conn.close()
+        assert [m.version for m in report.applied] == [14]
+        assert dict(query(db, files)) == before  # every partition kept its file: no rewrite
+        assert query(db, "SELECT count(*), count(properties) FROM events") == [(500, 0)]
+        if tier.citus:  # the column reached every shard
+            (shards,) = query(
+                db,
+                """SELECT count(*) FILTER (WHERE result = '1'), count(*)
+                   FROM run_command_on_shards('events', $$SELECT count(*) FROM pg_attribute
+                       WHERE attrelid = '%s'::regclass AND attname = 'properties'$$)""",
+            )
+            assert shards[0] == shards[1] > 0

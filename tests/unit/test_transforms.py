@@ -51,6 +51,7 @@ def test_the_labs_message_becomes_an_events_row(spark):
                 "scroll",
                 "United States",
                 "opera",
+                None,
                 "clickstream",
                 0,
                 0,
@@ -58,7 +59,8 @@ def test_the_labs_message_becomes_an_events_row(spark):
             )
         ],
         "event_time timestamp, customer_id long, device_id long, session_id long, "
-        "event_type string, country string, browser string, kafka_topic string, "
+        "event_type string, country string, browser string, properties string, "
+        "kafka_topic string, "
         "kafka_partition int, kafka_offset long, source_event_id long",
     )
     assert_df_equality(events, expected, ignore_nullable=True)
