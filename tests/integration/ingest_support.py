@@ -118,6 +118,7 @@ class Sent:
         """Count the records of a later send to the same topic too."""
         self.valid.update(more.valid)
         self.invalid += more.invalid
+        self.properties.update(more.properties)
 
 
 def new_topic(kafka_conf: dict, partitions: int = 4) -> str:
