@@ -61,6 +61,7 @@ def test_a_model_is_loaded_by_name_or_by_path(tmp_path: Path):
     ("field", "named"),
     [
         ('{ type = "uuid" }', r"event\.fields\.page\.type: Input should be 'bigint'"),
+        ('{ type = "numeric" }', r"event\.fields\.page\.type: Input should be 'bigint'"),
         ('{ type = "text", min = 1 }', r"event\.fields\.page: .*min applies to numbers, not text"),
         ('{ type = "bigint", lower = true }', r"event\.fields\.page: .*lower applies to text"),
         ('{ type = "integer", min = 0.5 }', r"min of an integer must be a whole number"),

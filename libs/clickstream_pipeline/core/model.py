@@ -6,7 +6,7 @@ validation rules (`rules`), the schemas and the events columns derive from it; i
 without Spark.
 
 Rules run field by field in the order the model lists the fields, each field's in a fixed order
-(`rules.RULE_KINDS`), then the event time's: the first rule a record breaks names its dead letter.
+(`rules.field_rules`), then the event time's: the first rule a record breaks names its dead letter.
 """
 
 from __future__ import annotations
@@ -23,22 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clickstream_pipeline.core.errors import ConfigError
 
-FieldType = Literal[
-    "bigint", "integer", "double", "numeric", "boolean", "text", "timestamp", "jsonb"
-]
-NUMBER_TYPES = ("bigint", "integer", "double", "numeric")
+# The types both validation paths handle (each maps them: `schema.SPARK_TYPES`,
+# `transforms.SPARK_TYPES`, `arrow_validation.DECODED_TYPES`)
+FieldType = Literal["bigint", "integer", "double", "boolean", "text"]
+NUMBER_TYPES = ("bigint", "integer", "double")
 INTEGER_TYPES = ("bigint", "integer")
-# The SQL type each field type becomes in `events` (numeric takes its precision and scale).
-SQL_TYPES = {
-    "bigint": "bigint",
-    "integer": "integer",
-    "double": "double precision",
-    "numeric": "numeric",
-    "boolean": "boolean",
-    "text": "text",
-    "timestamp": "timestamptz",
-    "jsonb": "jsonb",
-}
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # an integer's range (a bigint's is int64's)
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Columns the pipeline writes itself: no field may take their names.
 RESERVED_COLUMNS = frozenset(
@@ -82,8 +72,6 @@ class FieldSpec(_Spec):
     max: float | None = Field(
         default=None, description="Numbers: above it, `out_of_range_<field>`."
     )
-    precision: int = Field(default=38, ge=1, le=38, description="numeric: total digits.")
-    scale: int = Field(default=9, ge=0, le=38, description="numeric: digits after the point.")
     trim: bool = Field(default=False, description="Text: spaces at both ends removed.")
     lower: bool = Field(default=False, description="Text: folded to lower case.")
     max_length: int | None = Field(
@@ -112,10 +100,6 @@ class FieldSpec(_Spec):
             raise ValueError(f"{', '.join(wrong)} applies to text, not {self.type}")
         if self.type not in NUMBER_TYPES and (wrong := [k for k in ("min", "max") if k in given]):
             raise ValueError(f"{', '.join(wrong)} applies to numbers, not {self.type}")
-        if self.type != "numeric" and (wrong := [k for k in ("precision", "scale") if k in given]):
-            raise ValueError(f"{', '.join(wrong)} applies to numeric, not {self.type}")
-        if self.scale > self.precision:
-            raise ValueError(f"scale {self.scale} is more than precision {self.precision}")
         if self.type in INTEGER_TYPES:
             for key in ("min", "max"):
                 bound = getattr(self, key)
@@ -130,11 +114,16 @@ class FieldSpec(_Spec):
                 raise ValueError(f"pattern is not a regular expression: {exc}") from None
         return self
 
-    @property
-    def sql_type(self) -> str:
-        if self.type == "numeric":
-            return f"numeric({self.precision},{self.scale})"
-        return SQL_TYPES[self.type]
+    def bounds(self, within_type: bool = False) -> tuple[float | None, float | None]:
+        """`min` and `max` (whole numbers for an integer type); `within_type`: an integer's
+        narrowed to its 32-bit range."""
+        low, high = self.min, self.max
+        if self.type not in INTEGER_TYPES:
+            return low, high
+        if within_type and self.type == "integer":
+            low = INT32_MIN if low is None else max(low, INT32_MIN)
+            high = INT32_MAX if high is None else min(high, INT32_MAX)
+        return (None if low is None else int(low)), (None if high is None else int(high))
 
 
 class TimeSpec(_Spec):
@@ -217,9 +206,10 @@ class EventModel(_Spec):
                 raise ValueError(f"id {self.id!r} must be a bigint")
         return self
 
-    def column(self, field: str) -> str:
-        """The events column a field is written to."""
-        return ID_COLUMN if field == self.id else field
+    @property
+    def payload_fields(self) -> tuple[str, ...]:
+        """Every field the model names in a message: its fields and the event time."""
+        return (*self.fields, self.time.field)
 
     @property
     def event_fields(self) -> tuple[str, ...]:

@@ -54,7 +54,7 @@ def _kafka_record_fields() -> list[StructField]:
 def payload_schema(model: EventModel) -> StructType:
     """The model's fields and event time all read as text, so that validation can say which
     rule a value breaks (a JSON number and a numeric string both arrive as digits)."""
-    names = [*model.fields, model.time.field, "_corrupt_record"]
+    names = [*model.payload_fields, "_corrupt_record"]
     return StructType([StructField(name, StringType()) for name in names])
 
 

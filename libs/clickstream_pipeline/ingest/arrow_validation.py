@@ -28,7 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from clickstream_pipeline.core.model import INTEGER_TYPES, EventModel, FieldSpec
+from clickstream_pipeline.core.model import (
+    INT32_MAX,
+    INT32_MIN,
+    INTEGER_TYPES,
+    EventModel,
+    FieldSpec,
+)
 from clickstream_pipeline.core.schema import validated_schema
 from clickstream_pipeline.ingest.rules import TOO_LARGE_KEPT_BYTES, Rule, Rules
 from clickstream_pipeline.ingest.transforms import CONTROL_CHARS
@@ -38,7 +44,6 @@ from clickstream_pipeline.ingest.transforms import EPOCH_MILLIS as EPOCH_MILLIS_
 # cannot be reached below this size, so msgspec and Spark accept the same documents here.
 PLAIN_MAX_BYTES = 1000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 DIGITS = re.compile(r"[0-9]{1,18}")
 EPOCH_MILLIS = re.compile(EPOCH_MILLIS_PATTERN)  # used with fullmatch: no trailing newline
 ISO_TIME = (
@@ -116,7 +121,7 @@ def decoder(model: EventModel) -> Decoder:
         model.unknown_fields == "keep",
         msgspec.json.Decoder(lenient).decode,
         msgspec.json.Decoder(dict[str, msgspec.Raw]).decode,
-        frozenset({*model.fields, model.time.field, "_corrupt_record"}),
+        frozenset({*model.payload_fields, "_corrupt_record"}),
     )
     _DECODERS[key] = built
     return built
@@ -233,13 +238,9 @@ def _normalised(text: pa.Array, spec: FieldSpec) -> pa.Array:
 
 
 def _out_of_range(values: pa.Array, spec: FieldSpec) -> pa.Array | None:
-    low, high = spec.min, spec.max
-    if spec.type == "integer":
-        low = INT32_MIN if low is None else max(low, INT32_MIN)
-        high = INT32_MAX if high is None else min(high, INT32_MAX)
-    whole = spec.type in INTEGER_TYPES
+    low, high = spec.bounds(within_type=True)
     checks = [
-        compare(values, int(bound) if whole else bound)
+        compare(values, bound)
         for compare, bound in ((pc.less, low), (pc.greater, high))
         if bound is not None
     ]
@@ -290,9 +291,7 @@ def _kept_values(value: pa.Array, too_large: pa.Array) -> pa.Array:
     return pc.if_else(too_large, pc.binary_slice(value, 0, TOO_LARGE_KEPT_BYTES), value)
 
 
-def _field_column(
-    name: str, spec: FieldSpec, values: list[Any]
-) -> tuple[pa.Array, pa.Array, pa.Array | None]:
+def _field_column(spec: FieldSpec, values: list[Any]) -> tuple[pa.Array, pa.Array, pa.Array | None]:
     """A field's values as decoded, as its column holds them, and which are not plain."""
     if spec.type in INTEGER_TYPES:
         ids, not_plain = integers(values)
@@ -340,7 +339,7 @@ def check_batch(raw: pa.RecordBatch, rules: Rules, now_us: int) -> Checked:
     typed: dict[str, pa.Array] = {}
     for name, spec in model.fields.items():
         decoded[name], typed[name], not_plain = _field_column(
-            name, spec, [getattr(p, name) for p in payloads]
+            spec, [getattr(p, name) for p in payloads]
         )
         note(not_plain)
     time = model.time

@@ -330,7 +330,8 @@ def stream_copy(
                     streamed.note(topic, partition, todo.column("kafka_offset"))
                     yield from binary_jsonb(todo.select(list(settings.columns))).to_batches()
 
-    schema = binary_jsonb(pa.Table.from_batches([first]).select(list(settings.columns))).schema
+    empty = pa.Table.from_batches([first.slice(0, 0)]).select(list(settings.columns))
+    schema = binary_jsonb(empty).schema
     kwargs = settings.connect_kwargs
     try:
         with (

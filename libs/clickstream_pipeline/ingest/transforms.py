@@ -78,7 +78,7 @@ def broken(rule: Rule, rules: Rules) -> Column:
     if rule.kind == "malformed_json":
         return F.col("p").isNull() | F.col("p._corrupt_record").isNotNull()
     if rule.kind == "unknown_field":
-        known = F.array(*[F.lit(n) for n in (*rules.model.fields, rules.model.time.field)])
+        known = F.array(*[F.lit(n) for n in rules.model.payload_fields])
         return F.size(F.array_except(F.json_object_keys(F.col("value_text")), known)) > 0
     value = F.col(f"p.{rule.field}")
     if rule.kind in ("missing", "missing_time"):
@@ -95,11 +95,11 @@ def broken(rule: Rule, rules: Rules) -> Column:
         return failed | F.isnan(number) | (F.abs(number) == float("inf"))
     if rule.kind == "out_of_range":
         outside = failed if spec.type != "double" else F.lit(False)
-        whole = spec.type != "double"
-        if spec.min is not None:
-            outside = outside | (number < (int(spec.min) if whole else spec.min))
-        if spec.max is not None:
-            outside = outside | (number > (int(spec.max) if whole else spec.max))
+        low, high = spec.bounds()  # an integer's own range: its cast failed
+        if low is not None:
+            outside = outside | (number < low)
+        if high is not None:
+            outside = outside | (number > high)
         return outside
     if rule.kind == "not_boolean":
         return value.isNotNull() & ~value.isin("true", "false")
@@ -138,7 +138,7 @@ def with_reject_reason(df: DataFrame, rules: Rules) -> DataFrame:
 def unknown_fields(model: EventModel) -> Column:
     """The fields of the message the model does not name, as a JSON object with their values
     as sent (null when there are none)."""
-    known = F.array(*[F.lit(n) for n in (*model.fields, model.time.field, "_corrupt_record")])
+    known = F.array(*[F.lit(n) for n in (*model.payload_fields, "_corrupt_record")])
     fields = F.try_parse_json(F.col("value_text")).try_cast("map<string,variant>")
     unknown = F.map_filter(fields, lambda key, _: ~F.array_contains(known, key))
     return F.when(F.size(unknown) > 0, F.to_json(unknown))
