@@ -17,9 +17,11 @@ from pydantic import SecretStr
 
 from clickstream_pipeline.core.config import load_config
 from clickstream_pipeline.core.fields import LAB_FIELDS
+from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.warehouse.connection_string import libpq_conninfo
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from clickstream_pipeline.warehouse.database import fetch as query
+from clickstream_pipeline.warehouse.event_table import apply_model
 from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
 
 LAB_COLUMNS = ("event_time", *LAB_FIELDS)
@@ -107,11 +109,18 @@ def drop_database(params: ConnectionParams, name: str) -> None:
 CITUS_SHARD_COUNT = load_config("local-citus", environ={}).database.citus_shard_count
 
 
-def bootstrap(params: ConnectionParams) -> None:
-    """Apply every migration, as the bootstrap job does (on Citus, with local-citus's shards)."""
+# The models the tests' databases hold: the lab's and the shipped example's.
+TEST_MODELS = ("lab", "web_analytics")
+
+
+def bootstrap(params: ConnectionParams, models: Iterable[str] = TEST_MODELS) -> None:
+    """Apply every migration, then each event model's columns, as the bootstrap job does (on
+    Citus, with local-citus's shards)."""
     conn = connect(params)
     try:
         migrate(conn, load_migrations(), CITUS_SHARD_COUNT)
+        for model in models:
+            apply_model(conn, load_model(model))
     finally:
         conn.close()
 
@@ -128,11 +137,11 @@ def scratch_database(params: ConnectionParams, prefix: str = "test") -> Iterator
 
 @contextlib.contextmanager
 def bootstrapped_database(
-    params: ConnectionParams, prefix: str = "test"
+    params: ConnectionParams, prefix: str = "test", models: Iterable[str] = TEST_MODELS
 ) -> Iterator[ConnectionParams]:
-    """A scratch database with every migration applied."""
+    """A scratch database with every migration and `models` applied."""
     with scratch_database(params, prefix) as db:
-        bootstrap(db)
+        bootstrap(db, models)
         yield db
 
 

@@ -217,8 +217,11 @@ RULE_MEANINGS: dict[str, str] = {
     "not_integer": "the value is not an integer (nor a string of digits)",
     "not_number": "the value is not a finite number (nor a string of one)",
     "not_boolean": "the value is not `true` or `false`",
-    "out_of_range": "the number is outside its type's range or the field's `min` and `max`",
-    "empty": "the text is empty or only spaces",
+    "not_timestamp": "the value is neither ISO-8601 text nor epoch milliseconds",
+    "not_json": "the value is not a JSON object or array (nor a string holding one)",
+    "out_of_range": "the number is outside its type's range (a numeric's `precision`) or the "
+    "field's `min` and `max`",
+    "empty": "the text of a required field is empty or only spaces",
     "too_long": "the text is longer than the field's `max_length` characters",
     "control_chars": "the text holds NUL or another control character",
     "not_text": "the field is a JSON object or array, not text",

@@ -1,8 +1,9 @@
 """Bootstrap job: make a database ready for the pipeline.
 
 Resolves the database secret, connects (TLS as the connection string's `sslmode` says),
-applies the shipped migrations (events, rollups, TopN replacements, pg_cron schedules) and
-prints what it did. `--dry-run` prints the SQL it would run and changes nothing.
+applies the shipped migrations (events, rollups, TopN replacements, pg_cron schedules), adds
+the columns of the event model (`ingest.model`) to `events` (additive changes only) and prints
+what it did. `--dry-run` prints the SQL it would run and changes nothing.
 
 Run: `clickstream-bootstrap --env local` (installed),
 or `spark-submit jobs/bootstrap.py --env local` (no Spark is started).
@@ -32,11 +33,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clickstream_pipeline.core.model import load_model
     from clickstream_pipeline.warehouse.database import (
         configured_params,
         connected,
         server_facts,
     )
+    from clickstream_pipeline.warehouse.event_table import apply_model, dry_run_lines, plan_model
     from clickstream_pipeline.warehouse.migrations import (
         load_migrations,
         migrate,
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     cfg = config_from_args(args)
+    model = load_model(cfg.ingest.model)
     params = configured_params(cfg)
     migrations = load_migrations()
     with connected(cfg, params) as conn:
@@ -57,9 +61,17 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"-- {migration.filename} (sha256 {migration.checksum[:12]})\n{migration.sql}"
                 )
+            if todo:
+                print(f"-- event model {model.name!r}: checked once the migrations have run")
+            else:
+                print("\n".join(dry_run_lines(conn, plan_model(conn, model))))
+                conn.rollback()
             return 0
         report = migrate(conn, migrations, cfg.database.citus_shard_count)
         print("\n".join(report_lines(report, conn)))
+        plan = apply_model(conn, model)
+        added = ", ".join(plan.added)
+        print(f"event model {model.name!r}: " + (f"added {added}" if added else "no change"))
     return 0
 
 

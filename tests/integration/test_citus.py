@@ -28,6 +28,7 @@ COORDINATOR_LOCAL = {
     "clickstream_ingest_batches",
     "clickstream_ingest_tenant_freshness",
     "clickstream_schema_migrations",
+    "clickstream_event_models",
     "rollup_totals_5min",
     "rollup_totals_1hr",
     "rollup_dimensions_5min",

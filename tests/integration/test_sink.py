@@ -325,7 +325,7 @@ def test_a_field_added_to_the_model_and_to_the_table_lands_through_both_copy_pat
     from clickstream_pipeline.ingest.sink import check_target_columns
 
     model = LAB.model_copy(update={"fields": {**LAB.fields, "page": FieldSpec(type="text")}})
-    binary, csv = (settings(db, f"s-page-{f}", columns=model.event_columns) for f in "bc")
+    binary, csv = (settings(db, f"s-page-{f}", model=model) for f in "bc")
     with pytest.raises(DatabaseError, match="has no column page of the event model: add"):
         check_target_columns(binary)
     execute(db, "ALTER TABLE events ADD COLUMN page text")
@@ -352,3 +352,69 @@ def test_a_field_added_to_the_model_and_to_the_table_lands_through_both_copy_pat
                                AND attname = 'page'$$)""",
         )
         assert shards[0][0] == shards[0][1] > 0
+
+
+def test_every_field_type_of_the_example_model_lands_through_both_copy_paths(db):
+    from decimal import Decimal
+
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from clickstream_pipeline.core.model import load_model
+    from clickstream_pipeline.core.schema import validated_schema
+    from clickstream_pipeline.ingest.sink import check_target_columns
+
+    model = load_model("web_analytics")  # its columns: added by the bootstrap
+    schema = to_arrow_schema(validated_schema(model))
+    for copy in ("binary", "csv"):
+        topic = f"t-web-{copy}"
+        sink = settings(db, f"s-web-{copy}", model=model, copy_format=copy)
+        check_target_columns(sink)
+        records = [
+            {
+                "event_time": NOW - datetime.timedelta(seconds=o),
+                "customer_id": 1 + o % 7,
+                "session_id": o + 1,
+                "event_type": "purchase",
+                "page_url": f'https://shop.example/p/{o}?q="x",y',
+                "referrer": None if o % 2 else "",
+                "utm_source": "news",
+                "utm_medium": None,
+                "utm_campaign": "Winter, Sale",
+                "duration_ms": o * 10,
+                "revenue": None if o % 3 == 0 else Decimal(o) / 4,
+                "logged_in": o % 2 == 0,
+                "context": None if o % 4 == 0 else json.dumps({"o": o, "tags": ["a", '"b"']}),
+                "properties": '{"coupon": "X1"}' if o % 5 == 0 else None,
+                "kafka_topic": topic,
+                "kafka_partition": 0,
+                "kafka_offset": o,
+                "source_event_id": o + 1,
+                "kafka_timestamp": NOW,
+                "reject_reason": None,
+                "raw_key": None,
+                "raw_value": None,
+            }
+            for o in range(300)
+        ]
+        stats, dead = run(sink, [pa.RecordBatch.from_pylist(records, schema)])
+        assert (stats[0]["written"], dead) == (300, []), copy
+        got = query(
+            db,
+            "SELECT kafka_offset, page_url, referrer, utm_campaign, duration_ms, revenue, "
+            "logged_in, context, properties FROM events WHERE kafka_topic = %s ORDER BY 1",
+            (topic,),
+        )
+        assert got == [
+            (
+                r["kafka_offset"],
+                r["page_url"],
+                r["referrer"],
+                r["utm_campaign"],
+                r["duration_ms"],
+                r["revenue"],
+                r["logged_in"],
+                None if r["context"] is None else json.loads(r["context"]),
+                None if r["properties"] is None else json.loads(r["properties"]),
+            )
+            for r in records
+        ], copy

@@ -38,6 +38,9 @@ duration_ms = { type = "integer", min = 0, max = 86400000 }
 revenue = { type = "double", min = 0 }
 logged_in = { type = "boolean", required = true }
 event_id = { type = "bigint", min = 1 }
+amount = { type = "numeric", precision = 10, scale = 2, min = 0 }
+seen_at = { type = "timestamp" }
+context = { type = "jsonb" }
 """,
     name="every_type",
 )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
+from clickstream_pipeline.core.model import LAB as LAB_MODEL
+from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.ingest.arrow_validation import check_batch
 from clickstream_pipeline.ingest.transforms import Rules, validate
+from tests.breaking import WEB_EVENT, breaking_messages
 from tests.unit.models import EVERY_TYPE, lab_with
 from tests.unit.test_transforms import LAB, RULE_CASES, kafka_rows, message
 
@@ -29,6 +33,7 @@ def padded(size: int) -> bytes:
 
 
 MAX = Rules().max_message_bytes
+WEB = load_model("web_analytics")
 
 
 # Records the worker decides itself (valid ones in every form the producers send, and
@@ -111,13 +116,14 @@ def spark_rows(spark, values, rules):
     }
 
 
-def assert_same(row: dict, want: dict, value: bytes | None) -> None:
-    """The worker's row is Spark's: times in UTC, `properties` the same JSON (jsonb stores
-    either text alike; Spark writes it compact)."""
+def assert_same(row: dict, want: dict, value: bytes | None, jsonb=("properties",)) -> None:
+    """The worker's row is Spark's: times in UTC, `jsonb` columns the same JSON (jsonb stores
+    either text alike; Spark writes it compact, the worker as sent)."""
     want = {k: v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for k, v in want.items()}
     for one in (row, want):
-        if one.get("properties") is not None:
-            one["properties"] = json.loads(one["properties"])
+        for name in jsonb:
+            if one.get(name) is not None:
+                one[name] = json.loads(one[name])
     assert row == want, value
 
 
@@ -165,6 +171,9 @@ SENT = {
     "logged_in": True,
     "event_id": 7,
     "sent_at": HOUR_AGO + "Z",
+    "amount": 19.99,
+    "seen_at": HOUR_AGO + ".5Z",
+    "context": {"a": [1, 2], "b": {"c": None}},
 }
 
 
@@ -200,6 +209,16 @@ EVERY_TYPE_CASES = [
     (sent(sent_at=MS_AGO), "bad_sent_at"),  # epoch milliseconds: not one of this model's formats
     (sent(sent_at=(NOW - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")), "sent_at_too_old"),
     (sent(sent_at=(NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")), "sent_at_in_future"),
+    (sent(amount="abc"), "not_number_amount"),
+    (sent(amount=-1), "out_of_range_amount"),
+    (sent(amount=123456789012), "out_of_range_amount"),  # 12 digits before the point: 8 fit
+    (sent(amount=1.005, seen_at=MS_AGO, context=[1, {"b": None}]), None),  # 1.01, rounded up
+    (sent(amount="7.5", seen_at=str(MS_AGO), context=...), None),
+    (sent(amount=10**400), "out_of_range_amount"),
+    (sent(seen_at="yesterday"), "not_timestamp_seen_at"),
+    (sent(context="text"), "not_json_context"),
+    (sent(context=5), "not_json_context"),
+    (sent(context='{"a": 1'), "not_json_context"),
 ]
 
 
@@ -219,7 +238,6 @@ def test_a_model_of_every_field_type_gets_one_verdict_whichever_path_decides(spa
         "too_long_page",
         "control_chars_page",
         "not_text_page",
-        "empty_channel",
         "control_chars_channel",
         "not_text_channel",
         "not_integer_event_id",
@@ -227,12 +245,20 @@ def test_a_model_of_every_field_type_gets_one_verdict_whichever_path_decides(spa
     got, undecided = worker_rows(values, rules, spark)
     assert set(got) | undecided == set(expected) and len(got) >= len(values) // 2
     for offset, row in got.items():
-        assert_same(row, expected[offset], values[offset])
+        assert_same(row, expected[offset], values[offset], ("context",))
     assert expected[0]["account"] == "acme" and expected[11]["channel"] == "social"
     assert (expected[0]["revenue"], expected[0]["logged_in"], expected[0]["duration_ms"]) == (
         12.5,
         True,
         1500,
+    )
+    rounded = next(o for o, (v, _) in enumerate(EVERY_TYPE_CASES) if b"1.005" in v)
+    assert expected[0]["amount"] == Decimal("19.99") and expected[rounded]["amount"] == Decimal(
+        "1.01"
+    )
+    assert json.loads(expected[rounded]["context"]) == [1, {"b": None}]
+    assert expected[rounded]["seen_at"] == datetime.fromtimestamp(MS_AGO / 1000, UTC).replace(
+        tzinfo=None
     )
 
 
@@ -263,3 +289,19 @@ def test_fields_the_model_does_not_name_are_kept_whichever_path_decides(spark):
     assert kept[3] == {"big": 123456789012345678901234567890}
     assert kept[4] == {"dup": {"last": True}}  # a field named twice: the last value, as Spark's
     assert kept[5] == {"spaced": [1, {"a": "b"}]}
+
+
+@pytest.mark.parametrize(
+    ("model", "valid"),
+    [(LAB_MODEL, LAB), (WEB, WEB_EVENT), (EVERY_TYPE, {**SENT, "sent_at": HOUR_AGO + "Z"})],
+    ids=["lab", "web_analytics", "every_type"],
+)
+def test_each_rule_of_a_model_names_its_dead_letter_on_both_paths(spark, model, valid):
+    rules = Rules(model, max_message_bytes=4096)
+    cases = breaking_messages(model, valid, rules.max_message_bytes)
+    values = [json.dumps(valid).encode(), *cases.values()]
+    expected = spark_rows(spark, values, rules)
+    assert [expected[o]["reject_reason"] for o in range(len(values))] == [None, *cases]
+    got, _ = worker_rows(values, rules, spark)
+    for offset, row in got.items():
+        assert row["reject_reason"] == expected[offset]["reject_reason"], values[offset]

@@ -61,7 +61,10 @@ def test_a_model_is_loaded_by_name_or_by_path(tmp_path: Path):
     ("field", "named"),
     [
         ('{ type = "uuid" }', r"event\.fields\.page\.type: Input should be 'bigint'"),
-        ('{ type = "numeric" }', r"event\.fields\.page\.type: Input should be 'bigint'"),
+        ('{ type = "jsonb", min = 1 }', r"event\.fields\.page: .*min applies to numbers"),
+        ('{ type = "double", scale = 2 }', r"event\.fields\.page: .*scale applies to numeric"),
+        ('{ type = "numeric", precision = 4, scale = 6 }', r"scale 6 is more than precision 4"),
+        ('{ type = "numeric", precision = 39 }', r"precision: Input should be less than or"),
         ('{ type = "text", min = 1 }', r"event\.fields\.page: .*min applies to numbers, not text"),
         ('{ type = "bigint", lower = true }', r"event\.fields\.page: .*lower applies to text"),
         ('{ type = "integer", min = 0.5 }', r"min of an integer must be a whole number"),
@@ -107,6 +110,8 @@ def test_every_field_type_has_its_rules_in_the_models_order():
     ]
     assert {"not_matching_page", "not_allowed_channel", "not_integer_duration_ms"} <= set(reasons)
     assert {"not_number_revenue", "out_of_range_revenue", "not_boolean_logged_in"} <= set(reasons)
+    assert {"not_number_amount", "not_timestamp_seen_at", "not_json_context"} <= set(reasons)
+    assert "empty_channel" not in reasons  # an optional text may be sent empty
     assert reasons[-3:] == ["bad_sent_at", "sent_at_too_old", "sent_at_in_future"]
 
 

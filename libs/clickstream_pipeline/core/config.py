@@ -377,6 +377,7 @@ class DatabaseConfig(_Section):
 
 
 QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+CopyFormat = Literal["binary", "csv"]  # also the type of SinkSettings.copy_format
 
 
 class IngestConfig(_Section):
@@ -471,7 +472,7 @@ class IngestConfig(_Section):
             "records they do not cover left to Spark's; spark: Spark's rules for every record."
         ),
     )
-    sink_copy_format: Literal["binary", "csv"] = Field(
+    sink_copy_format: CopyFormat = Field(
         default="binary",
         description=(
             "binary: streamed binary COPY through ADBC (CSV only for a task it fails on); "
@@ -555,6 +556,11 @@ class IngestConfig(_Section):
                 f"letter or digit (it names the checkpoint's folder), got {name!r}"
             )
         return name
+
+
+# Every [ingest] setting at its default: the runtime settings (SinkSettings, Rules) take
+# their own defaults from here, so each default is written once, above.
+INGEST_DEFAULTS = IngestConfig()
 
 
 class Config(_Section):

@@ -19,15 +19,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from clickstream_pipeline.core.errors import ConfigError
 
-# The types both validation paths handle (each maps them: `schema.SPARK_TYPES`,
-# `transforms.SPARK_TYPES`, `arrow_validation.DECODED_TYPES`)
-FieldType = Literal["bigint", "integer", "double", "boolean", "text"]
-NUMBER_TYPES = ("bigint", "integer", "double")
+# The types both validation paths handle (each maps them: `schema.spark_type`,
+# `transforms.typed`, `arrow_validation.DECODED_TYPES`) and their columns' (`sql_type`)
+FieldType = Literal[
+    "bigint", "integer", "double", "numeric", "boolean", "text", "timestamp", "jsonb"
+]
+NUMBER_TYPES = ("bigint", "integer", "double", "numeric")
 INTEGER_TYPES = ("bigint", "integer")
+SQL_TYPES = {
+    "bigint": "bigint",
+    "integer": "integer",
+    "double": "double precision",
+    "boolean": "boolean",
+    "text": "text",
+    "timestamp": "timestamp with time zone",
+    "jsonb": "jsonb",
+}
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # an integer's range (a bigint's is int64's)
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Columns the pipeline writes itself: no field may take their names.
@@ -72,6 +91,12 @@ class FieldSpec(_Spec):
     max: float | None = Field(
         default=None, description="Numbers: above it, `out_of_range_<field>`."
     )
+    precision: int = Field(
+        default=18, ge=1, le=38, description="Numeric: digits in all; more, `out_of_range_<field>`."
+    )
+    scale: int = Field(
+        default=2, ge=0, le=38, description="Numeric: digits after the point (rounded half up)."
+    )
     trim: bool = Field(default=False, description="Text: spaces at both ends removed.")
     lower: bool = Field(default=False, description="Text: folded to lower case.")
     max_length: int | None = Field(
@@ -100,6 +125,10 @@ class FieldSpec(_Spec):
             raise ValueError(f"{', '.join(wrong)} applies to text, not {self.type}")
         if self.type not in NUMBER_TYPES and (wrong := [k for k in ("min", "max") if k in given]):
             raise ValueError(f"{', '.join(wrong)} applies to numbers, not {self.type}")
+        if self.type != "numeric" and (wrong := [k for k in ("precision", "scale") if k in given]):
+            raise ValueError(f"{', '.join(wrong)} applies to numeric, not {self.type}")
+        if self.scale > self.precision:
+            raise ValueError(f"scale {self.scale} is more than precision {self.precision}")
         if self.type in INTEGER_TYPES:
             for key in ("min", "max"):
                 bound = getattr(self, key)
@@ -113,6 +142,13 @@ class FieldSpec(_Spec):
             except re.error as exc:
                 raise ValueError(f"pattern is not a regular expression: {exc}") from None
         return self
+
+    @property
+    def sql_type(self) -> str:
+        """Its column's type in `events`."""
+        if self.type == "numeric":
+            return f"numeric({self.precision},{self.scale})"
+        return SQL_TYPES[self.type]
 
     def bounds(self, within_type: bool = False) -> tuple[float | None, float | None]:
         """`min` and `max` (whole numbers for an integer type); `within_type`: an integer's
@@ -158,6 +194,132 @@ class TimeSpec(_Spec):
         return duration_s(self.max_future)
 
 
+DRAWN_TYPES = (*INTEGER_TYPES, "text", "jsonb")  # drawn from a set of values (cardinality)
+DEFAULT_CARDINALITY = 1000
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class GenerateSpec(_Spec):
+    """How the producer draws one field for synthetic events: an entry of `[generate]`.
+
+    Five keys only: the field's rules already bound its values (min, max, allowed, max_length,
+    pattern), so what is left to say is how many distinct values, how skewed, how often absent
+    and, for text, what a value looks like. Anything richer belongs in a producer of your own.
+    """
+
+    cardinality: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Integers, text, jsonb: distinct values drawn (integers: min, min + 1, ...); "
+            "default: min..max when both are set, the values or allowed given, else 1000."
+        ),
+    )
+    skew: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="Integers, text, jsonb: Zipf exponent, the first value likeliest; 0 uniform.",
+    )
+    null_share: float = Field(
+        default=0.0, ge=0, le=1, description="Optional fields: the share of events without it."
+    )
+    values: tuple[str, ...] | None = Field(
+        default=None, min_length=1, description="Text: the values drawn, the first likeliest."
+    )
+    template: str | None = Field(
+        default=None, description="Text: a value, `{n}` replaced by the drawn index (1, 2, ...)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GenerateSpec:
+        if self.values is not None and self.template is not None:
+            raise ValueError("values and template: give one")
+        if self.template is not None and "{n}" not in self.template:
+            raise ValueError("template has no {n}")
+        return self
+
+    def integer_values(self, spec: FieldSpec) -> tuple[int, int]:
+        """An integer field's values: the first (its min, else 1) and how many."""
+        count = self.cardinality or (
+            int(spec.max - spec.min) + 1
+            if spec.min is not None and spec.max is not None
+            else DEFAULT_CARDINALITY
+        )
+        if spec.min is not None:
+            return int(spec.min), count
+        if spec.max is None or spec.max >= count:
+            return 1, count
+        return int(spec.max) - count + 1, count
+
+    def text_count(self, spec: FieldSpec) -> int:
+        """How many distinct texts: the cardinality, else the values' or allowed's number."""
+        listed = self.values or (None if self.template else spec.allowed)
+        return self.cardinality or (len(listed) if listed else DEFAULT_CARDINALITY)
+
+    def misfits(self, name: str, model: EventModel) -> list[tuple[str, str]]:
+        """Each key ("" for the entry) that does not fit field `name` of `model`, and why."""
+        spec = model.fields.get(name)
+        if spec is None:
+            return [("", f"{name!r} is not one of the fields")]
+        if name == model.id:
+            return [("", "the producer numbers the event id")]
+        given, kind = self.model_fields_set, spec.type
+        wrong: list[tuple[str, str]] = [
+            (k, f"applies to text, not {kind}")
+            for k in ("values", "template")
+            if k in given and kind != "text"
+        ]
+        if kind not in DRAWN_TYPES:
+            wrong += [
+                (k, f"applies to integers, text and jsonb, not {kind}")
+                for k in ("cardinality", "skew")
+                if k in given
+            ]
+        if spec.required and self.null_share:
+            wrong.append(("null_share", f"{name} is required"))
+        if wrong:
+            return wrong
+        if kind in INTEGER_TYPES:
+            low, count = self.integer_values(spec)
+            top = INT32_MAX if kind == "integer" else 2**63 - 1
+            high = min(top, top if spec.max is None else int(spec.max))
+            if low + count - 1 > high:
+                wrong.append(("cardinality", f"{count} values from {low} pass {high}"))
+        if kind == "text":
+            listed = self.values or (None if self.template else spec.allowed)
+            count = self.text_count(spec)
+            if listed and count > len(listed):
+                wrong.append(("cardinality", f"{count} is more than the {len(listed)} values"))
+            samples = self.values or (
+                [self.template.replace("{n}", str(n)) for n in (1, count)] if self.template else []
+            )
+            for text in samples:
+                if (problem := text_problem(spec, text)) is not None:
+                    wrong.append(("values" if self.values else "template", f"{text!r} {problem}"))
+                    break
+        return wrong
+
+
+def text_problem(spec: FieldSpec, text: str) -> str | None:
+    """Why the field's rules would refuse `text` sent as its value, or None."""
+    kept = text.strip(" ") if spec.trim else text
+    kept = kept.lower() if spec.lower else kept
+    if spec.required and not text.strip(" "):
+        return "is empty"
+    if spec.max_length is not None and len(text) > spec.max_length:
+        return f"is longer than max_length {spec.max_length}"
+    if not spec.control_chars and CONTROL_CHARS.search(text):
+        return "has control characters"
+    if text[:1] in ("{", "["):
+        return "starts like JSON"
+    if spec.allowed is not None and kept not in spec.allowed:
+        return "is not allowed"
+    if spec.pattern is not None and not re.fullmatch(spec.pattern, kept):
+        return f"does not match pattern {spec.pattern!r}"
+    return None
+
+
 class EventModel(_Spec):
     """An event: its fields, its tenant (Citus's distribution column), its time and its id."""
 
@@ -176,6 +338,10 @@ class EventModel(_Spec):
     )
     fields: dict[str, FieldSpec] = Field(
         min_length=1, description="The fields, in the order their rules run."
+    )
+    generate: dict[str, GenerateSpec] = Field(
+        default_factory=dict,
+        description="How the producer draws each field (`[generate]`, checked by `parse_model`).",
     )
 
     @model_validator(mode="after")
@@ -263,23 +429,49 @@ def _source(name_or_path: str) -> _Source:
 
 
 def parse_model(text: str, where: str = "event model", name: str = "") -> EventModel:
-    """A model from TOML text (`[event]` with `[event.fields]`), or ModelError naming the key."""
+    """A model from TOML text (`[event]` with `[event.fields]`, and `[generate]` if any), or
+    ModelError naming the key."""
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ModelError(f"{where} is not valid TOML: {exc}") from None
-    if set(data) != {"event"}:
+    if set(data) - {"generate"} != {"event"}:
         raise ModelError(f"{where}: expected one [event] table, found {sorted(data) or 'nothing'}")
     event = {"name": name, **data["event"]}
+    if "generate" in event:
+        raise ModelError(f"{where}: event.generate: [generate] is a table beside [event]")
     try:
-        return EventModel.model_validate(event)
+        model = EventModel.model_validate(event)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(['event', *(str(p) for p in err['loc'])])}: "
-            + err["msg"].removeprefix("Value error, ")
-            for err in exc.errors()
-        )
-        raise ModelError(f"{where} is invalid: {problems}") from None
+        raise ModelError(f"{where} is invalid: {_problems(exc, 'event')}") from None
+    return with_generate(model, data.get("generate", {}), where)
+
+
+_GENERATE = TypeAdapter(dict[str, GenerateSpec])
+
+
+def with_generate(model: EventModel, table: Any, where: str = "event model") -> EventModel:
+    """`model` with its `[generate]` table, each entry checked against its field."""
+    try:
+        specs = _GENERATE.validate_python(table)
+    except ValidationError as exc:
+        raise ModelError(f"{where} is invalid: {_problems(exc, 'generate')}") from None
+    wrong = [
+        f"{'.'.join(p for p in ('generate', name, key) if p)}: {problem}"
+        for name, spec in specs.items()
+        for key, problem in spec.misfits(name, model)
+    ]
+    if wrong:
+        raise ModelError(f"{where} is invalid: {'; '.join(wrong)}")
+    return model.model_copy(update={"generate": specs})
+
+
+def _problems(exc: ValidationError, table: str) -> str:
+    return "; ".join(
+        f"{'.'.join([table, *(str(p) for p in err['loc'])])}: "
+        + err["msg"].removeprefix("Value error, ")
+        for err in exc.errors()
+    )
 
 
 @cache

@@ -5,6 +5,7 @@ from pyspark.sql.types import (
     BinaryType,
     BooleanType,
     DataType,
+    DecimalType,
     DoubleType,
     IntegerType,
     LongType,
@@ -15,7 +16,7 @@ from pyspark.sql.types import (
 )
 
 from clickstream_pipeline.core.fields import EVENT_COLUMNS, ID_FIELDS, LAB_FIELDS, TEXT_FIELDS
-from clickstream_pipeline.core.model import LAB, PROPERTIES, EventModel
+from clickstream_pipeline.core.model import LAB, PROPERTIES, EventModel, FieldSpec
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
@@ -36,7 +37,16 @@ SPARK_TYPES: dict[str, DataType] = {
     "double": DoubleType(),
     "boolean": BooleanType(),
     "text": StringType(),
+    "timestamp": TimestampType(),
+    "jsonb": StringType(),  # the JSON text
 }
+
+
+def spark_type(spec: FieldSpec) -> DataType:
+    """A field's type once validated."""
+    if spec.type == "numeric":
+        return DecimalType(spec.precision, spec.scale)
+    return SPARK_TYPES[spec.type]
 
 
 def _kafka_record_fields() -> list[StructField]:
@@ -62,7 +72,7 @@ def validated_schema(model: EventModel) -> StructType:
     """What validation gives per record (`transforms.validate` in Spark, `arrow_validation` in
     the Python worker): the events columns, the Kafka timestamp, the first rule broken (null
     when valid) and, for rejected records only, the raw key and value."""
-    fields = [StructField(n, SPARK_TYPES[model.fields[n].type]) for n in model.event_fields]
+    fields = [StructField(n, spark_type(model.fields[n])) for n in model.event_fields]
     if model.unknown_fields == "keep":
         fields.append(StructField(PROPERTIES, StringType()))  # a JSON object's text
     schema = StructType(

@@ -17,6 +17,7 @@ Per batch: one msgspec decode per record, then Arrow kernels over whole columns.
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ UNDECIDED_KINDS = frozenset(
         "not_integer",
         "not_number",
         "not_boolean",
+        "not_timestamp",
+        "not_json",
         "bad_time",
     }
 )
@@ -73,7 +76,12 @@ DECODED_TYPES: dict[str, Any] = {
     "double": float | None,
     "boolean": bool | None,
     "text": str | None,
+    "numeric": msgspec.Raw,  # as sent: a JSON number is read exactly, never through a float
+    "timestamp": int | str | None,
+    "jsonb": msgspec.Raw,
 }
+JSON_NUMBER_START = frozenset(b"-0123456789")
+_DECIMALS = decimal.Context(prec=100, traps=[decimal.InvalidOperation])
 
 
 @dataclass(frozen=True)
@@ -291,8 +299,47 @@ def _kept_values(value: pa.Array, too_large: pa.Array) -> pa.Array:
     return pc.if_else(too_large, pc.binary_slice(value, 0, TOO_LARGE_KEPT_BYTES), value)
 
 
+def _numeric(raw: msgspec.Raw | None, spec: FieldSpec) -> tuple[decimal.Decimal | None, bool]:
+    """A JSON number rounded half up to the field's scale; not plain when the value is not a
+    JSON number or has more digits than the precision (Spark decides)."""
+    text = b"null" if raw is None else bytes(raw)
+    if text == b"null":
+        return None, False
+    if text[0] not in JSON_NUMBER_START:
+        return None, True
+    try:
+        rounded = _DECIMALS.create_decimal(text.decode()).quantize(
+            decimal.Decimal(1).scaleb(-spec.scale), decimal.ROUND_HALF_UP, _DECIMALS
+        )
+    except decimal.InvalidOperation:
+        return None, True
+    fits = rounded.is_zero() or rounded.adjusted() < spec.precision - spec.scale
+    return (rounded, False) if fits else (None, True)
+
+
+def _json(raw: msgspec.Raw | None) -> tuple[str | None, bool]:
+    """An object's or array's JSON text as sent; any other value is not plain."""
+    text = b"null" if raw is None else bytes(raw)
+    if text == b"null":
+        return None, False
+    return (text.decode(), False) if text[0] in b"{[" else (None, True)
+
+
 def _field_column(spec: FieldSpec, values: list[Any]) -> tuple[pa.Array, pa.Array, pa.Array | None]:
     """A field's values as decoded, as its column holds them, and which are not plain."""
+    if spec.type in ("numeric", "jsonb"):
+        pairs = (
+            [_numeric(v, spec) for v in values]
+            if spec.type == "numeric"
+            else [_json(v) for v in values]
+        )
+        arrow = pa.decimal128(spec.precision, spec.scale) if spec.type == "numeric" else pa.string()
+        column = pa.array([p[0] for p in pairs], arrow)
+        return column, column, pa.array([p[1] for p in pairs], pa.bool_())
+    if spec.type == "timestamp":
+        micros, not_plain = event_times(values)
+        mask = None if not_plain is None else pa.array(not_plain, pa.bool_())
+        return micros, micros.cast(TIMESTAMP), mask
     if spec.type in INTEGER_TYPES:
         ids, not_plain = integers(values)
         mask = None if not_plain is None else pa.array(not_plain, pa.bool_())

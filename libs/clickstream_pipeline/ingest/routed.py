@@ -89,10 +89,11 @@ def route_outputs(
     written: dict[str, Any],
     valid: pa.Table | None = None,
     invalid_sent: bool = False,
+    tenant: str = "customer_id",
 ) -> Iterator[pa.RecordBatch]:
     """One Kafka partition's dead letters (invalid rows, unless `invalid_sent`: returned as they
     arrived, and refused rows), its statistics row and, given its `valid` rows, its rows per
-    customer."""
+    tenant (the model's `tenant` field, as `customer_id`)."""
     invalid = pc.is_valid(rows.column("reject_reason"))
     dead = rows.filter(invalid)
     rejected = dict(zip(written["rejected_offsets"], written["rejected_errors"], strict=True))
@@ -125,12 +126,14 @@ def route_outputs(
     }
     yield pa.RecordBatch.from_pylist([stats], schema=ROUTED_ARROW_SCHEMA)
     if valid is not None and written["written"] and not written["duplicates"]:
-        yield tenant_batch(topic, partition, valid)  # (a replay's delays mean nothing)
+        yield tenant_batch(topic, partition, valid, tenant)  # (a replay's delays mean nothing)
 
 
-def tenant_batch(topic: str, partition: int, valid: pa.Table) -> pa.RecordBatch:
-    """Per customer of one partition's valid rows: how many, oldest and newest Kafka timestamp."""
-    per = valid.group_by("customer_id").aggregate(
+def tenant_batch(
+    topic: str, partition: int, valid: pa.Table, tenant: str = "customer_id"
+) -> pa.RecordBatch:
+    """Per tenant of one partition's valid rows: how many, oldest and newest Kafka timestamp."""
+    per = valid.group_by(tenant).aggregate(
         [("kafka_timestamp", "count"), ("kafka_timestamp", "min"), ("kafka_timestamp", "max")]
     )
     n = per.num_rows
@@ -139,7 +142,7 @@ def tenant_batch(topic: str, partition: int, valid: pa.Table) -> pa.RecordBatch:
         kind=pa.array(["tenant"] * n),
         topic=pa.array([topic] * n),
         partition=pa.array([partition] * n),
-        customer_id=per.column("customer_id"),
+        customer_id=per.column(tenant).cast(pa.int64()),
         rows_in=per.column("kafka_timestamp_count"),
         oldest=per.column("kafka_timestamp_min"),
         newest=per.column("kafka_timestamp_max"),

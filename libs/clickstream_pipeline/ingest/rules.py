@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from clickstream_pipeline.core.config import INGEST_DEFAULTS
 from clickstream_pipeline.core.model import INTEGER_TYPES, LAB, EventModel, FieldSpec
 
 RuleKind = Literal[
@@ -24,6 +25,8 @@ RuleKind = Literal[
     "not_integer",
     "not_number",
     "not_boolean",
+    "not_timestamp",
+    "not_json",
     "out_of_range",
     "empty",
     "too_long",
@@ -50,10 +53,11 @@ class Rule:
 
 @dataclass(frozen=True)
 class Rules:
-    """What validation needs: the event model and the largest message (config `[ingest]`)."""
+    """What validation needs: the event model and the largest message (config `[ingest]`;
+    LAB is its default model, "lab", loaded)."""
 
     model: EventModel = LAB
-    max_message_bytes: int = 1 << 20
+    max_message_bytes: int = INGEST_DEFAULTS.max_message_bytes
 
     @property
     def max_past_s(self) -> int:
@@ -76,11 +80,16 @@ def field_rules(name: str, spec: FieldSpec) -> list[Rule]:
     rules = [rule("missing")] if spec.required else []
     if spec.type in INTEGER_TYPES:
         return [*rules, rule("not_integer"), rule("out_of_range")]
-    if spec.type == "double":
+    if spec.type in ("double", "numeric"):
         return [*rules, rule("not_number"), rule("out_of_range")]
     if spec.type == "boolean":
         return [*rules, rule("not_boolean")]
-    rules.append(rule("empty"))
+    if spec.type == "timestamp":
+        return [*rules, rule("not_timestamp")]
+    if spec.type == "jsonb":
+        return [*rules, rule("not_json")]
+    if spec.required:  # an optional field may be sent empty ("" as sent)
+        rules.append(rule("empty"))
     if spec.max_length is not None:
         rules.append(rule("too_long"))
     if not spec.control_chars:

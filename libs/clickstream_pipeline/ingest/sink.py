@@ -37,8 +37,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from clickstream_pipeline.core.config import INGEST_DEFAULTS, CopyFormat
 from clickstream_pipeline.core.errors import DatabaseError
-from clickstream_pipeline.core.model import PROPERTIES
+from clickstream_pipeline.core.model import INTEGER_TYPES, LAB, PROPERTIES, EventModel
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.ingest import ledger
 from clickstream_pipeline.ingest.arrow_validation import check_batch
@@ -71,18 +72,31 @@ class SinkSettings:
     # ledger entry is [first, last]; "runs": rows may interleave with other tasks' (replays of
     # dead letters), so each run of consecutive offsets gets its own entry.
     ledger: Literal["span", "runs"] = "span"
-    # "binary": the fast path (streamed binary COPY, CSV only when it fails); "csv": always CSV
-    copy_format: Literal["binary", "csv"] = "binary"
-    max_attempts: int = 8
-    backoff_s: float = 0.25
-    max_backoff_s: float = 10.0
-    tenant_rows: bool = True  # rows per customer for freshness per tenant (kind "tenant")
-    # raw records a task holds in memory (dead letters, undecided); the rest spill to disk
-    buffer_bytes: int = 64 << 20
+    # INGEST_DEFAULTS.*: the [ingest] settings' defaults (meaning in core.config.IngestConfig)
+    copy_format: CopyFormat = INGEST_DEFAULTS.sink_copy_format
+    max_attempts: int = INGEST_DEFAULTS.sink_max_attempts
+    backoff_s: float = INGEST_DEFAULTS.sink_backoff_s
+    max_backoff_s: float = 10.0  # not a setting: the cap of the doubling backoff
+    # rows per customer (kind "tenant") for freshness per tenant
+    tenant_rows: bool = INGEST_DEFAULTS.tenant_freshness_top > 0
+    buffer_bytes: int = INGEST_DEFAULTS.task_buffer_bytes
     # each topic's identity in the ledger (`ingest.topics`); topics not listed take the default
     topic_ids: dict[str, str] = field(default_factory=dict)
     default_topic_id: str = ""
-    columns: tuple[str, ...] = EVENT_COLUMNS  # the event model's, in COPY's order
+    model: EventModel = LAB  # the event model: the columns written, in COPY's order
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.model.event_columns
+
+    @property
+    def jsonb_columns(self) -> tuple[str, ...]:
+        return jsonb_columns(self.model)
+
+    @property
+    def integer_tenant(self) -> bool:
+        """Freshness per tenant keeps tenant ids as bigint: text tenants have none."""
+        return self.model.fields[self.model.tenant].type in INTEGER_TYPES
 
     def topic_id(self, topic: str) -> str:
         return self.topic_ids.get(topic, self.default_topic_id)
@@ -283,15 +297,23 @@ class Streamed:
 JSONB_VERSION = b"\x01"  # what jsonb's binary form starts with, before the JSON text
 
 
-def binary_jsonb(rows: pa.Table) -> pa.Table:
-    """The `properties` column (JSON text) as binary COPY sends jsonb: a version byte, then the
+def jsonb_columns(model: EventModel) -> tuple[str, ...]:
+    """The model's jsonb columns: `properties` and its jsonb fields."""
+    jsonb = {n for n, spec in model.fields.items() if spec.type == "jsonb"} | {PROPERTIES}
+    return tuple(c for c in model.event_columns if c in jsonb)
+
+
+def binary_jsonb(rows: pa.Table, columns: tuple[str, ...] = (PROPERTIES,)) -> pa.Table:
+    """The jsonb `columns` (JSON text) as binary COPY sends jsonb: a version byte, then the
     text. ADBC sends Arrow binary as is, and the server's jsonb reader takes it from there."""
-    if PROPERTIES not in rows.column_names:
-        return rows
-    index = rows.column_names.index(PROPERTIES)
-    text = rows.column(index).cast(pa.binary())
-    framed = pc.binary_join_element_wise(pa.scalar(JSONB_VERSION), text, b"")
-    return rows.set_column(index, pa.field(PROPERTIES, pa.binary()), framed)
+    for name in columns:
+        if name not in rows.column_names:
+            continue
+        index = rows.column_names.index(name)
+        text = rows.column(index).cast(pa.binary())
+        framed = pc.binary_join_element_wise(pa.scalar(JSONB_VERSION), text, b"")
+        rows = rows.set_column(index, pa.field(name, pa.binary()), framed)
+    return rows
 
 
 def stream_copy(
@@ -328,10 +350,11 @@ def stream_copy(
                 todo = valid.filter(pc.invert(ledger.in_ranges(offsets, done))) if done else valid
                 if todo.num_rows:
                     streamed.note(topic, partition, todo.column("kafka_offset"))
-                    yield from binary_jsonb(todo.select(list(settings.columns))).to_batches()
+                    rows = todo.select(list(settings.columns))
+                    yield from binary_jsonb(rows, settings.jsonb_columns).to_batches()
 
     empty = pa.Table.from_batches([first.slice(0, 0)]).select(list(settings.columns))
-    schema = binary_jsonb(empty).schema
+    schema = binary_jsonb(empty, settings.jsonb_columns).schema
     kwargs = settings.connect_kwargs
     try:
         with (
@@ -421,8 +444,9 @@ def write_and_route(
                 partition,
                 rows,
                 written,
-                valid if settings.tenant_rows else None,
+                valid if settings.tenant_rows and settings.integer_tenant else None,
                 invalid_sent=True,
+                tenant=settings.model.tenant,
             )
 
     return run

@@ -15,17 +15,18 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyspark.sql.functions as F
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.config import Config, IngestConfig
 from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
@@ -45,7 +46,7 @@ from clickstream_pipeline.ingest.sink import (
     write_and_route,
 )
 from clickstream_pipeline.ingest.source import read_kafka_stream
-from clickstream_pipeline.ingest.tenants import tenant_freshness, utc
+from clickstream_pipeline.ingest.tenants import TenantFreshness, tenant_freshness, utc
 from clickstream_pipeline.ingest.topics import (
     UNKNOWN,
     TopicState,
@@ -62,19 +63,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """What a micro-batch needs, picklable; `target` is the sink's, named per batch by `sink`."""
+    """What a micro-batch needs, picklable: the `[ingest]` config as it is, and the values the
+    executors take from it (`rules`, and `target`, the sink's, named per batch by `sink`)."""
 
-    query_name: str
+    ingest: IngestConfig
     rules: Rules
     dead_letter_path: str
     checkpoint: str  # the query's checkpoint location (its id is kept there)
     target: SinkSettings  # database, table, COPY format and retries; its sink name is unset
-    validation: Literal["worker", "spark"] = "worker"
-    rollup_after_batch: bool = False
-    rollup_in_background: bool = True
-    max_tasks: int | None = None
     metrics: bool = False  # feed `openmetrics`: true once `start_ingest` serves it
-    tenant_top: int = 10  # freshness per tenant: this many busiest and slowest (0: off)
+
+    @property
+    def query_name(self) -> str:
+        return self.ingest.query_name
 
     def sink(
         self, name: str, batch_id: int, ledger: Literal["span", "runs"] = "span"
@@ -132,44 +133,38 @@ def as_kafka_records(rows: DataFrame) -> DataFrame:
 
 
 def ingest_settings(cfg: Config, secrets: Secrets) -> IngestSettings:
+    """The batches' settings from `cfg`; every `[ingest]` setting the executors need is passed
+    on here (tests/unit/test_ingest_settings.py fails for one left at its default)."""
+    ingest, database = cfg.ingest, cfg.database
+    model = load_model(ingest.model)
     params = configured_params(cfg, secrets)
-    model = load_model(cfg.ingest.model)
     target = SinkSettings(
-        connect_kwargs=params.psycopg_kwargs(
-            cfg.database.application_name, cfg.database.connect_timeout_s
-        ),
+        connect_kwargs=params.psycopg_kwargs(database.application_name, database.connect_timeout_s),
         schema_name=EVENTS_SCHEMA,
         table_name=EVENTS_TABLE,
         sink="",
         batch_id=-1,
-        copy_format=cfg.ingest.sink_copy_format,
-        max_attempts=cfg.ingest.sink_max_attempts,
-        backoff_s=cfg.ingest.sink_backoff_s,
-        tenant_rows=cfg.ingest.tenant_freshness_top > 0,
-        buffer_bytes=cfg.ingest.task_buffer_bytes,
-        columns=model.event_columns,
+        copy_format=ingest.sink_copy_format,
+        max_attempts=ingest.sink_max_attempts,
+        backoff_s=ingest.sink_backoff_s,
+        tenant_rows=ingest.tenant_freshness_top > 0,
+        buffer_bytes=ingest.task_buffer_bytes,
+        model=model,
     )
     return IngestSettings(
-        query_name=cfg.ingest.query_name,
-        rules=Rules(model, cfg.ingest.max_message_bytes),
+        ingest=ingest,
+        rules=Rules(model, ingest.max_message_bytes),
         dead_letter_path=cfg.dead_letter_path,
         checkpoint=cfg.checkpoint_location,
         target=target,
-        validation=cfg.ingest.validation,
-        rollup_after_batch=cfg.ingest.rollup_after_batch,
-        rollup_in_background=cfg.ingest.rollup_in_background,
-        max_tasks=cfg.ingest.max_tasks,
-        tenant_top=cfg.ingest.tenant_freshness_top,
     )
 
 
-def with_ledger_keys(
-    settings: IngestSettings, cfg: Config, topics: dict[str, TopicState]
-) -> IngestSettings:
+def with_ledger_keys(settings: IngestSettings, topics: dict[str, TopicState]) -> IngestSettings:
     """The settings with each subscribed topic's identity in the offset ledger (`topics`):
     checked against the ledger before the first batch, so a recreated topic is never taken for
     the old one."""
-    generation = cfg.ingest.topic_generation
+    generation = settings.ingest.topic_generation
     keys = ledger_keys(
         settings.target.connect_kwargs,
         settings.query_name,
@@ -218,70 +213,157 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
     The batch is read and parsed once: a single `mapInArrow` pass COPYs the valid rows and
     returns the dead letters and per-partition counts, which alone are cached.
     """
-    started = time.monotonic()
-    started_at = datetime.now(UTC)
-    spark = batch_df.sparkSession
-    sink = settings.sink(settings.query_name, batch_id)
-    records = batch_df.coalesce(settings.max_tasks or default_parallelism(spark))
-    if settings.validation == "worker":
-        passes = [route_in_worker(records, sink, settings.rules, started_at)]
-    else:
-        passes = [route(records, sink, settings.rules)]
-    tallies = "kind IN ('stats', 'tenant')"  # both in one Spark job; a SQL text: one Py4J call
-    try:
-        reasons: dict[str, int] = {}
-        counts = passes[0].filter(tallies).collect()
-        if any(r["undecided"] for r in counts if r["kind"] == "stats"):
-            name = settings.query_name + SPARK_RULES_SUFFIX
-            left = undecided_records(passes[0])
-            passes.append(route(left, settings.sink(name, batch_id, "runs"), settings.rules))
-            counts += passes[1].filter(tallies).collect()
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    with cached_passes() as passes:
+        counts = write_events(batch_df, batch_id, settings, started_at, passes)
         stats = [r for r in counts if r["kind"] == "stats"]
         sink_s = time.monotonic() - started
-        rows_dead = sum(r["dead"] for r in stats)
-        if rows_dead:
-            dead = functools.reduce(
-                DataFrame.unionByName, [p.filter(F.col("kind") == "dead") for p in passes]
-            )
-            if settings.metrics:  # from the cached rows, before raw records are joined in
-                counted = dead.groupBy("reason").count().collect()
-                reasons = {r["reason"]: r["count"] for r in counted}
-            if any(r["db_rejected"] for r in stats):
-                dead = _with_raw_records(dead, batch_df)
-            query_id = streaming_query_id(spark, settings.checkpoint)
-            dead_letters.append(
-                settings.dead_letter_path,
-                dead_letters.rows(dead, batch_id, settings.query_name),
-                f"dead-letters:{query_id or settings.query_name}",
-                batch_id,
-            )
+        reasons = store_dead_letters(batch_df, batch_id, settings, passes, stats)
+    committed_at = datetime.now(UTC)
+    dead_s = time.monotonic() - started - sink_s
+    delays = event_delays(stats, committed_at)
+    tenants = tenant_freshness(
+        (r for r in counts if r["kind"] == "tenant"),
+        committed_at,
+        settings.ingest.tenant_freshness_top,
+    )
+    report = batch_report(batch_id, stats, delays, seconds=time.monotonic() - started)
+    recorded = time.monotonic()
+    lag = record_committed_batch(settings, report, started_at, committed_at, tenants)
+    rollups_started = time.monotonic()
+    request_rollups(settings, report)
+    if settings.metrics:
+        phases = {
+            "sink": sink_s,
+            "dead_letters": dead_s,
+            "batch_record": rollups_started - recorded,
+            "rollups": time.monotonic() - rollups_started,
+        }
+        openmetrics.observe_batch(
+            settings.query_name, report, phases, delays, reasons, tenants, lag
+        )
+    log_batch(report, sink_s, rollups_s=time.monotonic() - rollups_started)
+    if not report.balanced:
+        raise RuntimeError(f"batch {batch_id} does not balance: {report}")
+    return report
+
+
+@contextmanager
+def cached_passes() -> Iterator[list[DataFrame]]:
+    """Where a batch's routing passes go; their cached rows are released on the way out."""
+    passes: list[DataFrame] = []
+    try:
+        yield passes
     finally:
         for routed in passes:
             routed.unpersist()
-    committed_at = datetime.now(UTC)
-    dead_s = time.monotonic() - started - sink_s
-    delays = [
+
+
+TALLIES = "kind IN ('stats', 'tenant')"  # both in one Spark job; a SQL text: one Py4J call
+
+
+def write_events(
+    batch_df: DataFrame,
+    batch_id: int,
+    settings: IngestSettings,
+    now: datetime,
+    passes: list[DataFrame],
+) -> list[Row]:
+    """COPY the batch's valid records from the executors, in a second pass for those the worker
+    left to Spark's rules; returns the tasks' counts (kinds "stats" and "tenant"). Each pass's
+    routed rows (dead letters and counts, cached) are added to `passes`."""
+    passes.append(first_pass(batch_df, batch_id, settings, now))
+    counts = passes[0].filter(TALLIES).collect()
+    if any(r["undecided"] for r in counts if r["kind"] == "stats"):
+        passes.append(spark_rules_pass(passes[0], batch_id, settings))
+        counts += passes[1].filter(TALLIES).collect()
+    return counts
+
+
+def first_pass(
+    batch_df: DataFrame, batch_id: int, settings: IngestSettings, now: datetime
+) -> DataFrame:
+    """The batch in at most `max_tasks` tasks, validated where `validation` says, routed."""
+    sink = settings.sink(settings.query_name, batch_id)
+    spark = batch_df.sparkSession
+    records = batch_df.coalesce(settings.ingest.max_tasks or default_parallelism(spark))
+    if settings.ingest.validation == "worker":
+        return route_in_worker(records, sink, settings.rules, now)
+    return route(records, sink, settings.rules)
+
+
+def spark_rules_pass(first: DataFrame, batch_id: int, settings: IngestSettings) -> DataFrame:
+    """The records the first pass left undecided, through Spark's rules (own sink name)."""
+    sink = settings.sink(settings.query_name + SPARK_RULES_SUFFIX, batch_id, "runs")
+    return route(undecided_records(first), sink, settings.rules)
+
+
+def store_dead_letters(
+    batch_df: DataFrame,
+    batch_id: int,
+    settings: IngestSettings,
+    passes: list[DataFrame],
+    stats: list[Row],
+) -> dict[str, int]:
+    """Append every pass's dead letters to the dead-letter table; returns them counted by
+    reason when metrics are served (else empty)."""
+    reasons: dict[str, int] = {}
+    if not sum(r["dead"] for r in stats):
+        return reasons
+    dead = functools.reduce(
+        DataFrame.unionByName, [p.filter(F.col("kind") == "dead") for p in passes]
+    )
+    if settings.metrics:  # from the cached rows, before raw records are joined in
+        counted = dead.groupBy("reason").count().collect()
+        reasons = {r["reason"]: r["count"] for r in counted}
+    if any(r["db_rejected"] for r in stats):
+        dead = _with_raw_records(dead, batch_df)
+    query_id = streaming_query_id(batch_df.sparkSession, settings.checkpoint)
+    dead_letters.append(
+        settings.dead_letter_path,
+        dead_letters.rows(dead, batch_id, settings.query_name),
+        f"dead-letters:{query_id or settings.query_name}",
+        batch_id,
+    )
+    return reasons
+
+
+def event_delays(stats: list[Row], committed_at: datetime) -> list[float]:
+    """Seconds from each partition's oldest and newest record to the commit."""
+    return [
         (committed_at - utc(r[key])).total_seconds()
         for r in stats
         for key in ("oldest", "newest")
         if r[key] is not None
     ]
-    tenants = tenant_freshness(
-        (r for r in counts if r["kind"] == "tenant"), committed_at, settings.tenant_top
-    )
-    report = BatchReport(
+
+
+def batch_report(
+    batch_id: int, stats: list[Row], delays: list[float], seconds: float
+) -> BatchReport:
+    return BatchReport(
         batch_id=batch_id,
         rows_read=sum(r["rows_in"] for r in stats),
         rows_written=sum(r["written"] for r in stats),
         rows_duplicate=sum(r["duplicates"] for r in stats),
-        rows_dead=rows_dead,
+        rows_dead=sum(r["dead"] for r in stats),
         offsets=offset_spans(stats),
-        seconds=time.monotonic() - started,
+        seconds=seconds,
         max_delay_s=max(delays) if delays else None,
         min_delay_s=min(delays) if delays else None,
     )
-    recorded = time.monotonic()
-    lag = settings.retrying(
+
+
+def record_committed_batch(
+    settings: IngestSettings,
+    report: BatchReport,
+    started_at: datetime,
+    committed_at: datetime,
+    tenants: list[TenantFreshness],
+) -> dict[str, int]:
+    """The batch's row in `clickstream_ingest_batches` (retried); returns the rollups' lag,
+    read only when metrics are served."""
+    return settings.retrying(
         lambda: record_batch(
             settings.target.connect_kwargs,
             settings.query_name,
@@ -292,43 +374,40 @@ def process_batch(batch_df: DataFrame, batch_id: int, settings: IngestSettings) 
             read_rollup_lag=settings.metrics,
         )
     )
-    rollups_started = time.monotonic()
-    if settings.rollup_after_batch and report.rows_written:
-        if settings.rollup_in_background:
-            runner_for(settings.query_name, functools.partial(_run_rollups, settings)).request()
-        else:
-            _run_rollups(settings)
-    if settings.metrics:
-        phases = {
-            "sink": sink_s,
-            "dead_letters": dead_s,
-            "batch_record": rollups_started - recorded,
-        }
-        phases["rollups"] = time.monotonic() - rollups_started
-        openmetrics.observe_batch(
-            settings.query_name, report, phases, delays, reasons, tenants, lag
-        )
+
+
+def request_rollups(settings: IngestSettings, report: BatchReport) -> None:
+    """With `rollup_after_batch`, after a batch that wrote rows: the rollups, in the background
+    runner or here (`rollup_in_background`)."""
+    if not (settings.ingest.rollup_after_batch and report.rows_written):
+        return
+    if settings.ingest.rollup_in_background:
+        runner_for(settings.query_name, functools.partial(_run_rollups, settings)).request()
+    else:
+        _run_rollups(settings)
+
+
+def log_batch(report: BatchReport, sink_s: float, rollups_s: float) -> None:
     log.info(
         "batch %d: read %d, written %d, duplicates skipped %d, dead-lettered %d in %.2fs "
         "(%.0f rows/s; read+sink %.2fs, dead letters %.2fs, rollups %.2fs); delay %s; "
         "offsets %s%s",
-        batch_id,
+        report.batch_id,
         report.rows_read,
         report.rows_written,
         report.rows_duplicate,
-        rows_dead,
+        report.rows_dead,
         report.seconds,
         report.rows_read / report.seconds if report.seconds else 0.0,
         sink_s,
         report.seconds - sink_s,
-        time.monotonic() - rollups_started,
-        f"{report.min_delay_s:.1f}-{report.max_delay_s:.1f}s" if delays else "-",
+        rollups_s,
+        "-"
+        if report.min_delay_s is None
+        else f"{report.min_delay_s:.1f}-{report.max_delay_s:.1f}s",
         json.dumps(report.offsets),
         "" if report.balanced else " UNBALANCED",
     )
-    if not report.balanced:
-        raise RuntimeError(f"batch {batch_id} does not balance: {report}")
-    return report
 
 
 def _with_raw_records(dead: DataFrame, batch_df: DataFrame) -> DataFrame:
@@ -369,7 +448,7 @@ IN_PLACE_CHECKPOINTS = (
 def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
     topics = describe_topics(cfg.kafka, secrets)  # once: ledger keys and the batch allowance
-    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, topics)
+    settings = with_ledger_keys(ingest_settings(cfg, secrets), topics)
     check_target_columns(settings.target)
     arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     dead_letters.ensure_table(spark, settings.dead_letter_path)
@@ -417,7 +496,7 @@ def replay_dead_letters(
     writes nothing twice; they are marked `replayed_at`. The others stay, with their new reason.
     """
     topics = describe_topics(cfg.kafka, secrets)
-    settings = with_ledger_keys(ingest_settings(cfg, secrets), cfg, topics)
+    settings = with_ledger_keys(ingest_settings(cfg, secrets), topics)
     check_target_columns(settings.target)
     arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
     letters = dead_letters.read(spark, settings.dead_letter_path).filter(

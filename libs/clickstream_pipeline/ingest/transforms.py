@@ -17,6 +17,7 @@ from clickstream_pipeline.ingest.rules import TOO_LARGE_KEPT_BYTES, Rule, Rules
 __all__ = ["TOO_LARGE_KEPT_BYTES", "Rules", "to_events", "validate"]
 
 INTEGER = r"^-?[0-9]+$"
+NUMBER = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
 EPOCH_MILLIS = r"^[0-9]{10,15}$"
 CONTROL_CHARS = r"[\x00-\x1F\x7F]"
 DUPLICATE_KEYS = "spark.sql.variant.allowDuplicateKeys"
@@ -39,7 +40,11 @@ def with_payload(raw: DataFrame, rules: Rules | None = None) -> DataFrame:
 
 def payload_event_time(model: EventModel) -> Column:
     """The event time from the payload in the model's formats; null when absent or bad."""
-    value, formats = F.col(f"p.{model.time.field}"), model.time.formats
+    return parsed_time(F.col(f"p.{model.time.field}"), model.time.formats)
+
+
+def parsed_time(value: Column, formats: tuple[str, ...] = ("iso8601", "epoch_millis")) -> Column:
+    """A time written in `formats` (ISO-8601 text, epoch milliseconds); null when it is not."""
     millis = value.rlike(EPOCH_MILLIS)
     parsed = F.timestamp_millis(value.try_cast("bigint")) if "epoch_millis" in formats else None
     if "iso8601" not in formats:
@@ -59,6 +64,12 @@ def with_event_time(df: DataFrame, model: EventModel) -> DataFrame:
 def typed(name: str, spec: FieldSpec) -> Column:
     """A field's value as its column holds it: cast, text trimmed and folded as the model says."""
     value = F.col(f"p.{name}")
+    if spec.type == "numeric":
+        return value.try_cast(f"decimal({spec.precision},{spec.scale})")
+    if spec.type == "timestamp":
+        return parsed_time(value)
+    if spec.type == "jsonb":
+        return value  # an object's or array's JSON text (Spark's reader writes it compactly)
     if spec.type != "text":
         return value.try_cast(SPARK_TYPES[spec.type])
     if spec.trim:
@@ -91,8 +102,15 @@ def broken(rule: Rule, rules: Rules) -> Column:
     failed = value.isNotNull() & number.isNull()
     if rule.kind == "not_integer":
         return failed & ~value.rlike(INTEGER)
+    if rule.kind == "not_number" and spec.type == "numeric":
+        return failed & ~value.rlike(NUMBER)
     if rule.kind == "not_number":
         return failed | F.isnan(number) | (F.abs(number) == float("inf"))
+    if rule.kind == "not_timestamp":
+        return failed
+    if rule.kind == "not_json":
+        whole = value.startswith("{") | value.startswith("[")
+        return value.isNotNull() & (~whole | F.try_parse_json(value).isNull())
     if rule.kind == "out_of_range":
         outside = failed if spec.type != "double" else F.lit(False)
         low, high = spec.bounds()  # an integer's own range: its cast failed

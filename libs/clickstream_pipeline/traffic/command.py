@@ -1,5 +1,6 @@
-"""`clickstream-produce`'s flags and what they become: the events to send (lab CSV files or
-synthetic traffic), the producer's `SendOptions`, and lab-format CSV files written instead."""
+"""`clickstream-produce`'s flags and what they become: the events to send (lab CSV files,
+synthetic traffic, or an event model's generated events), the producer's `SendOptions`, and
+lab-format CSV files written instead."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from clickstream_pipeline.core.cli import (
     progress_bar,
 )
 from clickstream_pipeline.core.errors import ConfigError
+from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.traffic.generator import (
     StorefrontConfig,
     csv_column_order,
     csv_paths,
+    model_events,
     read_csv_events,
     synthetic_events,
     write_csv_files,
@@ -29,8 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p = job_parser(
         "clickstream-produce",
         "Send clickstream events to Kafka: replay lab CSV files or generate synthetic traffic "
-        "(storefront-like, or the lab's uniform draws with --lab-uniform). With --to-csv, "
-        "write lab-format CSV files instead.",
+        "(storefront-like, the lab's uniform draws with --lab-uniform, or an event model's "
+        "fields with --model). With --to-csv, write lab-format CSV files instead.",
     )
     src = p.add_argument_group("source (default: synthetic storefront traffic)")
     src.add_argument(
@@ -41,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--lab-uniform", action="store_true", help="the lab's uniform draws instead of storefront"
+    )
+    src.add_argument(
+        "--model",
+        metavar="NAME|PATH",
+        help="generate events of this event model (web_analytics, lab, or a .toml file), drawn "
+        "by its fields' rules and its [generate] table; the storefront flags do not apply",
     )
     src.add_argument("--seed", type=int, help="make synthetic traffic reproducible")
     src.add_argument("--tenants", type=int, default=1000, help="storefront tenants (1000)")
@@ -72,7 +81,8 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--lab-fields",
         action="store_true",
-        help="send only the lab's six fields (no event_time, event_id), as the lab did",
+        help="send only the lab's six fields (no event_time, event_id), as the lab did; "
+        "with --model, its fields without the time and id",
     )
     send.add_argument(
         "--compression",
@@ -121,6 +131,11 @@ def synthetic(args: argparse.Namespace) -> Iterator[Any]:
 
 def events(args: argparse.Namespace) -> tuple[Iterator[Any], str]:
     """The events to send and what they are: every row of the CSV files, or synthetic."""
+    if args.model:
+        if args.csv or args.lab_uniform:
+            raise ConfigError("--model cannot be combined with --csv or --lab-uniform")
+        model = load_model(args.model)
+        return model_events(model, args.seed), f"synthetic events of model {model.name!r}"
     if not args.csv:
         return synthetic(args), "lab-uniform" if args.lab_uniform else "storefront"
     try:
@@ -153,6 +168,7 @@ def send_options(args: argparse.Namespace, topic: str, eventhubs: bool) -> SendO
             progress=args.progress,
             seed=args.seed,
             metrics_port=args.metrics_port,
+            model=load_model(args.model) if args.model else None,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -162,6 +178,8 @@ def write_csv(args: argparse.Namespace) -> str:
     """Write the synthetic traffic as lab-format CSV files; returns what was written."""
     if args.csv:
         raise ConfigError("--to-csv writes synthetic data; it cannot be combined with --csv")
+    if args.model:
+        raise ConfigError("--to-csv writes the lab's CSV files; it cannot be combined with --model")
     if args.files < 1 or args.rows < 0:
         raise ConfigError("--files must be >= 1 and --rows >= 0")
     with progress_bar(args.files * args.rows, "row", "write", args.progress) as bar:

@@ -11,6 +11,9 @@ Two synthetic models share one interface (an endless iterator of `Event` tuples)
 `encode_event` turns an event into the lab's compact JSON (six fields in the lab's order, plus
 optional `event_time` and `event_id`); `write_csv_files` writes lab-format files like
 `data/1.csv`..`10.csv`; `read_csv_events` replays such files, every data row.
+
+`model_events` draws events of any event model (dicts, each field by its type, rules and
+`[generate]` entry); `model_messages` stamps them with an event time and id and encodes them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from clickstream_pipeline.core.fields import LAB_FIELDS
+from clickstream_pipeline.core.model import (
+    DEFAULT_CARDINALITY,
+    INTEGER_TYPES,
+    EventModel,
+    FieldSpec,
+    GenerateSpec,
+    ModelError,
+    text_problem,
+)
 
 # customer_id, event_type, country, browser, device_id, session_id
 Event = tuple[int, str, str, str, int, int]
@@ -286,6 +300,217 @@ class EventClock:
             self.late += 1
             now -= math.exp(self._log_min + self._rng.random() * self._log_span)
         return int(now * 1000)
+
+
+# --- events from an event model ------------------------------------------------------------
+
+TABLE_MAX = 100_000  # skewed draws over more values use rejection-inversion, not a table
+SYLLABLES = ("ka", "lo", "mi", "nu", "pe", "ra", "so", "ti", "vu", "ze", "ba", "de", "fi", "go")
+LOCALES = ("en-US", "en-GB", "de-DE", "fr-FR", "ja-JP", "pt-BR")
+SCREENS = ((1920, 1080), (1366, 768), (390, 844), (1536, 864), (412, 915))
+TIMESTAMP_SPAN_MS = 3_600_000  # timestamp fields: within the hour before `now`
+
+
+def zipf_ranks(count: int, skew: float, rng: random.Random) -> Callable[[], int]:
+    """Draws of 1..count, k with probability proportional to 1 / k**skew (0: uniform)."""
+    rnd = rng.random
+    if skew == 0:
+        if count > 2**53:
+            randrange = rng.randrange
+            return lambda: randrange(count) + 1
+        return lambda: int(rnd() * count) + 1
+    if count > TABLE_MAX:
+        return _ZipfRanks(count, skew, rnd).draw
+    cum = list(itertools.accumulate(k**-skew for k in range(1, count + 1)))
+    total, last, find = cum[-1], count - 1, bisect.bisect
+    return lambda: min(find(cum, rnd() * total), last) + 1
+
+
+def _log1p_over(x: float) -> float:
+    return math.log1p(x) / x if abs(x) > 1e-8 else 1 - x * (0.5 - x * (1 / 3 - 0.25 * x))
+
+
+def _expm1_over(x: float) -> float:
+    return math.expm1(x) / x if abs(x) > 1e-8 else 1 + x * 0.5 * (1 + x / 3 * (1 + 0.25 * x))
+
+
+class _ZipfRanks:
+    """Zipf ranks in constant time and memory: rejection-inversion (Hörmann and Derflinger,
+    1996), as Apache Commons RNG's `RejectionInversionZipfSampler` draws them."""
+
+    def __init__(self, count: int, skew: float, rnd: Callable[[], float]) -> None:
+        self.count, self.skew, self.rnd = count, skew, rnd
+        self.h_x1 = self._h_integral(1.5) - 1.0
+        self.h_n = self._h_integral(count + 0.5)
+        self.s = 2.0 - self._h_integral_inverse(self._h_integral(2.5) - self._h(2.0))
+
+    def _h(self, x: float) -> float:
+        return math.exp(-self.skew * math.log(x))
+
+    def _h_integral(self, x: float) -> float:
+        log_x = math.log(x)
+        return _expm1_over((1.0 - self.skew) * log_x) * log_x
+
+    def _h_integral_inverse(self, x: float) -> float:
+        return math.exp(_log1p_over(max(x * (1.0 - self.skew), -1.0)) * x)
+
+    def draw(self) -> int:
+        while True:
+            u = self.h_n + self.rnd() * (self.h_x1 - self.h_n)
+            x = self._h_integral_inverse(u)
+            k = min(max(int(x + 0.5), 1), self.count)
+            if k - x <= self.s or u >= self._h_integral(k + 0.5) - self._h(k):
+                return k
+
+
+def word(rank: int) -> str:
+    """A short pronounceable word per rank (1: "loka"), distinct for each."""
+    n, letters = rank + len(SYLLABLES) - 1, []
+    while n:
+        n, digit = divmod(n, len(SYLLABLES))
+        letters.append(SYLLABLES[digit])
+    return "".join(reversed(letters))
+
+
+def _text_draw(
+    name: str, spec: FieldSpec, rule: GenerateSpec, ranks: Callable[[], int]
+) -> Callable[[], Any]:
+    if rule.template is not None:
+        parts = rule.template.split("{n}")
+        return lambda: str(ranks()).join(parts)
+    listed = rule.values or spec.allowed
+    count = rule.text_count(spec)
+    if listed is None:
+        if count > TABLE_MAX:
+            raise ModelError(f"generate.{name}: give values or a template for {count} texts")
+        words = [word(k) for k in range(1, count + 1)]
+        if spec.max_length is not None and len(words[-1]) > spec.max_length:
+            words = [f"{k:x}" for k in range(1, count + 1)]
+        for sample in (words[0], words[-1]):
+            if (problem := text_problem(spec, sample)) is not None:
+                raise ModelError(
+                    f"generate.{name}: generated text {sample!r} {problem}; give values or a "
+                    "template"
+                )
+        listed = tuple(words)
+    items = (None, *listed[:count])  # by rank
+    return lambda: items[ranks()]
+
+
+def _number_bounds(spec: FieldSpec) -> tuple[float, float]:
+    low = spec.min if spec.min is not None else (spec.max - 1000 if spec.max is not None else 0.0)
+    return low, spec.max if spec.max is not None else low + 1000
+
+
+def _integer_draw(spec: FieldSpec, rule: GenerateSpec, rng: random.Random) -> Callable[[], int]:
+    low, count = rule.integer_values(spec)
+    if rule.skew == 0 and count <= 2**53:
+        rnd = rng.random
+        return lambda: low + int(rnd() * count)
+    ranks = zipf_ranks(count, rule.skew, rng)
+    base = low - 1
+    return lambda: base + ranks()
+
+
+def _numeric_draw(name: str, spec: FieldSpec, rnd: Callable[[], float]) -> Callable[[], Any]:
+    """Whole units of the scale, as a JSON number: exact, so rounding never moves it."""
+    unit = 10**spec.scale
+    largest = min(10**spec.precision - 1, 10**15)  # exact as a double, within precision
+    low, high = _number_bounds(spec)
+    first, last = max(math.ceil(low * unit), -largest), min(math.floor(high * unit), largest)
+    if first > last:
+        raise ModelError(f"generate.{name}: no numeric({spec.precision},{spec.scale}) value")
+    count = last - first + 1
+    if spec.scale == 0:
+        return lambda: first + int(rnd() * count)
+    return lambda: (first + int(rnd() * count)) / unit
+
+
+def _field_draw(
+    name: str, spec: FieldSpec, rule: GenerateSpec, rng: random.Random, now_ms: int
+) -> Callable[[], Any]:
+    """Draws of one field's values, each valid by its rules."""
+    rnd = rng.random
+    if spec.type in INTEGER_TYPES:
+        return _integer_draw(spec, rule, rng)
+    if spec.type == "text":
+        return _text_draw(name, spec, rule, zipf_ranks(rule.text_count(spec), rule.skew, rng))
+    if spec.type == "double":
+        low, high = _number_bounds(spec)
+        span = high - low
+        return lambda: low + rnd() * span
+    if spec.type == "numeric":
+        return _numeric_draw(name, spec, rnd)
+    if spec.type == "boolean":
+        return lambda: rnd() < 0.5
+    if spec.type == "timestamp":
+        return lambda: _iso_ms(now_ms - int(rnd() * TIMESTAMP_SPAN_MS))
+    if spec.type == "jsonb":
+        ranks = zipf_ranks(rule.cardinality or DEFAULT_CARDINALITY, rule.skew, rng)
+        return lambda: _json_object(ranks())
+    raise ModelError(f"generate.{name}: no generator for type {spec.type}")
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    second, ms = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{ms:03d}Z"
+
+
+def _json_object(rank: int) -> dict[str, Any]:
+    width, height = SCREENS[rank % len(SCREENS)]
+    return {
+        "variant": rank,
+        "locale": LOCALES[rank % len(LOCALES)],
+        "screen": {"width": width, "height": height},
+    }
+
+
+def model_events(
+    model: EventModel, seed: int | None = None, now: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """Endless events of `model`: every field but the id drawn by its type, its rules and its
+    `[generate]` entry, optional fields left out at their `null_share`. No event time or id
+    (`model_messages` adds them); `now` (default: the clock) anchors timestamp fields.
+    ModelError at once if a field cannot be drawn validly."""
+    rng = random.Random(seed)
+    now_ms = int((time.time() if now is None else now) * 1000)
+    plan = []
+    for name, spec in model.fields.items():
+        if name != model.id:
+            rule = model.generate.get(name, GenerateSpec())
+            plan.append((name, _field_draw(name, spec, rule, rng, now_ms), rule.null_share))
+    return _events(plan, rng.random)
+
+
+def _events(
+    plan: list[tuple[str, Callable[[], Any], float]], rnd: Callable[[], float]
+) -> Iterator[dict[str, Any]]:
+    while True:
+        event = {}
+        for name, draw, null_share in plan:
+            if not null_share or rnd() >= null_share:
+                event[name] = draw()
+        yield event
+
+
+def model_messages(
+    events: Iterable[dict[str, Any]], model: EventModel, clock: EventClock | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) per event: keyed by its tenant, compact JSON, stamped (as the lab's events
+    are) with the clock's event time and an id counted from 1, unless `clock` is None."""
+    encode = msgspec.json.Encoder().encode
+    tenant, time_field, id_field = model.tenant, model.time.field, model.id
+    iso = "iso8601" in model.time.formats
+    if clock is None:
+        for event in events:
+            yield str(event[tenant]).encode(), encode(event)
+        return
+    for event_id, event in enumerate(events, 1):
+        ms = clock.event_time_ms()
+        event[time_field] = iso_utc_ms(ms) if iso else ms
+        if id_field is not None:
+            event[id_field] = event_id
+        yield str(event[tenant]).encode(), encode(event)
 
 
 # --- CSV files -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Send clickstream events to Kafka / Event Hubs: rate control, progress, delivery accounting.
 
 `send_events` takes librdkafka settings (`clickstream_pipeline.ingest.source.producer_config`), an
-event iterator (`clickstream_pipeline.traffic.generator`) and `SendOptions`; `send_messages` sends
+event iterator (`clickstream_pipeline.traffic.generator`: the lab's tuples, or an event model's
+dicts when `SendOptions.model` is set) and `SendOptions`; `send_messages` sends
 already encoded (key, value) pairs the same way. Messages are keyed by customer_id (per-tenant
 ordering), batched and compressed. Every message ends acknowledged or failed: librdkafka reports
 each failed delivery (and only those, which keeps Python out of the per-message path), a message
@@ -17,14 +18,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clickstream_pipeline.core.cli import progress_bar
+from clickstream_pipeline.core.model import EventModel
 from clickstream_pipeline.traffic import openmetrics
-from clickstream_pipeline.traffic.generator import Event, EventClock, encode_event
+from clickstream_pipeline.traffic.generator import Event, EventClock, encode_event, model_messages
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class SendOptions:
     progress: bool | None = None  # None: a bar on a terminal only
     seed: int | None = None
     metrics_port: int | None = None  # OpenMetrics of the run (`traffic.openmetrics`)
+    model: EventModel | None = None  # the events are this model's dicts (`model_events`)
     extra_conf: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -230,26 +233,34 @@ class _Progress:
 
 def send_events(
     conf: ClientConf,
-    events: Iterator[Event],
+    events: Iterator[Event] | Iterator[dict[str, Any]],
     options: SendOptions,
     producer_factory: Callable[[ClientConf], Producer] = Producer,
 ) -> DeliveryStats:
     """Send events until the count, the duration or the events run out; count every delivery.
 
-    Each event is encoded as it is sent: the lab's JSON, with an event time (now, or late for
-    `late_share` of them) and an event id unless `lab_fields_only`.
+    Each event is encoded as it is sent: the lab's JSON (or the model's fields, with
+    `options.model`), with an event time (now, or late for `late_share` of them) and an event
+    id unless `lab_fields_only`.
     """
     clock = EventClock(options.late_share, options.late_min_s, options.late_max_s, options.seed)
+    lab_events = cast(Iterator[Event], events)
 
     def messages() -> Iterator[tuple[bytes, bytes]]:
         if options.lab_fields_only:
-            for event in events:
+            for event in lab_events:
                 yield str(event[0]).encode(), encode_event(event)
         else:
-            for event_id, event in enumerate(events, 1):
+            for event_id, event in enumerate(lab_events, 1):
                 yield str(event[0]).encode(), encode_event(event, clock.event_time_ms(), event_id)
 
-    stats = send_messages(conf, messages(), options, producer_factory)
+    if options.model is not None:
+        stamp = None if options.lab_fields_only else clock
+        model_events = cast(Iterator[dict[str, Any]], events)
+        encoded = model_messages(model_events, options.model, stamp)
+    else:
+        encoded = messages()
+    stats = send_messages(conf, encoded, options, producer_factory)
     stats.late = clock.late
     return stats
 
