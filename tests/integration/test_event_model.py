@@ -284,6 +284,8 @@ def test_the_example_model_ingests_exactly_once_and_evolves_while_the_job_runs(
     assert {reason: value for value, reason in dead} == breaking  # each kept as it was sent
     _, read, written, duplicates, dead_count = batch_totals(db, f"q-{topic}")
     assert read == written + duplicates + dead_count and duplicates > 0
+    view = query(db, "SELECT count(*), count(coupon) FROM bi_web_analytics_events_last_day")
+    assert view == [(len(want), len([e for e in lot_c if "coupon" in e]))]
     if tier.citus:  # the new column reached every shard
         ((with_column, shards),) = query(
             db,

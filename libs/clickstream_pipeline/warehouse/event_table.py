@@ -8,6 +8,10 @@ field whose column has another type, a field left out of a model that had it (ch
 the last applied version of the same model, in `clickstream_event_models`), or another tenant
 or time field than the table's is refused, naming the field and what to do. One table may hold
 the fields of several models (each model's columns; the others' stay null in its rows).
+
+Each model but the lab's (whose view is migration 0009's `bi_raw_events_last_day`) gets a BI
+view of its columns over the last day, `bi_<model>_events_last_day`, readable by the dashboard
+role; on Citus through a SECURITY DEFINER function, as 0009 explains.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from clickstream_pipeline.warehouse.migrations import ADVISORY_LOCK_KEY
 log = logging.getLogger(__name__)
 
 MODELS_LEDGER = "clickstream_event_models"
+READ_ONLY_ROLE = "clickstream_dashboard"  # sql/roles/dashboard_readonly.sql
 LOCK_TIMEOUT = "5s"  # an ALTER waits this long for a running COPY, then tries again
 LOCK_ATTEMPTS = 12
 
@@ -104,6 +109,11 @@ def _layout(cur: cursor, table: str) -> tuple[str | None, str | None]:
     )
     row = cur.fetchone()
     return (row[0] if row else None), partition_key
+
+
+def _distributed(cur: cursor) -> bool:
+    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+    return bool(cur.fetchone()[0])
 
 
 def plan_model(conn: connection, model: EventModel) -> ModelPlan:
@@ -211,12 +221,59 @@ def apply_model(conn: connection, model: EventModel) -> ModelPlan:
         conn.commit()
 
 
+def bi_view_name(model: EventModel) -> str | None:
+    """The model's BI view of raw events (None for the lab's: migration 0009 makes it)."""
+    return None if model.name == "lab" else f"bi_{model.name}_events_last_day"
+
+
+def make_bi_view(cur: cursor, model: EventModel) -> None:
+    """The model's BI view over the last day of events, made again with its columns."""
+    name = bi_view_name(model)
+    if name is None:
+        return
+    columns = [(c, t) for c, t in model_columns(model).items() if c != "source_event_id"]
+    if model.unknown_fields == "keep":
+        columns.append(("properties", "jsonb"))
+    rows = sql.SQL("SELECT {} FROM {} WHERE {} >= now() - interval '1 day'").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns),
+        sql.Identifier(EVENTS_SCHEMA, EVENTS_TABLE),
+        sql.Identifier(model.time.field),
+    )
+    view = sql.Identifier(EVENTS_SCHEMA, name)
+    function = sql.Identifier(EVENTS_SCHEMA, f"{name}_rows")
+    cur.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+    cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
+    on_citus = _distributed(cur)
+    if on_citus:  # shard queries run as the caller: read through a definer's function
+        returns = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns
+        )
+        cur.execute(
+            sql.SQL(
+                "CREATE FUNCTION {}() RETURNS TABLE ({}) LANGUAGE sql STABLE SECURITY DEFINER "
+                "SET search_path = public AS {}"
+            ).format(function, returns, sql.Literal(rows.as_string(cur)))
+        )
+        cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(function))
+        rows = sql.SQL("SELECT * FROM {}()").format(function)
+    cur.execute(sql.SQL("CREATE VIEW {} AS {}").format(view, rows))
+    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)", (READ_ONLY_ROLE,))
+    if cur.fetchone()[0]:
+        role = sql.Identifier(READ_ONLY_ROLE)
+        cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, role))
+        if on_citus:
+            cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}() TO {}").format(function, role))
+
+
 def _apply(conn: connection, plan: ModelPlan) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
+        if _distributed(cur):  # DDL and a function in one transaction (as the migrations do)
+            cur.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
         _ledger(cur)
         for statement in plan.statements:
             cur.execute(statement)
+        make_bi_view(cur, plan.model)
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (table_name, model_name, columns, tenant) VALUES (%s, %s, %s, %s) "
@@ -242,7 +299,9 @@ def dry_run_lines(conn: connection, plan: ModelPlan) -> list[str]:
         return [f"{head}: refused", *(f"--   {why}" for why in plan.refused)]
     if not plan.changes:
         return [f"{head}: the events table has its columns already"]
+    view = bi_view_name(plan.model)
     return [
-        f"{head}: {len(plan.statements)} column(s) to add, recorded in {MODELS_LEDGER}",
+        f"{head}: {len(plan.statements)} column(s) to add, recorded in {MODELS_LEDGER}"
+        + (f"; its BI view {view} made again" if view else ""),
         *(s.as_string(conn) + ";" for s in plan.statements),
     ]
