@@ -182,7 +182,7 @@ def test_the_example_model_ingests_exactly_once_and_evolves_while_the_job_runs(
     )
 
     # lot A: valid events, fields the model does not name, and one breaking message per rule
-    lot_a = web_events(2_000, first_id=1, seed=5)
+    lot_a = web_events(1_200, first_id=1, seed=5)
     breaking = breaking_messages(WEB, WEB_EVENT, MAX_MESSAGE_BYTES)
     send(conf, topic, [json.dumps(e).encode() for e in lot_a] + list(breaking.values()))
     web = ("--set", "ingest.model=web_analytics")
@@ -193,7 +193,7 @@ def test_the_example_model_ingests_exactly_once_and_evolves_while_the_job_runs(
         *common,
         *web,
         "--set",
-        "kafka.max_offsets_per_trigger=600",
+        "kafka.max_offsets_per_trigger=400",
         "--available-now",
     )
     sink = f"q-{topic}"
