@@ -10,8 +10,11 @@ from importlib import resources
 import psycopg2
 import pytest
 
+from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
+from clickstream_pipeline.warehouse.event_table import bi_view_name
 from devkit.db import (
+    TEST_MODELS,
     bootstrapped_database,
     copy_events,
     create_login,
@@ -197,10 +200,11 @@ def test_bi_views_are_documented_and_read_the_rollups(loaded):
                WHERE c.relkind = 'v' AND c.relname LIKE 'bi\\_%'""",
         )
     )
-    assert set(comments) == set(BI_VIEWS)
+    models = {bi_view_name(load_model(m)) for m in TEST_MODELS} - {None}  # the models' own
+    assert set(comments) == set(BI_VIEWS) | models
     assert all(comments.values())
     raw_readers = {name for name, text in comments.items() if "READS RAW EVENTS" in text}
-    assert raw_readers == {"bi_raw_events_last_day"}
+    assert raw_readers == {"bi_raw_events_last_day"} | models
 
     (events,) = query(loaded, "SELECT count(*) FROM events")
     for view in ("bi_events_hourly", "bi_customer_5min", "bi_totals_hourly", "bi_dimensions_5min"):

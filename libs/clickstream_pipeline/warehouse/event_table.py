@@ -257,6 +257,16 @@ def make_bi_view(cur: cursor, model: EventModel) -> None:
         cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(function))
         rows = sql.SQL("SELECT * FROM {}()").format(function)
     cur.execute(sql.SQL("CREATE VIEW {} AS {}").format(view, rows))
+    cur.execute(
+        sql.SQL("COMMENT ON VIEW {} IS {}").format(
+            view,
+            sql.Literal(
+                f"READS RAW EVENTS: the columns of event model {model.name!r} over the last 24 "
+                "hours, one row per event (rows of other models too, their columns NULL). Every "
+                "query scans events partitions; filter on the time and prefer the rollup views."
+            ),
+        )
+    )
     cur.execute("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)", (READ_ONLY_ROLE,))
     if cur.fetchone()[0]:
         role = sql.Identifier(READ_ONLY_ROLE)
