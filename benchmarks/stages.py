@@ -2,6 +2,10 @@
 N lab messages into Spark's `noop` sink, best of `--repeat`; both designs of validation (Spark
 rules, worker rules) and Arrow batch bounds; a stage's own cost is its time minus the one it
 builds on (docs/decisions/worker-rules.md, batch-sizes.md).
+
+`--model NAME|PATH` (a path from the project root) fills the topic with that event model's
+generated messages instead and validates by its rules: what a model's fields cost
+(benchmarks/models/wide30.toml has 30; docs/decisions/event-model-performance.md).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pyspark.sql import DataFrame, SparkSession
 from benchmarks import harness
 from benchmarks.common import load_topic, read_topic
 from benchmarks.harness import Cells, Scenario, n0, row, say
+from clickstream_pipeline.core.config import Config
+from clickstream_pipeline.core.model import EventModel, load_model
 from clickstream_pipeline.core.spark import ARROW_MAX_BYTES_PER_BATCH, build_spark, session_conf_set
 from clickstream_pipeline.ingest.arrow_validation import check_batch
 from clickstream_pipeline.ingest.source import producer_config
@@ -29,8 +35,10 @@ from clickstream_pipeline.ingest.stream import (
     route_in_worker,
 )
 from clickstream_pipeline.ingest.transforms import validate, with_payload
+from clickstream_pipeline.traffic.generator import EventClock, model_events, model_messages
+from clickstream_pipeline.traffic.producer import ClientConf, SendOptions, send_messages
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from devkit.db import execute
+from devkit.db import TEST_MODELS, bootstrapped_database, execute
 from devkit.stack import fresh_topic, secrets_for
 
 SIZED_PER_ROW = "to python, bytes checked per row"
@@ -64,14 +72,39 @@ def timed(action: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+def load_model_topic(kafka: ClientConf, topic: str, n: int, model: EventModel) -> None:
+    """N messages of `model`'s generated events, stamped now, without a key as the lab's are
+    (keyed by a skewed tenant, the topic's partitions would be uneven and the tasks with them)."""
+    messages = model_messages(model_events(model, seed=1), model, EventClock())
+    values = [(None, value) for _, value in itertools.islice(messages, n)]
+    stats = send_messages(kafka, iter(values), SendOptions(topic=topic, count=n, progress=False))
+    if not stats.ok or stats.acked != n:
+        raise RuntimeError(stats.summary(topic))
+    say(stats.summary(topic))
+
+
+def with_model(cfg: Config, name: str) -> Config:
+    return cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"model": name})})
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    model = load_model(args.model)
+    if model.name != "lab" and args.out is None:
+        raise SystemExit("--model other than lab: give --out (results.json holds the lab's)")
+    args.cfg = with_model(args.cfg, args.model)  # its rules, in the driver and the workers
     cfg, secrets, n = args.cfg, args.secrets, args.messages
     kafka = producer_config(cfg.kafka, secrets)
+    say("scratch database bench_stages_*: bootstrapping")
     with (
         fresh_topic(kafka, "bench-stages") as topic,
-        harness.scratch_db(secrets, "bench_stages") as db,
+        bootstrapped_database(
+            harness.db_params(secrets), "bench_stages", dict.fromkeys((*TEST_MODELS, args.model))
+        ) as db,
     ):
-        load_topic(kafka, topic, n)
+        if model.name == "lab":
+            load_topic(kafka, topic, n)
+        else:
+            load_model_topic(kafka, topic, n, model)
         spark = build_spark(cfg, secrets)
         try:
             figures = time_stages(spark, args, topic, db)
@@ -85,6 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in (SINK_SIZED_PER_ROW, SINK_FEW_ROWS)
     }
     return {
+        **({} if model.name == "lab" else {"model": model.name, "fields": len(model.fields)}),
         "messages": n,
         "repeat": args.repeat,
         "to_python_rows_bound_over_bytes_per_row": best[f"worker rules: {SIZED_PER_ROW}"]
@@ -131,7 +165,7 @@ def time_stages(
     stages = [
         ("kafka", "kafka defaults", lambda: noop(defaults), None),
         ("kafka", "kafka", lambda: noop(raw), None),
-        ("spark rules", "parse", lambda: noop(with_payload(raw)), "kafka: kafka"),
+        ("spark rules", "parse", lambda: noop(with_payload(raw, rules)), "kafka: kafka"),
         ("spark rules", "validate", lambda: noop(valid), "spark rules: parse"),
         ("spark rules", "to python", to_python(valid), "spark rules: validate"),
         ("spark rules", "sink", sink(lambda s: route(raw, s, rules)), "spark rules: to python"),
@@ -171,9 +205,10 @@ def rows(f: dict[str, Any]) -> list[Cells]:
         if name.startswith(("spark rules", "worker rules"))
     )
     per_row, by_rows = s[f"worker rules: {SIZED_PER_ROW}"], s["worker rules: to python"]
+    model = f" of model {f['model']} ({f['fields']} fields)" if "model" in f else ""
     return [
         row(
-            f"stages, {f['messages']:,} messages: Kafka -> `events`, worker rules",
+            f"stages, {f['messages']:,} messages{model}: Kafka -> `events`, worker rules",
             f"{rates['worker rules: sink']} rows/s",
             f"Spark rules {rates['spark rules: sink']} rows/s; Kafka read alone "
             f"{rates['kafka: kafka']} rows/s (Kafka's default fetch sizes "
@@ -195,7 +230,7 @@ SCENARIO = Scenario(
     "stages",
     __doc__ or "",
     run,
-    flags={"messages": 1_000_000, "repeat": 3},
+    flags={"messages": 1_000_000, "repeat": 3, "model": "lab"},
     quick={"messages": 20_000, "repeat": 1},
     rows=rows,
     on_both=True,
