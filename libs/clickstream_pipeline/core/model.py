@@ -196,7 +196,9 @@ class TimeSpec(_Spec):
 
 DRAWN_TYPES = (*INTEGER_TYPES, "text", "jsonb")  # drawn from a set of values (cardinality)
 DEFAULT_CARDINALITY = 1000
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# What `control_chars` refuses (Spark's rules, the worker's and the generator's checks)
+CONTROL_CHARS_PATTERN = r"[\x00-\x1F\x7F]"
+CONTROL_CHARS = re.compile(CONTROL_CHARS_PATTERN)
 
 
 class GenerateSpec(_Spec):

@@ -299,9 +299,11 @@ def _kept_values(value: pa.Array, too_large: pa.Array) -> pa.Array:
     return pc.if_else(too_large, pc.binary_slice(value, 0, TOO_LARGE_KEPT_BYTES), value)
 
 
-def _numeric(raw: msgspec.Raw | None, spec: FieldSpec) -> tuple[decimal.Decimal | None, bool]:
-    """A JSON number rounded half up to the field's scale; not plain when the value is not a
-    JSON number or has more digits than the precision (Spark decides)."""
+def _numeric(
+    raw: msgspec.Raw | None, quantum: decimal.Decimal, whole_digits: int
+) -> tuple[decimal.Decimal | None, bool]:
+    """A JSON number rounded half up to `quantum` (the field's scale); not plain when the value
+    is not a JSON number or has more than `whole_digits` before the point (Spark decides)."""
     text = b"null" if raw is None else bytes(raw)
     if text == b"null":
         return None, False
@@ -309,11 +311,11 @@ def _numeric(raw: msgspec.Raw | None, spec: FieldSpec) -> tuple[decimal.Decimal 
         return None, True
     try:
         rounded = _DECIMALS.create_decimal(text.decode()).quantize(
-            decimal.Decimal(1).scaleb(-spec.scale), decimal.ROUND_HALF_UP, _DECIMALS
+            quantum, decimal.ROUND_HALF_UP, _DECIMALS
         )
     except decimal.InvalidOperation:
         return None, True
-    fits = rounded.is_zero() or rounded.adjusted() < spec.precision - spec.scale
+    fits = rounded.is_zero() or rounded.adjusted() < whole_digits
     return (rounded, False) if fits else (None, True)
 
 
@@ -327,15 +329,15 @@ def _json(raw: msgspec.Raw | None) -> tuple[str | None, bool]:
 
 def _field_column(spec: FieldSpec, values: list[Any]) -> tuple[pa.Array, pa.Array, pa.Array | None]:
     """A field's values as decoded, as its column holds them, and which are not plain."""
-    if spec.type in ("numeric", "jsonb"):
-        pairs = (
-            [_numeric(v, spec) for v in values]
-            if spec.type == "numeric"
-            else [_json(v) for v in values]
-        )
-        arrow = pa.decimal128(spec.precision, spec.scale) if spec.type == "numeric" else pa.string()
-        column = pa.array([p[0] for p in pairs], arrow)
-        return column, column, pa.array([p[1] for p in pairs], pa.bool_())
+    if spec.type == "numeric":
+        quantum, whole_digits = decimal.Decimal(1).scaleb(-spec.scale), spec.precision - spec.scale
+        numbers = [_numeric(v, quantum, whole_digits) for v in values]
+        column = pa.array([n[0] for n in numbers], pa.decimal128(spec.precision, spec.scale))
+        return column, column, pa.array([n[1] for n in numbers], pa.bool_())
+    if spec.type == "jsonb":
+        texts = [_json(v) for v in values]
+        column = pa.array([t[0] for t in texts], pa.string())
+        return column, column, pa.array([t[1] for t in texts], pa.bool_())
     if spec.type == "timestamp":
         micros, not_plain = event_times(values)
         mask = None if not_plain is None else pa.array(not_plain, pa.bool_())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
+from clickstream_pipeline.core.model import CONTROL_CHARS_PATTERN as CONTROL_CHARS
 from clickstream_pipeline.core.model import PROPERTIES, EventModel, FieldSpec
 from clickstream_pipeline.core.schema import payload_schema
 from clickstream_pipeline.ingest.rules import TOO_LARGE_KEPT_BYTES, Rule, Rules
@@ -19,7 +20,6 @@ __all__ = ["TOO_LARGE_KEPT_BYTES", "Rules", "to_events", "validate"]
 INTEGER = r"^-?[0-9]+$"
 NUMBER = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
 EPOCH_MILLIS = r"^[0-9]{10,15}$"
-CONTROL_CHARS = r"[\x00-\x1F\x7F]"
 DUPLICATE_KEYS = "spark.sql.variant.allowDuplicateKeys"
 TIME = "_event_time"  # the event time while validating; the model names its column
 SPARK_TYPES = {"bigint": "bigint", "integer": "int", "double": "double", "boolean": "boolean"}

@@ -444,16 +444,11 @@ def _field_draw(
     if spec.type == "boolean":
         return lambda: rnd() < 0.5
     if spec.type == "timestamp":
-        return lambda: _iso_ms(now_ms - int(rnd() * TIMESTAMP_SPAN_MS))
+        return lambda: iso_utc_ms(now_ms - int(rnd() * TIMESTAMP_SPAN_MS))
     if spec.type == "jsonb":
         ranks = zipf_ranks(rule.cardinality or DEFAULT_CARDINALITY, rule.skew, rng)
         return lambda: _json_object(ranks())
     raise ModelError(f"generate.{name}: no generator for type {spec.type}")
-
-
-def _iso_ms(epoch_ms: int) -> str:
-    second, ms = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{ms:03d}Z"
 
 
 def _json_object(rank: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from psycopg2.extensions import connection, cursor
 from clickstream_pipeline.core.errors import DatabaseError
 from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 from clickstream_pipeline.core.model import EventModel
-from clickstream_pipeline.warehouse.migrations import ADVISORY_LOCK_KEY
+from clickstream_pipeline.warehouse.migrations import bootstrap_lock, on_citus
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,6 @@ def _layout(cur: cursor, table: str) -> tuple[str | None, str | None]:
     return (row[0] if row else None), partition_key
 
 
-def _distributed(cur: cursor) -> bool:
-    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
-    return bool(cur.fetchone()[0])
-
-
 def plan_model(conn: connection, model: EventModel) -> ModelPlan:
     """What applying `model` would change (nothing is changed)."""
     table = f"{EVENTS_SCHEMA}.{EVENTS_TABLE}"
@@ -188,11 +183,7 @@ def plan_model(conn: connection, model: EventModel) -> ModelPlan:
 def apply_model(conn: connection, model: EventModel) -> ModelPlan:
     """Add the columns `model` names to the events table and record the model, in one
     transaction; a change that would lose or rewrite data raises ModelChangeError."""
-    conn.autocommit = False
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-    conn.commit()
-    try:
+    with bootstrap_lock(conn):
         for attempt in range(1, LOCK_ATTEMPTS + 1):
             plan = plan_model(conn, model)
             conn.rollback()
@@ -214,11 +205,6 @@ def apply_model(conn: connection, model: EventModel) -> ModelPlan:
             f"could not lock {EVENTS_SCHEMA}.{EVENTS_TABLE} in {LOCK_ATTEMPTS} attempts of "
             f"{LOCK_TIMEOUT}: a long transaction holds it"
         )
-    finally:
-        conn.rollback()
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
-        conn.commit()
 
 
 def bi_view_name(model: EventModel) -> str | None:
@@ -243,8 +229,8 @@ def make_bi_view(cur: cursor, model: EventModel) -> None:
     function = sql.Identifier(EVENTS_SCHEMA, f"{name}_rows")
     cur.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
     cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
-    on_citus = _distributed(cur)
-    if on_citus:  # shard queries run as the caller: read through a definer's function
+    distributed = on_citus(cur)
+    if distributed:  # shard queries run as the caller: read through a definer's function
         returns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns
         )
@@ -271,14 +257,14 @@ def make_bi_view(cur: cursor, model: EventModel) -> None:
     if cur.fetchone()[0]:
         role = sql.Identifier(READ_ONLY_ROLE)
         cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, role))
-        if on_citus:
+        if distributed:
             cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}() TO {}").format(function, role))
 
 
 def _apply(conn: connection, plan: ModelPlan) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
-        if _distributed(cur):  # DDL and a function in one transaction (as the migrations do)
+        if on_citus(cur):  # DDL and a function in one transaction (as the migrations do)
             cur.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
         _ledger(cur)
         for statement in plan.statements:

@@ -16,10 +16,11 @@ definitions can share the transaction (Citus's advice for migrations), and with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -171,26 +172,35 @@ def migrate(
     server's `citus.shard_count`); ignored on plain PostgreSQL.
     """
     report = MigrationReport()
-    conn.autocommit = False
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-    conn.commit()
-    try:
+    with bootstrap_lock(conn):
         _ensure_ledger(conn)
         todo = pending(conn, migrations)
         todo_versions = {m.version for m in todo}
         report.already_applied = [m for m in migrations if m.version not in todo_versions]
         for migration in todo:
             _apply(conn, migration, report, citus_shard_count)
+    return report
+
+
+@contextlib.contextmanager
+def bootstrap_lock(conn: connection) -> Iterator[None]:
+    """The session's advisory lock that lets one bootstrap at a time change the schema; the
+    connection is left out of autocommit, and anything uncommitted is rolled back on the way
+    out."""
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    conn.commit()
+    try:
+        yield
     finally:
         conn.rollback()
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
         conn.commit()
-    return report
 
 
-def _on_citus(cur: psycopg2.extensions.cursor) -> bool:
+def on_citus(cur: psycopg2.extensions.cursor) -> bool:
     cur.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
     row = cur.fetchone()
     return bool(row and row[0])
@@ -206,7 +216,7 @@ def _apply(
             # Unqualified names go to public: the default "$user", public would put them in
             # schema citus for the lab's user `citus` on a Citus server (the extension's own).
             cur.execute("SELECT set_config('search_path', %s, true)", (SCHEMA,))
-            if _on_citus(cur):
+            if on_citus(cur):
                 cur.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
                 if shard_count is not None:
                     cur.execute(
