@@ -1,7 +1,5 @@
-"""What the benchmarks measure with (database server CPU, a process tree's CPU and peak memory,
-read with psutil; `psql \\copy` as a baseline) and what several of them do: load a topic, read
-one, point the ingest at it, poll a number on a kept connection, start a job with secrets.
-"""
+"""What the benchmarks measure with (database server CPU, a process tree's CPU and memory, by
+psutil; `psql \\copy`) and what several do: load or read a topic, poll, start a job."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -25,7 +23,7 @@ from benchmarks.harness import ROOT, say
 from clickstream_pipeline.core.config import Config
 from clickstream_pipeline.core.secrets import Secrets, env_variable_name
 from clickstream_pipeline.ingest.source import kafka_read_options
-from clickstream_pipeline.traffic.generator import Event, encode_event, lab_uniform_events
+from clickstream_pipeline.traffic.generator import encode_event, lab_uniform_events
 from clickstream_pipeline.traffic.producer import ClientConf, SendOptions, send_messages
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from devkit.db import citus_workers
@@ -60,18 +58,13 @@ class Sampler:
 
 
 def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
-    """host:port -> postmaster pid of the server behind `params` and, on Citus, each worker:
-    the parent of the backend serving a connection of its own. A server that does not run on
-    this machine cannot be measured, and says so."""
+    """host:port -> postmaster pid of each server behind `params`, which must run here."""
     found = {}
     for node in (params, *citus_workers(params)):
-        conn = connect(node)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid()")
-                (backend,) = cur.fetchone()
+        with contextlib.closing(connect(node)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
             try:
-                postmaster = psutil.Process(backend).parent()
+                postmaster = psutil.Process(cur.fetchone()[0]).parent()
                 program = postmaster.cmdline()[0].split(" ", 1)[0] if postmaster else ""
             except (psutil.Error, IndexError):
                 postmaster, program = None, ""
@@ -81,14 +74,11 @@ def postmaster_pids(params: ConnectionParams) -> dict[str, int]:
                     "machine (its backend is not a local process): its CPU cannot be measured"
                 )
             found[f"{node.host}:{node.port}"] = postmaster.pid
-        finally:
-            conn.close()
     return found
 
 
 def children(pid: int) -> list[int]:
-    """A process's children from the kernel's own list. psutil's `children()` reads every
-    process on the machine instead (4 ms a call: a tenth of a core at the CPU meter's 50 ms)."""
+    """A process's children from /proc (psutil's `children()` reads every process: 4 ms a call)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
@@ -183,8 +173,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and its descendants, live and reaped: the difference of two
-    readings is the tree's CPU in between (a reaped child moves into its parent's count)."""
+    """CPU seconds of a process and its descendants, live and reaped (in their parent's count)."""
     seconds = 0.0
     for member in _tree(pid):
         with contextlib.suppress(psutil.Error):
@@ -195,8 +184,7 @@ def tree_cpu_s(pid: int) -> float:
 
 @dataclass
 class PeakMemory(Sampler):
-    """Peak resident memory of a process tree in MiB: the root's, the whole tree's, and each
-    descendant's whose command line holds `marked` (say Spark's Python workers), with their sum."""
+    """Peak resident MiB of a process tree: the root's, the tree's, each `marked` descendant's."""
 
     root: int
     marked: str = ""
@@ -215,15 +203,14 @@ class PeakMemory(Sampler):
         for member in members:
             try:
                 mib = member.memory_info().rss / (1 << 20)
+                is_root = member.pid == self.root
                 is_marked = (
-                    self.marked
-                    and member.pid != self.root
-                    and self.marked in " ".join(member.cmdline())
+                    self.marked and not is_root and self.marked in " ".join(member.cmdline())
                 )
             except psutil.Error:  # gone, or a zombie
                 continue
             tree += mib
-            if member.pid == self.root:
+            if is_root:
                 self.root_peak_mib = max(self.root_peak_mib, mib)
             if is_marked:
                 self.marked_peak_mib[member.pid] = max(self.marked_peak_mib.get(member.pid, 0), mib)
@@ -244,9 +231,8 @@ def psql_copy(params: ConnectionParams, columns: tuple[str, ...], files: list[Pa
     return time.perf_counter() - started
 
 
-class KeptQuery:
-    """One row asked again and again on a connection kept open: a progress poll every 0.1 s
-    should cost the server being measured a query, not a connection."""
+class KeptQuery(contextlib.AbstractContextManager):
+    """One row asked again and again on a kept connection: a poll costs a query, not a login."""
 
     def __init__(self, db: ConnectionParams, text: str, args: tuple[Any, ...] = ()) -> None:
         self.db, self.text, self.args = db, text, args
@@ -261,24 +247,22 @@ class KeptQuery:
             row: tuple[Any, ...] = cur.fetchone()
         return row
 
-    def close(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.conn is not None:
             self.conn.close()
 
 
 @dataclass
 class Watch(Sampler):
-    """A number asked every `interval_s` on a kept connection: each change it makes, with the
-    Unix time it was seen (an answer of None is skipped)."""
+    """Each change of a number asked every `interval_s` on a kept connection, and when seen."""
 
     db: ConnectionParams
     text: str
-    args: tuple[Any, ...] = ()
     interval_s: float = 0.1
     changes: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ask = KeptQuery(self.db, self.text, self.args)  # connects on its first question
+        self.ask = KeptQuery(self.db, self.text)  # connects on its first question
 
     def sample(self) -> None:
         (value,), now = self.ask(), time.time()
@@ -287,7 +271,7 @@ class Watch(Sampler):
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__()
-        self.ask.close()
+        self.ask.__exit__()
 
 
 def expect_rows(db: ConnectionParams, n: int, what: str) -> None:
@@ -300,17 +284,16 @@ def expect_rows(db: ConnectionParams, n: int, what: str) -> None:
 
 
 def load_topic(
-    kafka: ClientConf, topic: str, n: int, events: Iterator[Event] | None = None, rate: float = 0
+    kafka: ClientConf, topic: str, n: int, values: Iterable[bytes] = (), rate: float = 0
 ) -> float:
-    """N messages of the lab's format (its six fields, no key) of `events` (lab-uniform ones by
-    default), pre-serialised, sent at `rate` a second (0: at once); returns msg/s."""
-    values = [(None, encode_event(e)) for e in itertools.islice(events or lab_uniform_events(1), n)]
-    options = SendOptions(topic=topic, rate=rate, count=n, progress=False)
-    stats = send_messages(kafka, iter(values), options)
+    """N keyless messages of `values` (lab-uniform) sent at `rate`/s (0: at once); msg/s acked."""
+    values = values or map(encode_event, lab_uniform_events(1))
+    messages = [(None, value) for value in itertools.islice(values, n)]
+    stats = send_messages(kafka, iter(messages), SendOptions(topic, rate, count=n, progress=False))
     if not stats.ok or stats.acked != n:
         raise RuntimeError(stats.summary(topic))
     say(stats.summary(topic))
-    return stats.rate  # acknowledged msg/s
+    return stats.rate
 
 
 def read_topic(
@@ -349,9 +332,7 @@ def jvm_pid(spark: SparkSession) -> int:
 def start_job(
     job: str, cfg: Config, secrets: Secrets, log: Path, *flags: str, **settings: Any
 ) -> subprocess.Popen:
-    """`clickstream-<job>` in a process group of its own (devkit's `kill_group` ends it), its
-    output to `log`, the stack's `secrets` (a scratch database's) read from its environment,
-    and `settings` (`section__key=value`) as `--set`s."""
+    """`clickstream-<job>` in a process group, `secrets` in its environment, `settings` --set."""
     env = dict(os.environ)
     for key in STACK_SECRETS:
         if (value := secrets.get(key)) is not None:

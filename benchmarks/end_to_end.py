@@ -1,42 +1,38 @@
 """End to end: N lab messages on a fresh topic, the ingest job (available-now) from an empty
 checkpoint into a scratch database, timed from before its Spark session is built to the last
-batch's commit, next to one-stream `psql \\copy` of the same rows (docs/performance.md).
-"""
+batch's commit, next to one-stream `psql \\copy` of the same rows (docs/performance.md)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, harness
-from benchmarks.harness import Cells, Scenario, Target, n0, rate, row, say, verdict
+from benchmarks import common
+from benchmarks.harness import Scenario, Target, rate, say, scratch_db
 from clickstream_pipeline.core.schema import EVENT_COLUMNS
 from clickstream_pipeline.core.spark import build_spark
-from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import start_ingest
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect, fetch
 from devkit.db import execute
 from devkit.stack import fresh_topic, secrets_for
 
+BATCHES = """SELECT rows_read, seconds, rows_per_second, extract(epoch FROM committed_at - %s)
+             FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id"""
 PROGRESS = ">= 0.25x (progress)"  # a step on the way to the target
+EXPORT = f"COPY (SELECT {', '.join(EVENT_COLUMNS)} FROM events) TO STDOUT (FORMAT csv)"  # noqa: S608
 
 
 def copy_baseline(db: ConnectionParams, n: int) -> dict[str, Any]:
     """Export the ingested rows as CSV, truncate, `\\copy` them back with one stream."""
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as folder:
         path = Path(folder) / "events.csv"
-        conn = connect(db)
-        try:
-            with conn.cursor() as cur, path.open("w") as out:
-                cols = ", ".join(EVENT_COLUMNS)
-                export = f"COPY (SELECT {cols} FROM events) TO STDOUT (FORMAT csv)"  # noqa: S608
-                cur.copy_expert(export, out)
-        finally:
-            conn.close()
+        with contextlib.closing(connect(db)) as conn, conn.cursor() as cur, path.open("w") as out:
+            cur.copy_expert(EXPORT, out)
         execute(db, "TRUNCATE events", "CHECKPOINT")
         with common.DbCpuMeter(db) as meter:
             seconds = common.psql_copy(db, EVENT_COLUMNS, [path])
@@ -47,8 +43,7 @@ def copy_baseline(db: ConnectionParams, n: int) -> dict[str, Any]:
 
 
 def breakdown(ingest: dict[str, Any], n: int) -> dict[str, float]:
-    """Where the wall time went: the session's build, warm-up, steady batches, time between
-    batches (the parts add up to the wall time)."""
+    """Where the wall time went: session, warm-up, steady batches, between batches (they add up)."""
     seconds, rates = ingest["batch_seconds"], ingest["batch_rows_per_s"]
     phases = ingest.get("trigger_phases_s", {})
     busy = sorted(s for s, r in zip(seconds, rates, strict=True) if r > 1000)
@@ -80,13 +75,10 @@ def trigger_phase_totals(progress: list[Any]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    n, kafka = args.messages, producer_config(args.cfg.kafka, args.secrets)
+    n, kafka = args.messages, args.kafka
     per_batch = args.max_offsets_per_trigger or args.cfg.kafka.max_offsets_per_trigger
     results: dict[str, Any] = {"messages": n, "max_offsets_per_trigger": per_batch}
-    with (
-        fresh_topic(kafka, "bench-e2e") as topic,
-        harness.scratch_db(args.secrets, "bench_e2e") as db,
-    ):
+    with fresh_topic(kafka, "bench-e2e") as topic, scratch_db(args.secrets, "bench_e2e") as db:
         results["producer_load_msg_per_s"] = common.load_topic(kafka, topic, n)
         secrets, name = secrets_for(args.secrets, db), f"bench-e2e-{uuid.uuid4().hex[:8]}"
         cfg = common.ingest_config(
@@ -113,19 +105,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             common.delete_checkpoint(spark, cfg.checkpoint_location)
         finally:
             spark.stop()
-        batches = fetch(
-            db,
-            """SELECT rows_read, seconds, rows_per_second, extract(epoch FROM committed_at - %s)
-               FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id""",
-            (started_at, cfg.ingest.query_name),
-        )
+        batches = fetch(db, BATCHES, (started_at, name))
         common.expect_rows(db, n, "ingest")
-        wall = float(batches[-1][3])
-        rates = sorted(float(b[2]) for b in batches if b[0])
-        first = 0.0
-        if progress:
-            first_trigger = datetime.fromisoformat(progress[0]["timestamp"].replace("Z", "+00:00"))
-            first = (first_trigger - query_started_at).total_seconds()
+        wall, rates = float(batches[-1][3]), sorted(float(b[2]) for b in batches if b[0])
+        first = datetime.fromisoformat(progress[0]["timestamp"]) if progress else query_started_at
         results["ingest"] = {
             "rows": n,
             "wall_seconds": round(wall, 3),
@@ -143,52 +126,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "python_workers_peak_total_mib": memory.marked_total_peak_mib,
             "python_worker_processes": len(memory.marked_peak_mib),
             "trigger_phases_s": trigger_phase_totals(progress),
-            "start_to_first_trigger_s": round(first, 3),
+            "start_to_first_trigger_s": round((first - query_started_at).total_seconds(), 3),
         }
         results["copy_1"] = copy_baseline(db, n)
     ratio = results["ingest"]["rows_per_s"] / results["copy_1"]["rows_per_s"]
     results["ratio_ingest_over_copy_1"] = ratio
     results["breakdown"] = breakdown(results["ingest"], n)
     return results
-
-
-def rows(f: dict[str, Any]) -> list[Cells]:
-    i, b = f["ingest"], f["breakdown"]
-    session = f"Spark session {b['session_s']:.1f} s; " if "session_s" in i else ""
-    return [
-        row(
-            f"end to end, {f['messages']:,} messages",
-            f"{n0(i['rows_per_s'])} rows/s ({i['wall_seconds']:.0f} s, {i['batches']} batches, "
-            f"median batch {n0(i['batch_rows_per_s_median'])} rows/s)",
-            f"`\\copy` 1 stream {n0(f['copy_1']['rows_per_s'])} rows/s",
-            f"{f['ratio_ingest_over_copy_1']:.2f}x",
-            verdict(f, "e2e_ge_40pct_of_copy_1", "e2e_ge_25pct_of_copy_1"),
-        ),
-        row(
-            "end to end, peak memory",
-            f"driver JVM {n0(i['driver_jvm_peak_mib'])} MiB, Python worker "
-            f"{n0(i['python_worker_peak_mib'])} MiB (all workers "
-            f"{n0(i['python_workers_peak_total_mib'])} MiB)",
-        ),
-        row(
-            "end to end, where the time went",
-            f"{session}first batch {b['first_batch_s']:.1f} s (warm-up {b['warm_up_s']:.1f} s); "
-            f"other batches {b['other_batches_s']:.1f} s at {n0(b['steady_rows_per_s'])} rows/s; "
-            f"outside batches {b['outside_batches_s']:.1f} s ({b['outside_per_batch_s']:.2f} s a "
-            f"batch; query start to first trigger {b['start_s']:.1f} s, checkpoint and offset "
-            f"commits {b['checkpoint_s']:.1f} s)",
-        ),
-    ]
-
-
-def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
-    i = f["ingest"]
-    return [
-        f"end to end, {harness.millions(f['messages'])} messages Kafka -> `events`",
-        f"{n0(i['rows_per_s'])} rows/s ({i['wall_seconds']:.0f} s)",
-        f"`psql \\copy` {n0(f['copy_1']['rows_per_s'])} rows/s",
-        f"{f['ratio_ingest_over_copy_1']:.2f}x",
-    ]
 
 
 SCENARIO = Scenario(
@@ -201,9 +145,26 @@ SCENARIO = Scenario(
         Target("e2e_ge_40pct_of_copy_1", f["ratio_ingest_over_copy_1"], ">=", 0.4, ">= 0.4x"),
         Target("e2e_ge_25pct_of_copy_1", f["ratio_ingest_over_copy_1"], ">=", 0.25, PROGRESS),
     ],
-    rows=rows,
+    rows=(
+        "end to end, {messages:,} messages | {ingest[rows_per_s]:,.0f} rows/s"
+        " ({ingest[wall_seconds]:.0f} s, {ingest[batches]} batches, median batch"
+        " {ingest[batch_rows_per_s_median]:,.0f} rows/s) | `\\copy` 1 stream"
+        " {copy_1[rows_per_s]:,.0f} rows/s | {ratio_ingest_over_copy_1:.2f}x"
+        " | {targets:e2e_ge_40pct_of_copy_1; e2e_ge_25pct_of_copy_1}",
+        "end to end, peak memory | driver JVM {ingest[driver_jvm_peak_mib]:,.0f} MiB, Python"
+        " worker {ingest[python_worker_peak_mib]:,.0f} MiB (all workers"
+        " {ingest[python_workers_peak_total_mib]:,.0f} MiB)",
+        "end to end, where the time went | Spark session {b[session_s]:.1f} s; first batch"
+        " {b[first_batch_s]:.1f} s (warm-up {b[warm_up_s]:.1f} s); other batches"
+        " {b[other_batches_s]:.1f} s at {b[steady_rows_per_s]:,.0f} rows/s; outside batches"
+        " {b[outside_batches_s]:.1f} s ({b[outside_per_batch_s]:.2f} s a batch; query start to"
+        " first trigger {b[start_s]:.1f} s, checkpoint and offset commits {b[checkpoint_s]:.1f} s)",
+    ),
+    derived=lambda f: {"b": f["breakdown"]},
     on_both=True,
-    headline=headline,
+    headline="end to end, {messages:M} messages Kafka -> `events`"
+    " | {ingest[rows_per_s]:,.0f} rows/s ({ingest[wall_seconds]:.0f} s)"
+    " | `psql \\copy` {copy_1[rows_per_s]:,.0f} rows/s | {ratio_ingest_over_copy_1:.2f}x",
 )
 
 if __name__ == "__main__":

@@ -1,24 +1,19 @@
-"""Freshness: the producer at a steady rate while the ingest job runs with its default trigger
-and rollups after each batch; per event, the delay from its Kafka timestamp (the producer stamps
-`event_time` as it sends) to visible in `events` and to counted in `rollup_events_5min`; then a
-sustained rate and the fixed cost of a one-message micro-batch (docs/performance.md).
-"""
+"""Freshness: the producer at a steady rate while the ingest job runs (default trigger, rollups
+after each batch): per event, Kafka timestamp to visible in `events` and counted in
+`rollup_events_5min`; then a sustained rate and a one-message micro-batch's fixed cost."""
 
 from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import statistics
 import time
 import uuid
 from typing import Any
 
-from benchmarks import harness
 from benchmarks.common import KeptQuery, Watch, delete_checkpoint, ingest_config
-from benchmarks.harness import Cells, Scenario, Target, n0, percentile, row, say, verdict
+from benchmarks.harness import Scenario, Target, percentile, say, scratch_db
 from clickstream_pipeline.core.spark import build_spark
-from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.ingest.stream import start_ingest
 from clickstream_pipeline.traffic.generator import storefront_events
 from clickstream_pipeline.traffic.producer import SendOptions, send_events
@@ -35,19 +30,18 @@ EVENTS = """SELECT e.event_id, extract(epoch FROM e.event_time),
              AND e.kafka_offset BETWEEN
                  (b.offsets -> (e.kafka_topic || '/' || e.kafka_partition) ->> 0)::bigint
              AND (b.offsets -> (e.kafka_topic || '/' || e.kafka_partition) ->> 1)::bigint"""
-
-
 ROLLUP = "SELECT last_aggregated_id FROM rollups WHERE name = 'rollup_events_5min'"
 # the batch records on one open connection: polled every 50 ms, neither a connection nor
 # count(*) over events (every shard on Citus) may load the server being measured
 PROGRESS = """SELECT coalesce(sum(rows_written), 0), max(events_through_id)
               FROM clickstream_ingest_batches WHERE query_name = %s"""
-
-
-def counted_at(rollup: list[tuple[float, int]], event_id: int) -> float | None:
-    """When the rollup first counted `event_id`, from its (time, last_aggregated_id) changes."""
-    i = bisect.bisect_left([last for _, last in rollup], event_id)
-    return rollup[i][0] if i < len(rollup) else None
+GOALS = {  # target: (bound, label), each a figure <= its bound
+    "events_p95_le_2s": (2.0, "p95 <= 2 s"),
+    "rollup_p95_le_3s": (3.0, "p95 <= 3 s"),
+    "sustained_p95_le_5s": (5.0, "p95 <= 5 s"),
+    "sustained_not_growing": (1.0, "p50 grows <= 1 s"),
+    "fixed_cost_le_0_3s": (0.3, "<= 0.3 s"),
+}
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -57,6 +51,11 @@ def summary(values: list[float]) -> dict[str, float]:
         "p95_s": percentile(values, 95),
         "max_s": max(values) if values else float("nan"),
     }
+
+
+def quantiles(values: list[float]) -> list[float]:
+    """The delays' distribution for the chart's CDF: percentiles 0..100, not the samples."""
+    return [percentile(values, q) for q in range(101)] if values else []
 
 
 def trigger_phases(progress: list[Any]) -> dict[str, float]:
@@ -69,18 +68,17 @@ def trigger_phases(progress: list[Any]) -> dict[str, float]:
 def delays(
     rows: list[Any], t_from: float, t_to: float, changes: list[tuple[float, int]]
 ) -> dict[str, Any]:
-    """Per-event delays of the events stamped in [t_from, t_to), counted in the rollup as its
-    changes (time, last_aggregated_id) say."""
+    """Delays of the events stamped in [t_from, t_to): to visible, and to counted in the rollup."""
     visible_tx, visible_commit, rollup = [], [], []
+    counted = [last for _, last in changes]
     for event_id, event_time, ingested_at, committed_at in rows:
         t = float(event_time)
         if not t_from <= t < t_to:
             continue
         visible_tx.append(float(ingested_at) - t)
         visible_commit.append(float(committed_at) - t)
-        counted = counted_at(changes, int(event_id))
-        if counted is not None:
-            rollup.append(counted - t)
+        if (i := bisect.bisect_left(counted, int(event_id))) < len(changes):
+            rollup.append(changes[i][0] - t)
     half = (t_from + t_to) / 2
     early = [float(c) - float(t) for _, t, _, c in rows if t_from <= float(t) < half]
     late = [float(c) - float(t) for _, t, _, c in rows if half <= float(t) < t_to]
@@ -91,25 +89,19 @@ def delays(
         "counted_in_rollup_5min": summary(rollup),
         "p50_first_half_s": percentile(early, 50),
         "p50_second_half_s": percentile(late, 50),
-        # the delays' distribution for the chart's CDF: percentiles 0..100, not the samples
         "visible_delay_quantiles_s": quantiles(visible_commit),
         "rollup_delay_quantiles_s": quantiles(rollup),
     }
 
 
-def quantiles(values: list[float]) -> list[float]:
-    return [percentile(values, q) for q in range(101)] if values else []
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    kafka = producer_config(args.cfg.kafka, args.secrets)
-    name = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    kafka, name = args.kafka, f"bench-fresh-{uuid.uuid4().hex[:8]}"
     results: dict[str, Any] = {"rate_msg_per_s": args.rate, "duration_s": args.duration}
     with (
         fresh_topic(kafka, "bench-fresh") as topic,
-        harness.scratch_db(args.secrets, "bench_fresh") as db,
+        scratch_db(args.secrets, "bench_fresh") as db,
         Watch(db, ROLLUP) as rollup,
-        contextlib.closing(KeptQuery(db, PROGRESS, (name,))) as progress,
+        KeptQuery(db, PROGRESS, (name,)) as progress,
     ):
         secrets = secrets_for(args.secrets, db)
         cfg = ingest_config(args.cfg, topic, name, rollup_after_batch=True)
@@ -137,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             query = start_ingest(spark, cfg, secrets)
             wait_until(lambda: query.lastProgress is not None, 180, "the first (empty) trigger")
             say(f"ingest running (trigger {cfg.ingest.trigger_interval}, rollups after batch)")
-            produce(args.rate, 2, count=int(args.rate * 5))  # warm-up: starts the Python workers
+            produce(args.rate, 2, count=int(args.rate * args.warm_up))  # starts the Python workers
             wait_until(caught_up, 180, "the warm-up events in the rollup", every_s=1)
             for window, rate, seconds, seed in (
                 ("steady", args.rate, args.duration, 1),
@@ -162,10 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             spark.stop()
         rows = fetch(db, EVENTS, (name,))
-    steady, sustained, single = (
-        delays(rows, *windows[window], rollup.changes)
-        for window in ("steady", "sustained", "single")
-    )
+    steady, sustained, single = (delays(rows, *windows[w], rollup.changes) for w in windows)
     results |= steady  # the steady window's at the top level
     results["trigger_phases_ms_median"] = results.pop("steady_trigger_phases_ms_median")
     del sustained["visible_delay_quantiles_s"], sustained["rollup_delay_quantiles_s"]
@@ -196,79 +185,56 @@ def targets(f: dict[str, Any]) -> list[Target]:
     return [Target(name, figures[name], "<=", *goal) for name, goal in GOALS.items()]
 
 
-GOALS = {  # target: (bound, label), each a figure <= its bound
-    "events_p95_le_2s": (2.0, "p95 <= 2 s"),
-    "rollup_p95_le_3s": (3.0, "p95 <= 3 s"),
-    "sustained_p95_le_5s": (5.0, "p95 <= 5 s"),
-    "sustained_not_growing": (1.0, "p50 grows <= 1 s"),
-    "fixed_cost_le_0_3s": (0.3, "<= 0.3 s"),
-}
-
-
-def delay(s: dict[str, Any]) -> str:
-    return f"p50 {s['p50_s']:.1f} s, p95 {s['p95_s']:.1f} s, max {s['max_s']:.1f} s"
-
-
-def rows(f: dict[str, Any]) -> list[Cells]:
-    sus, fixed = f["sustained"], f["fixed_cost"]
-    phases = fixed["phases_ms_median"]
-    sv = sus["visible_in_events_batch_commit"]
-    steady = f"{n0(f['rate_msg_per_s'])} msg/s for {f['duration_s']:.0f} s"
-    return [
-        row(
-            f"freshness, {steady}, trigger {f['trigger_interval']}",
-            f"Kafka -> `events`: {delay(f['visible_in_events_batch_commit'])}",
-            target=verdict(f, "events_p95_le_2s"),
-        ),
-        row(
-            figure=f"Kafka -> `rollup_events_5min`: {delay(f['counted_in_rollup_5min'])}",
-            target=verdict(f, "rollup_p95_le_3s"),
-        ),
-        row(
-            f"sustained {n0(sus['rate_msg_per_s'])} msg/s for {sus['duration_s']:.0f} s",
-            f"Kafka -> `events` p50 {sv['p50_s']:.1f} s, p95 {sv['p95_s']:.1f} s; p50 first half "
-            f"{sus['p50_first_half_s']:.1f} s, second half {sus['p50_second_half_s']:.1f} s",
-            target=verdict(f, "sustained_p95_le_5s", "sustained_not_growing"),
-        ),
-        row(
-            f"fixed cost of a one-message micro-batch (median of {fixed['batches']})",
-            f"{fixed['trigger_ms_median'] / 1000:.2f} s (foreachBatch "
-            f"{phases.get('addBatch', 0):.0f} ms, offsets log {phases.get('walCommit', 0):.0f} ms, "
-            f"commit {phases.get('commitOffsets', 0):.0f} ms)",
-            target=verdict(f, "fixed_cost_le_0_3s"),
-        ),
-    ]
-
-
-def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
+def derived(f: dict[str, Any]) -> dict[str, Any]:
+    """The fixed cost in seconds, and the headline's trigger and verdict."""
     met = all(f["targets"][t]["met"] for t in ("events_p95_le_2s", "rollup_p95_le_3s"))
-    return [
-        f"freshness, {n0(f['rate_msg_per_s'])} msg/s, "
-        f"{f['trigger_interval'].replace(' second', ' s')} trigger",
-        f"p95 {f['visible_in_events_batch_commit']['p95_s']:.1f} s to `events`, "
-        f"{f['counted_in_rollup_5min']['p95_s']:.1f} s to the 5-minute rollup",
-        "",
-        f"target p95 <= 2 s / 3 s: {'met' if met else 'missed'}",
-    ]
+    return {
+        "fixed_s": f["fixed_cost"]["trigger_ms_median"] / 1000,
+        "trigger": f["trigger_interval"].replace(" second", " s"),
+        "met": "met" if met else "missed",
+        "v": f["visible_in_events_batch_commit"],
+        "r": f["counted_in_rollup_5min"],
+        "s": f["sustained"],
+        "phases": f["fixed_cost"]["phases_ms_median"],
+    }
 
 
 SCENARIO = Scenario(
     "freshness",
     __doc__ or "",
     run,
-    quick={"duration": 6.0, "sustained_duration": 4.0, "single": 3},
-    # --rate, --sustained-rate: messages/s; --duration: seconds; --single: one-message batches
+    # --rate, --sustained-rate: messages/s; --duration, --warm-up: seconds; --single: batches of
+    # one message
     flags={
         "rate": 2000.0,
         "duration": 60.0,
         "sustained_rate": 20000.0,
         "sustained_duration": 60.0,
         "single": 10,
+        "warm_up": 5.0,
     },
+    quick={"duration": 3.0, "sustained_duration": 2.0, "single": 3, "warm_up": 1.0},
     targets=targets,
-    rows=rows,
+    rows=(
+        "freshness, {rate_msg_per_s:,.0f} msg/s for {duration_s:.0f} s, trigger {trigger_interval}"
+        " | Kafka -> `events`: p50 {v[p50_s]:.1f} s, p95 {v[p95_s]:.1f} s, max {v[max_s]:.1f} s"
+        " | | | {targets:events_p95_le_2s}",
+        "| Kafka -> `rollup_events_5min`: p50 {r[p50_s]:.1f} s, p95 {r[p95_s]:.1f} s, max"
+        " {r[max_s]:.1f} s | | | {targets:rollup_p95_le_3s}",
+        "sustained {s[rate_msg_per_s]:,.0f} msg/s for {s[duration_s]:.0f} s | Kafka -> `events`"
+        " p50 {s[visible_in_events_batch_commit][p50_s]:.1f} s, p95"
+        " {s[visible_in_events_batch_commit][p95_s]:.1f} s; p50 first half"
+        " {s[p50_first_half_s]:.1f} s, second half {s[p50_second_half_s]:.1f} s"
+        " | | | {targets:sustained_p95_le_5s; sustained_not_growing}",
+        "fixed cost of a one-message micro-batch (median of {fixed_cost[batches]})"
+        " | {fixed_s:.2f} s (foreachBatch {phases[addBatch]:.0f} ms, offsets log"
+        " {phases[walCommit]:.0f} ms, commit {phases[commitOffsets]:.0f} ms)"
+        " | | | {targets:fixed_cost_le_0_3s}",
+    ),
+    derived=derived,
     on_both=True,
-    headline=headline,
+    headline="freshness, {rate_msg_per_s:,.0f} msg/s, {trigger} trigger | p95 {v[p95_s]:.1f} s"
+    " to `events`, {r[p95_s]:.1f} s to the 5-minute rollup | | target p95 <= 2 s / 3 s: {met}",
 )
 
 if __name__ == "__main__":

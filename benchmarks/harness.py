@@ -1,8 +1,6 @@
 """The one harness every benchmark runs on: a `Scenario` returns its figures and declares its
-flags, quick sizes, targets and rows as data; this module parses the flags, adds the machine's
-facts, checks the targets, prints the rows and stores `results.json`, from which `results.md`
-and the README's table are generated (`python -m benchmarks.harness`; docs/performance.md).
-"""
+flags, quick sizes, targets and report rows as data; `results.md` and the README's table are
+generated from `results.json` (`python -m benchmarks.harness`)."""
 
 from __future__ import annotations
 
@@ -13,9 +11,10 @@ import json
 import operator
 import os
 import platform
+import string
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ import psutil
 
 from clickstream_pipeline.core.config import Config, load_config
 from clickstream_pipeline.core.secrets import Secrets, resolve_secrets
+from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from devkit.db import CITUS_UNAVAILABLE, bootstrapped_database
+from devkit.db import CITUS_UNAVAILABLE, TEST_MODELS, bootstrapped_database
 from devkit.stack import STACK_SECRETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,20 +89,14 @@ class Target:
         return self.figure is not None and bool(OPS[self.op](self.figure, self.bound))
 
     def stored(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "figure": self.figure,
-            "op": self.op,
-            "bound": self.bound,
-            "met": self.met,
-        }
+        return {k: getattr(self, k) for k in ("label", "figure", "op", "bound", "met")}
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One benchmark: its flags (`--name`: default; a type: no default; False: a switch) and
-    quick sizes, what it measures (`run`, given the flags and `cfg`, `secrets` of `--env`), its
-    targets and rows. A `study` stores its figures apart."""
+    """One benchmark: its flags (`--name`: its default, or a type for none) and its quick
+    sizes, what it measures (`run`, given the flags and `--env`'s `cfg`, `secrets`, `kafka`),
+    its targets and report rows."""
 
     name: str
     doc: str
@@ -110,14 +104,30 @@ class Scenario:
     flags: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)  # flag values of --quick
     targets: Callable[[dict[str, Any]], list[Target]] = lambda figures: []
-    rows: Callable[[dict[str, Any]], list[Cells]] = lambda figures: []
+    # report rows: templates of markdown rows (`cell | cell`, figures in `{runs[ours][rows]:,}`)
+    rows: tuple[str, ...] | Callable[[dict[str, Any]], list[Cells]] = ()
     on_both: bool = False  # run on plain PostgreSQL and (as `<name>_citus`) on Citus
     title: str = ""  # a section of its own in results.md, with its own `columns`
     columns: tuple[str, ...] = TABLE
-    headline: Callable[[dict[str, Any], dict[str, Any] | None], Cells] | None = None  # README
+    headline: str = ""  # the template of its row of the README's table
+    on_citus: str = ""  # the ratio's template, added to the headline's from the Citus entry
+    derived: Callable[[dict[str, Any]], dict[str, Any]] = lambda figures: {}  # for the rows
     study: bool = False  # benchmarks/studies/results/<name>.json, not results.json
 
-    def main(self, argv: list[str] | None = None, folder: Path = RESULTS) -> dict[str, Any]:
+    def table(self, figures: dict[str, Any]) -> list[Cells]:
+        """Its rows of the report, from the stored figures."""
+        if callable(self.rows):
+            return self.rows(figures)
+        values = figures | self.derived(figures)
+        return [cells(values, row, len(self.columns)) for row in self.rows]
+
+    def headline_row(self, figures: dict[str, Any], citus: dict[str, Any] | None) -> Cells:
+        found = cells(figures | self.derived(figures), self.headline, len(HEADLINE))
+        if self.on_citus and citus:
+            found[-1] += f" ({cells(citus, self.on_citus, 1)[0]} on Citus)"
+        return found
+
+    def main(self, argv: list[str] | None = None) -> dict[str, Any]:
         """Parse the flags, run, check the targets, print the rows, store the figures."""
         parser = argparse.ArgumentParser(description=self.doc.splitlines()[0])
         shrunk = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.quick.items())
@@ -127,9 +137,7 @@ class Scenario:
         parser.add_argument("--env", default="local", choices=list(ENVS), help=envs)
         for name, default in self.flags.items():
             flag = "--" + name.replace("_", "-")
-            if default is False:
-                parser.add_argument(flag, action="store_true")
-            elif isinstance(default, type):
+            if isinstance(default, type):
                 parser.add_argument(flag, type=default)
             else:
                 parser.add_argument(flag, type=type(default), default=default)
@@ -137,14 +145,15 @@ class Scenario:
         if args.quick:
             vars(args).update(self.quick)
         args.cfg, args.secrets = setup_env(args.env)
+        args.kafka = producer_config(args.cfg.kafka, args.secrets)
         key = self.name + ENVS[args.env]
         figures = record(self, {"machine": machine_facts(), **self.run(args)})
-        print(f"\n{key}:\n" + "\n".join(markdown_table(self.columns, self.rows(figures))))
+        print(f"\n{key}:\n" + "\n".join(markdown_table(self.columns, self.table(figures))))
         for name, t in figures["targets"].items():
             met = "met" if t["met"] else "MISSED"
             print(f"target {name}: {met} ({t['figure']} {t['op']} {t['bound']})")
         out = args.out or (STUDY_RESULTS / f"{key}.json" if self.study else None)
-        store(key, figures, out, folder)
+        store(key, figures, out)
         return figures
 
 
@@ -161,17 +170,6 @@ def verdict(figures: dict[str, Any], *names: str) -> str:
     return "; ".join(f"{t['label']}: {'met' if t['met'] else 'missed'}" for t in stored if t)
 
 
-def row(
-    benchmark: str = "", figure: str = "", baseline: str = "", ratio: str = "", target: str = ""
-) -> Cells:
-    """A row of the report's main table, its empty cells left out by name."""
-    return [benchmark, figure, baseline, ratio, target]
-
-
-def n0(value: float) -> str:
-    return f"{value:,.0f}"
-
-
 def ms(value: float | None) -> str:
     """Milliseconds; a run cut by the statement timeout (120 s by default) says so."""
     if value is None:
@@ -183,6 +181,24 @@ def ms(value: float | None) -> str:
 
 def millions(count: int) -> str:
     return f"{count / 1e6:g}M" if count >= 1_000_000 else f"{count:,}"
+
+
+class _Figures(string.Formatter):
+    """`str.format` with more specs: `:ms` (milliseconds), `:M` (2M), and on `targets` the
+    verdicts of the targets it names (`{targets:events_p95_le_2s; rollup_p95_le_3s}`)."""
+
+    def format_field(self, value: Any, spec: str) -> str:
+        if spec in ("ms", "M"):
+            return ms(value) if spec == "ms" else millions(value)
+        if isinstance(value, dict):
+            return verdict({"targets": value}, *(name.strip() for name in spec.split(";")))
+        return format(value, spec)
+
+
+def cells(values: dict[str, Any], row: str, width: int = len(TABLE)) -> Cells:
+    """A row's template (`cell | cell`) filled in with the figures, `width` cells."""
+    found = [_Figures().vformat(cell.strip(), (), values) for cell in row.split("|")]
+    return found + [""] * (width - len(found))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -212,12 +228,12 @@ def setup_env(env: str = "local") -> tuple[Config, Secrets]:
     return cfg, resolve_secrets(cfg.secrets, optional=STACK_SECRETS)
 
 
-def servers() -> dict[str, str]:
-    """The servers of the stack by name, with their config env (no Citus where it cannot run)."""
+def servers() -> dict[str, tuple[Config, Secrets]]:
+    """The stack's servers by name, with their config and secrets (no Citus where it cannot run)."""
     if CITUS_UNAVAILABLE.is_file():
         say(f"no Citus cluster ({CITUS_UNAVAILABLE.read_text().strip()}): plain PostgreSQL only")
-        return {"postgres": "local"}
-    return {"postgres": "local", "citus": "local-citus"}
+        return {"postgres": setup_env("local")}
+    return {"postgres": setup_env("local"), "citus": setup_env("local-citus")}
 
 
 def db_params(secrets: Secrets) -> ConnectionParams:
@@ -225,10 +241,12 @@ def db_params(secrets: Secrets) -> ConnectionParams:
 
 
 @contextlib.contextmanager
-def scratch_db(secrets: Secrets, prefix: str) -> Iterator[ConnectionParams]:
+def scratch_db(
+    secrets: Secrets, prefix: str, models: Iterable[str] = TEST_MODELS
+) -> Iterator[ConnectionParams]:
     """A bootstrapped database of its own on the secrets' server, dropped afterwards."""
     say(f"scratch database {prefix}_*: bootstrapping")
-    with bootstrapped_database(db_params(secrets), prefix) as db:
+    with bootstrapped_database(db_params(secrets), prefix, models) as db:
         yield db
 
 
@@ -259,12 +277,12 @@ def load(path: Path = RESULTS_JSON) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"benchmarks": {}}
 
 
-def store(key: str, figures: dict[str, Any], out: Path | None, folder: Path = RESULTS) -> None:
-    """Into `out` alone, or as `key`'s entry of the folder's results.json."""
+def store(key: str, figures: dict[str, Any], out: Path | None) -> None:
+    """Into `out` alone, or as `key`'s entry of results.json."""
     if out is None:
-        combined = load(folder / "results.json")
+        combined = load()
         combined["benchmarks"][key] = figures
-        figures, out = combined, folder / "results.json"
+        figures, out = combined, RESULTS_JSON
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=1, default=str) + "\n")
     say(f"wrote {out}")
@@ -293,21 +311,22 @@ def results_md(combined: dict[str, Any]) -> str:
         rows = []
         for name, s in scenarios.items():
             if not s.title and name + suffix in entries:
-                rows += s.rows(entries[name + suffix])
+                rows += s.table(entries[name + suffix])
         if rows:
             lines += ["", f"### {title}", "", *markdown_table(TABLE, rows)]
     for name, s in scenarios.items():
         if s.title and name in entries:
-            lines += ["", f"### {s.title}", "", *markdown_table(s.columns, s.rows(entries[name]))]
+            lines += ["", f"### {s.title}", "", *markdown_table(s.columns, s.table(entries[name]))]
     return "\n".join(lines) + "\n"
 
 
 def readme_table(combined: dict[str, Any]) -> str:
     entries = combined["benchmarks"]
-    rows = []
-    for name in ORDER:
-        if (headline := scenario(name).headline) and name in entries:
-            rows.append(headline(entries[name], entries.get(f"{name}_citus")))
+    rows = [
+        scenario(name).headline_row(entries[name], entries.get(f"{name}_citus"))
+        for name in ORDER
+        if scenario(name).headline and name in entries
+    ]
     return "\n".join(markdown_table(HEADLINE, rows)) + "\n"
 
 

@@ -1,14 +1,11 @@
-"""A real peer in the same run: Kafka Connect with Debezium's JDBC sink against the ingest job.
-Like with like: one topic of the lab's plain JSON read by both, a table shaped like `events`,
-`ingested_at` on one clock, the same rows checked by count and checksum after each phase; end
-to end, a SIGKILL half-way, then freshness (the method: docs/performance.md).
-"""
+"""A real peer in the same run, Kafka Connect with Debezium's JDBC sink, against the ingest job:
+one topic, tables of one shape, one clock, the same rows checked after each phase; end to end,
+a SIGKILL half-way, then freshness (the method: docs/performance.md)."""
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import itertools
 import json
 import math
@@ -19,17 +16,18 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 
-from benchmarks import common, harness
-from benchmarks.harness import Cells, Scenario, Target, n0, row, say, verdict
+from benchmarks import common
+from benchmarks.harness import Scenario, Target, percentile, rate, say, scratch_db
 from clickstream_pipeline.core.fields import ID_FIELDS, LAB_FIELDS
-from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.traffic import generator
 from clickstream_pipeline.traffic.producer import ClientConf
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
@@ -72,6 +70,15 @@ logger.connect.level = info
 ROW_TEXT = """concat_ws('|', kafka_partition, kafka_offset,
                          (extract(epoch FROM event_time) * 1000)::bigint, {lab}, source_event_id)"""
 LAB_TEXT = "concat_ws('|', {lab})"
+CHECKSUMS = """SELECT coalesce(sum(copies), 0), count(*), coalesce(sum(h), 0)::text,
+                      coalesce(sum(h::numeric * copies), 0)::text FROM (
+                   SELECT hashtextextended({text}, 0) AS h, count(*) AS copies
+                   FROM {table} WHERE {where} GROUP BY 1) AS distinct_rows"""
+OURS_WRITTEN = """SELECT coalesce(sum(rows_written + rows_duplicate), 0)
+                  FROM clickstream_ingest_batches WHERE query_name = %s"""
+PEER_INSERTED = (
+    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM peer_events_event_id_seq"
+)
 
 
 @dataclass
@@ -113,18 +120,12 @@ class Pipeline:
 
 
 def written_rows(db: ConnectionParams, table: str, topic: str, since: float | None = None) -> dict:
-    """The rows a pipeline wrote from `topic` (with `event_time` >= `since`, if given): how many,
-    how many distinct, and checksums (sums of 64-bit hashes, whatever the order) of the distinct
-    rows and of all. The same messages make the same checksums whichever pipeline wrote them."""
+    """How many rows were written from `topic` (since `since`), how many distinct, and checksums."""
     text = (LAB_TEXT if since is not None else ROW_TEXT).format(lab=", ".join(LAB_FIELDS))
     where = "kafka_topic = %s" + (" AND event_time >= to_timestamp(%s)" if since else "")
+    query = CHECKSUMS.format(text=text, table=table, where=where)
     ((rows, distinct, checksum, every),) = fetch(
-        db,
-        f"""SELECT coalesce(sum(copies), 0), count(*), coalesce(sum(h), 0)::text,
-                   coalesce(sum(h::numeric * copies), 0)::text FROM (
-                SELECT hashtextextended({text}, 0) AS h, count(*) AS copies
-                FROM {table} WHERE {where} GROUP BY 1) AS distinct_rows""",  # noqa: S608
-        (topic,) if since is None else (topic, since),
+        db, query, (topic,) if since is None else (topic, since)
     )
     return {
         "rows": int(rows),
@@ -135,8 +136,7 @@ def written_rows(db: ConnectionParams, table: str, topic: str, since: float | No
 
 
 def same_rows(what: str, expected: int, ours: dict, peer: dict, copies: bool = False) -> dict:
-    """Both wrote the `expected` rows, the same ones: count and checksum of the distinct rows,
-    or with `copies` of all rows (two events may have the same fields and no offset)."""
+    """Both wrote the same `expected` rows by count and checksum (all rows: `copies`), or fail."""
     say(f"{what}: ours {ours}, peer {peer}")
     count, checksum = ("rows", "checksum_all") if copies else ("distinct", "checksum")
     if not ours[count] == peer[count] == expected or ours[checksum] != peer[checksum]:
@@ -152,36 +152,25 @@ def ours_pipeline(
     db: ConnectionParams,
     log: Path,
     topic: str,
-    polls: contextlib.ExitStack,
+    polls: ExitStack,
     fresh: str = "",
 ) -> Pipeline:
-    """The ingest job in a process of its own. Progress: the query's batch records (a batch
-    replayed after a kill records the rows its first attempt wrote as duplicates). With
-    `fresh`, it reads that topic too and its restart keeps running, for the freshness run."""
+    """The ingest job in a process of its own, progress from its batch records (duplicates too)."""
     name, topics = f"peer-ours-{uuid.uuid4().hex[:8]}", [topic, *([fresh] if fresh else [])]
     secrets = secrets_for(args.secrets, db)
 
-    def start(*flags: str) -> subprocess.Popen:  # a restart catches up in batches this size too
-        return common.start_job(
-            "ingest",
-            args.cfg,
-            secrets,
-            log,
-            *flags,
-            kafka__topics=json.dumps(topics),
-            ingest__query_name=name,
-            kafka__max_offsets_per_trigger=args.max_offsets_per_trigger,
-        )
+    settings = {"kafka__topics": json.dumps(topics), "ingest__query_name": name}
+    # a restart catches up in batches of this size too
+    settings["kafka__max_offsets_per_trigger"] = args.max_offsets_per_trigger
+    start = partial(common.start_job, "ingest", args.cfg, secrets, log, **settings)
 
-    text = """SELECT coalesce(sum(rows_written + rows_duplicate), 0)
-              FROM clickstream_ingest_batches WHERE query_name = %s"""
-    written = polls.enter_context(contextlib.closing(common.KeptQuery(db, text, (name,))))
+    written = polls.enter_context(common.KeptQuery(db, OURS_WRITTEN, (name,)))
     return Pipeline(
         "ours",
         "events",
         topic,
         db,
-        start=lambda: start("--available-now"),
+        start=partial(start, "--available-now"),
         progress=lambda: int(written()[0]),
         stops_by_itself=True,
         log_tail=lambda: log_tail(log),
@@ -190,13 +179,9 @@ def ours_pipeline(
     )
 
 
-def peer_pipeline(
-    db: ConnectionParams, worker: ConnectWorker, kafka: ClientConf, polls: contextlib.ExitStack
-) -> Pipeline:
-    """Progress: rows inserted since now by the table's own `event_id` sequence (a re-sent row
-    counted again); the servers' insert statistics lag up to 10 s."""
-    text = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM peer_events_event_id_seq"
-    inserted = polls.enter_context(contextlib.closing(common.KeptQuery(db, text)))
+def peer_pipeline(worker: ConnectWorker, kafka: ClientConf, polls: ExitStack) -> Pipeline:
+    """The Connect worker, progress from its table's `event_id` sequence (statistics lag 10 s)."""
+    inserted = polls.enter_context(common.KeptQuery(worker.db, PEER_INSERTED))
     base, topic = int(inserted()[0]), worker.topics[0]
 
     def rows_when_done(n: int) -> int:  # the restart sends all from the last committed offsets
@@ -214,11 +199,11 @@ def peer_pipeline(
         "peer",
         PEER_TABLE,
         topic,
-        db,
+        worker.db,
         start=worker.start,
         progress=lambda: int(inserted()[0]) - base,
         stops_by_itself=False,
-        log_tail=worker.log_tail,
+        log_tail=lambda: log_tail(worker.work / "connect.log"),
         restart=worker.start,
         fresh_topic=worker.topics[1] if len(worker.topics) > 1 else "",
         rows_when_done=rows_when_done,
@@ -331,35 +316,30 @@ class ConnectWorker:
         }
 
     def start(self) -> subprocess.Popen:
+        """The worker in a process group of its own, once its tasks all run."""
         if not any(CONNECT_JARS.glob("connect-runtime-*.jar")):
             raise RuntimeError(f"no Connect jars in {CONNECT_JARS}: scripts/stack/connect.sh jars")
         self.work.mkdir(parents=True, exist_ok=True)
-        files = {
-            "worker.properties": self.worker_settings(),
-            "connector.properties": self.connector_settings(),
-        }
+        files = {"worker": self.worker_settings(), "connector": self.connector_settings()}
         for name, settings in files.items():
             lines = (f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in settings.items())
-            (self.work / name).write_text("".join(lines))
+            (self.work / f"{name}.properties").write_text("".join(lines))
         (self.work / "log4j2.properties").write_text(LOG4J2)
         env = dict(os.environ)
         if self.db.password is not None:
             env[PASSWORD_VARIABLE] = self.db.password.get_secret_value()
-        command = [
-            "java",
-            "-Xms256m",
-            "-Xmx1g",
-            "-Duser.timezone=UTC",  # `event_time`'s zone
-            f"-Dlog4j2.configurationFile={self.work / 'log4j2.properties'}",
-            "-cp",
-            f"{CONNECT_JARS}/*",
-            "org.apache.kafka.connect.cli.ConnectStandalone",
-            *(str(self.work / name) for name in files),
-        ]
+        log4j = f"-Dlog4j2.configurationFile={self.work / 'log4j2.properties'}"
+        jvm = ["java", "-Xms256m", "-Xmx1g", "-Duser.timezone=UTC", log4j]  # `event_time`'s zone
+        main = [f"{CONNECT_JARS}/*", "org.apache.kafka.connect.cli.ConnectStandalone"]
+        properties = [str(self.work / f"{name}.properties") for name in files]
         log = self.work / "connect.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [*jvm, "-cp", *main, *properties],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         what = f"Connect's {self.tasks} tasks running"
         wait_until(self._running, 120, what, every_s=0.3, process=process, log=log)
@@ -374,9 +354,6 @@ class ConnectWorker:
         if failed := [t.get("trace", "")[:2000] for t in tasks if t["state"] == "FAILED"]:
             raise RuntimeError(f"the peer's task failed: {failed[0]}")
         return len(tasks) == self.tasks and all(t["state"] == "RUNNING" for t in tasks)
-
-    def log_tail(self) -> str:
-        return log_tail(self.work / "connect.log")
 
     def wait_sessions_gone(self) -> None:
         """After a SIGKILL each session ends once its server process sees the socket closed."""
@@ -416,12 +393,11 @@ def throughput(pipeline: Pipeline, n: int) -> dict[str, Any]:
         f"{after or 0:,.0f} rows/s; DB CPU {cpu:.1f} us/row"
     )
     figures = {"start_to_first_row_s": round(to_first, 3), "rows_per_s_after_first_row": after}
-    return harness.rate(n, seconds, **figures, db_cpu_us_per_row=cpu, peak_memory_mib=memory_mib)
+    return rate(n, seconds, **figures, db_cpu_us_per_row=cpu, peak_memory_mib=memory_mib)
 
 
 def killed_half_way(pipeline: Pipeline, n: int) -> tuple[dict[str, int], subprocess.Popen]:
-    """SIGKILL at half the rows, start again, let it catch up: rows lost and duplicated. The
-    restarted process is left running (the freshness run's), its owner to kill."""
+    """SIGKILL at half the rows, restart, catch up: rows lost, duplicated; the restart, running."""
     what, process = pipeline.name, pipeline.start()
     try:
         wait_rows(pipeline, n // 2, process, f"{what} (to be killed)", 3600, every_s=0.1)
@@ -444,17 +420,17 @@ def killed_half_way(pipeline: Pipeline, n: int) -> tuple[dict[str, int], subproc
 def freshness(
     kafka: ClientConf, pipeline: Pipeline, process: subprocess.Popen, args: argparse.Namespace
 ) -> tuple[dict[str, float], dict]:
-    """The running, warm pipeline while storefront events arrive at `--rate` on its freshness
-    topic, after `--warm-up` seconds of the same: each row's delay from its send (its Kafka
-    timestamp) to its write (`ingested_at`), p50 and p95; and the rows measured."""
+    """Each row's delay from send to write at `--rate` on the warm pipeline's topic: p50, p95."""
     topic, name, table = pipeline.fresh_topic, pipeline.name, pipeline.table
     before, warm = pipeline.progress(), int(args.rate * args.warm_up)
-    common.load_topic(kafka, topic, warm, generator.storefront_events(seed=7), args.rate)
+    storefront = map(generator.encode_event, generator.storefront_events(seed=7))
+    common.load_topic(kafka, topic, warm, storefront, args.rate)
     wait_rows(pipeline, before + warm, process, f"{name} (warm-up)", 300, every_s=0.2)
     say(f"freshness, {name}: {args.rate:,.0f} msg/s for {args.duration:g}s")
     t_from = math.floor(time.time() * 1000) / 1000  # Kafka timestamps are whole milliseconds
     measured = int(args.rate * args.duration)
-    common.load_topic(kafka, topic, measured, generator.storefront_events(seed=7), args.rate)
+    storefront = map(generator.encode_event, generator.storefront_events(seed=7))
+    common.load_topic(kafka, topic, measured, storefront, args.rate)
     window = f"FROM {table} WHERE kafka_topic = %s AND event_time >= to_timestamp(%s)"
 
     def visible() -> bool:  # a Citus worker counts its rows at PREPARE, before COMMIT PREPARED
@@ -465,17 +441,14 @@ def freshness(
     # per row, send to write: its Kafka timestamp (`event_time`) to `ingested_at`
     delay = f"SELECT extract(epoch FROM ingested_at - event_time) {window}"  # noqa: S608
     delays = [float(d) for (d,) in fetch(pipeline.db, delay, (topic, t_from))]
-    p50, p95 = round(harness.percentile(delays, 50), 3), round(harness.percentile(delays, 95), 3)
+    p50, p95 = round(percentile(delays, 50), 3), round(percentile(delays, 95), 3)
     say(f"freshness, {name}: p50 / p95 {p50:.2f} / {p95:.2f}s")
     figures = {"rows": len(delays), "p50_s": p50, "p95_s": p95}
     return figures, written_rows(pipeline.db, table, topic, since=t_from)
 
 
 def create_peer_table(db: ConnectionParams) -> dict[str, Any]:
-    """`peer_events` shaped as `events`: its columns, defaults and indexes, range partitions with
-    the same bounds, a sequence of its own, on Citus colocated with `events`. First, in both,
-    `ingested_at` becomes the moment each row is written, not its transaction's start. Returns
-    both shapes, checked equal."""
+    """`peer_events` shaped as `events`, both stamping `ingested_at` per row; both shapes."""
     execute(
         db,
         "ALTER TABLE events ALTER COLUMN ingested_at SET DEFAULT clock_timestamp()",
@@ -510,8 +483,7 @@ def create_peer_table(db: ConnectionParams) -> dict[str, Any]:
 
 
 def table_shape(db: ConnectionParams, table: str) -> dict[str, Any]:
-    """What makes a table cost what it costs to write, names aside: columns, partition key and
-    bounds, indexes and keys; on Citus its distribution column, colocation group and shards."""
+    """What makes a table cost what it costs to write, names aside (on Citus, distribution too)."""
     ((columns, key, partitions, bounds, indexes),) = fetch(
         db,
         r"""SELECT
@@ -553,19 +525,16 @@ def table_shape(db: ConnectionParams, table: str) -> dict[str, Any]:
 
 
 def message_bytes(n: int) -> dict[str, float]:
-    """The bytes of the messages both read (the lab's JSON), against the schema envelope the
-    peer read before Connect took its schema from its config."""
-    sample = [
-        generator.encode_event(e)
-        for e in itertools.islice(generator.lab_uniform_events(1), min(n, 10_000))
-    ]
+    """Mean bytes of the messages both read, and with the schema envelope Connect once needed."""
+    events = itertools.islice(generator.lab_uniform_events(1), min(n, 10_000))
+    sample = [generator.encode_event(e) for e in events]
     plain = sum(map(len, sample)) / len(sample)
     envelope = len(json.dumps({"schema": LAB_SCHEMA, "payload": None}, separators=(",", ":")))
     return {"mean": round(plain, 1), "with_an_envelope": round(plain + envelope - 4, 1)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    n, kafka = args.messages, producer_config(args.cfg.kafka, args.secrets)
+    n, kafka = args.messages, args.kafka
     work = Path(tempfile.mkdtemp(prefix="bench-peer-"))  # logs and properties, kept to read
     say(f"logs and settings of every run in {work}")
     results: dict[str, Any] = {"messages": n, "message_bytes": message_bytes(n)}
@@ -573,8 +542,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fresh_topic(kafka, "bench-peer", args.partitions) as topic,
         fresh_topic(kafka, "bench-peer-ours-f", args.partitions) as ours_fresh,
         fresh_topic(kafka, "bench-peer-connect-f", args.partitions) as peer_fresh,
-        harness.scratch_db(args.secrets, "bench_peer") as db,
-        contextlib.ExitStack() as polls,
+        scratch_db(args.secrets, "bench_peer") as db,
+        ExitStack() as polls,
     ):
         results["topics"] = {"ours": topic, "peer": topic}  # one topic, read by both
         results["load_msg_per_s"] = common.load_topic(kafka, topic, n)
@@ -601,7 +570,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         say(f"peer settings: {json.dumps(results['peer_settings']['connector'])}")
         results["ours"] = throughput(ours(), n)
-        results["peer"] = throughput(peer_pipeline(db, first, kafka, polls), n)
+        results["peer"] = throughput(peer_pipeline(first, kafka, polls), n)
         same = {"throughput": both_wrote("throughput")}
         # a SIGKILL half-way, both at once, on empty tables from an empty checkpoint / consumer
         # group (the restarted worker has the same name: it resumes its group). Each restart
@@ -609,7 +578,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         execute(db, f"TRUNCATE events, {PEER_TABLE}, clickstream_ingest_ledger")
         pipelines = {
             "ours": ours(ours_fresh),
-            "peer": peer_pipeline(db, peer("kill", topic, peer_fresh), kafka, polls),
+            "peer": peer_pipeline(peer("kill", topic, peer_fresh), kafka, polls),
         }
         processes: list[subprocess.Popen] = []
         try:
@@ -626,9 +595,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             written = {}
             for (name, pipeline), process in zip(pipelines.items(), processes, strict=True):
                 # ours while the peer idles; the peer once ours is gone
-                results["freshness"][name], written[name] = freshness(
-                    kafka, pipeline, process, args
-                )
+                fresh, written[name] = freshness(kafka, pipeline, process, args)
+                results["freshness"][name] = fresh
                 kill_group(process, missing_ok=True)
             expected = int(args.rate * args.duration)
             ours_rows, peer_rows = written["ours"], written["peer"]
@@ -644,43 +612,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["ours_over_peer_rows_per_s"] = ratio
     say(f"ours over the peer: {ratio:.2f}x rows/s; the same rows in each phase")
     return results
-
-
-def rows(f: dict[str, Any]) -> list[Cells]:
-    ours, peer, fresh = f["ours"], f["peer"], f["freshness"]
-    return [
-        row(
-            f"end to end, {f['messages']:,} lab messages: ours vs {PEER}",
-            f"ours {n0(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row']:.1f} us DB CPU/row, "
-            f"{n0(ours['peak_memory_mib'])} MiB",
-            f"peer {n0(peer['rows_per_s'])} rows/s, {peer['db_cpu_us_per_row']:.1f} us/row, "
-            f"{n0(peer['peak_memory_mib'])} MiB",
-            f"{f['ours_over_peer_rows_per_s']:.2f}x",
-        ),
-        row(
-            "SIGKILL half-way, then a restart: rows lost / duplicated",
-            f"ours {f['ours_lost']:,} / {f['ours_duplicated']:,}",
-            f"peer {f['peer_lost']:,} / {f['peer_duplicated']:,}",
-            target=verdict(f, "exactly_once"),
-        ),
-        row(
-            f"freshness at {fresh['rate_msg_per_s']:,.0f} msg/s, send to row written, p50 / p95",
-            f"ours {fresh['ours']['p50_s']:.2f} / {fresh['ours']['p95_s']:.2f} s",
-            f"peer {fresh['peer']['p50_s']:.2f} / {fresh['peer']['p95_s']:.2f} s",
-        ),
-    ]
-
-
-def headline(f: dict[str, Any], citus: dict[str, Any] | None) -> Cells:
-    on_citus = f" ({citus['ours_over_peer_rows_per_s']:.2f}x on Citus)" if citus else ""
-    return [
-        f"vs {PEER}, {harness.millions(f['messages'])} messages",
-        f"{n0(f['ours']['rows_per_s'])} rows/s; after a SIGKILL {f['ours_lost']:,} lost, "
-        f"{f['ours_duplicated']:,} duplicated",
-        f"{n0(f['peer']['rows_per_s'])} rows/s; {f['peer_lost']:,} lost, "
-        f"{f['peer_duplicated']:,} duplicated",
-        f"{f['ours_over_peer_rows_per_s']:.2f}x{on_citus}",
-    ]
 
 
 SCENARIO = Scenario(
@@ -707,9 +638,25 @@ SCENARIO = Scenario(
     targets=lambda f: [
         Target("exactly_once", f["ours_lost"] + f["ours_duplicated"], "<=", 0, "exactly once")
     ],
-    rows=rows,
+    rows=(
+        f"end to end, {{messages:,}} lab messages: ours vs {PEER}"
+        " | ours {ours[rows_per_s]:,.0f} rows/s, {ours[db_cpu_us_per_row]:.1f} us DB CPU/row,"
+        " {ours[peak_memory_mib]:,.0f} MiB | peer {peer[rows_per_s]:,.0f} rows/s,"
+        " {peer[db_cpu_us_per_row]:.1f} us/row, {peer[peak_memory_mib]:,.0f} MiB"
+        " | {ours_over_peer_rows_per_s:.2f}x",
+        "SIGKILL half-way, then a restart: rows lost / duplicated"
+        " | ours {ours_lost:,} / {ours_duplicated:,} | peer {peer_lost:,} / {peer_duplicated:,}"
+        " | | {targets:exactly_once}",
+        "freshness at {freshness[rate_msg_per_s]:,.0f} msg/s, send to row written, p50 / p95"
+        " | ours {freshness[ours][p50_s]:.2f} / {freshness[ours][p95_s]:.2f} s"
+        " | peer {freshness[peer][p50_s]:.2f} / {freshness[peer][p95_s]:.2f} s",
+    ),
     on_both=True,
-    headline=headline,
+    headline=f"vs {PEER}, {{messages:M}} messages"
+    " | {ours[rows_per_s]:,.0f} rows/s; after a SIGKILL {ours_lost:,} lost,"
+    " {ours_duplicated:,} duplicated | {peer[rows_per_s]:,.0f} rows/s; {peer_lost:,} lost,"
+    " {peer_duplicated:,} duplicated | {ours_over_peer_rows_per_s:.2f}x",
+    on_citus="{ours_over_peer_rows_per_s:.2f}x",
 )
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
-"""Rollups after a batch: the lab's five_minutely_aggregation() and hourly_aggregation() and the
-dashboard's dashboard_aggregation() over N new events (lab-uniform, over the last 5 minutes),
-on plain PostgreSQL (the baseline) and the Citus cluster in the same run; goals: Citus at most
-PostgreSQL's time per event, and within 2 s for 200,000 events.
-"""
+"""Rollups after a batch: the lab's 5-minute and hourly aggregations and the dashboard's over N
+new events, on plain PostgreSQL (the baseline) and Citus in the same run; goals: Citus at most
+PostgreSQL's time per event, and within 2 s for 200,000 events."""
 
 from __future__ import annotations
 
@@ -12,7 +10,8 @@ from typing import Any
 
 from benchmarks.common import DbCpuMeter
 from benchmarks.dashboard import LOAD_CHUNK
-from benchmarks.harness import Cells, Scenario, Target, n0, say, scratch_db, servers, setup_env
+from benchmarks.harness import Cells, Scenario, Target, say, scratch_db, servers
+from clickstream_pipeline.core.secrets import Secrets
 from devkit.db import execute
 
 FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
@@ -29,9 +28,9 @@ COLUMNS = (
 )
 
 
-def measure(server: str, env: str, events: int) -> dict[str, Any]:
+def measure(server: str, secrets: Secrets, events: int) -> dict[str, Any]:
     """Load `events` new events into a scratch database, then time each rollup function."""
-    with scratch_db(setup_env(env)[1], f"bench_rollups_{server}") as db:
+    with scratch_db(secrets, f"bench_rollups_{server}") as db:
         execute(db, LOAD_CHUNK.replace("interval '2 days'", "interval '5 minutes'") % events)
         seconds: dict[str, float] = {}
         with DbCpuMeter(db) as meter:
@@ -57,17 +56,16 @@ def measure(server: str, env: str, events: int) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(n) for n in str(args.events).split(",")]
     runs = {
-        f"{server}_{size}": measure(server, env, size)
-        for server, env in servers().items()
+        f"{server}_{size}": measure(server, secrets, size)
+        for server, (_, secrets) in servers().items()
         for size in sizes
     }
-    ratios = {}
-    for size in sizes:
-        if f"citus_{size}" in runs:
-            citus, plain = runs[f"citus_{size}"], runs[f"postgres_{size}"]
-            ratios[f"citus_over_postgres_s_per_event_{size}"] = (
-                citus["us_per_event"] / plain["us_per_event"]
-            )
+    ratios = {
+        f"citus_over_postgres_s_per_event_{size}": runs[f"citus_{size}"]["us_per_event"]
+        / runs[f"postgres_{size}"]["us_per_event"]
+        for size in sizes
+        if f"citus_{size}" in runs
+    }
     return {"sizes": sizes, "runs": runs, "ratios": ratios}
 
 
@@ -88,7 +86,7 @@ def rows(f: dict[str, Any]) -> list[Cells]:
         ratio = f["ratios"].get(f"citus_over_postgres_s_per_event_{run['events']}")
         shown = f"{ratio:.2f}x" if ratio is not None and run["server"] == "citus" else ""
         seconds = [f"{run['seconds'][name]:.2f}" for name in FUNCTIONS]
-        figures = [f"{run['total_s']:.2f}", n0(run["events_per_s"])]
+        figures = [f"{run['total_s']:.2f}", f"{run['events_per_s']:,.0f}"]
         cpu = f"{run['db_cpu_us_per_event']:.1f}"
         found.append([run["server"], f"{run['events']:,}", *seconds, *figures, cpu, shown])
     for name, t in f["targets"].items():

@@ -1,9 +1,6 @@
-"""Run every benchmark, one process each, then write the reports from results.json.
-
-`.venv/bin/python -m benchmarks.run_all [--quick] [--only sink,freshness]` (`make bench`): each
-scenario of `harness.ORDER`, the `on_both` ones again against the Citus cluster when the stack
-has one; a failed one is reported, the others still run, and the exit code is then 1.
-"""
+"""Run every benchmark, one process each (`on_both` ones on Citus too), then write the reports:
+`python -m benchmarks.run_all [--quick] [--only sink,freshness]` (`make bench`); a failed one
+is reported, the others still run, and the exit code is then 1."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Sink throughput: one cached DataFrame of validated rows written into a scratch `events` six
 ways in the same run: our sink (binary COPY, and its CSV path), Spark's JDBC writer, the lab's
-INSERT per row (a slice) and `psql \\copy` (1 and 2 streams); rows/s and DB CPU per row.
-"""
+INSERT per row (a slice) and `psql \\copy` (1 and 2 streams); rows/s and DB CPU per row."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -16,23 +16,15 @@ from typing import Any, Literal
 
 from pyspark.sql import DataFrame
 
-from benchmarks import harness
 from benchmarks.common import DbCpuMeter, expect_rows, psql_copy, tree_cpu_s
-from benchmarks.harness import Cells, Scenario, Target, n0, rate, row, say, verdict
+from benchmarks.harness import Scenario, Target, rate, say, scratch_db
 from clickstream_pipeline.core.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.core.spark import build_spark
 from clickstream_pipeline.ingest.sink import SinkSettings, write_and_route
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from devkit.db import execute
 
-BASELINES = {  # run key: its name in the table
-    "ours_csv": "our CSV path",
-    "jdbc": "Spark JDBC",
-    "lab": "lab INSERT per row",
-    "copy_1": "`\\copy` 1 stream",
-    "copy_2": "`\\copy` 2 streams",
-}
-FASTER = ("rows_per_s_ge_jdbc", "rows_per_s_ge_1.5x_jdbc_stretch")  # the targets of its speed
+BASELINES = ("ours_csv", "jdbc", "lab", "copy_1", "copy_2")  # the runs ours is compared with
 PICK = "element_at(array({}), cast(floor(rand({}) * {}) as int) + 1) AS {}"
 COUNTRIES = "'United States','United Kingdom','India','France','Germany','China','China'"
 # validated rows as `transforms.validate` gives them; each Spark partition one "Kafka" range
@@ -57,6 +49,7 @@ COLUMNS = (
 # What the baselines write: the same rows without `properties` (NULL either way; Spark's JDBC
 # writer cannot bind a NULL string to jsonb)
 BASELINE_COLUMNS = tuple(c for c in EVENT_COLUMNS if c != "properties")
+Copy = Literal["binary", "csv"]
 
 
 def measure(name: str, db: ConnectionParams, rows: int, write: Callable[[], Any]) -> dict:
@@ -85,58 +78,47 @@ def measure(name: str, db: ConnectionParams, rows: int, write: Callable[[], Any]
 
 
 def ours(
-    df: DataFrame,
-    db: ConnectionParams,
-    expected: int,
-    sink: str = "bench-sink",
-    copy: Literal["binary", "csv"] = "binary",
+    df: DataFrame, db: ConnectionParams, n: int, sink: str = "bench-sink", copy: Copy = "binary"
 ) -> None:
-    connect_kwargs = db.psycopg_kwargs("bench-sink", 10)
-    settings = SinkSettings(connect_kwargs, "public", "events", sink, 0, copy_format=copy)
+    """Our sink's micro-batch function over every partition, its stats rows checked."""
+    kwargs = db.psycopg_kwargs("bench-sink", 10)
+    settings = SinkSettings(kwargs, "public", "events", sink, 0, copy_format=copy)
     stats = df.mapInArrow(write_and_route(settings), ROUTED_SCHEMA).collect()
-    if (written := sum(r["written"] or 0 for r in stats if r["kind"] == "stats")) != expected:
-        raise RuntimeError(f"our sink wrote {written} rows, expected {expected}")
+    if (written := sum(r["written"] or 0 for r in stats if r["kind"] == "stats")) != n:
+        raise RuntimeError(f"our sink wrote {written} rows, expected {n}")
 
 
 def jdbc(df: DataFrame, db: ConnectionParams) -> None:
     props = {**db.jdbc_properties(), "batchsize": "10000", "reWriteBatchedInserts": "true"}
-    df.select(*BASELINE_COLUMNS).write.jdbc(
-        db.jdbc_url(), "events", mode="append", properties=props
-    )
+    df.select(*BASELINE_COLUMNS).write.jdbc(db.jdbc_url(), "events", "append", props)
 
 
 def lab_insert(rows: list[tuple[Any, ...]], db: ConnectionParams) -> None:
     """The lab's ForeachWriter: one INSERT per row, autocommit (parameters, not concatenation)."""
-    conn = connect(db, "bench-lab")
-    conn.autocommit = True
     values = ", ".join(["%s"] * len(BASELINE_COLUMNS))
     statement = f"INSERT INTO events ({', '.join(BASELINE_COLUMNS)}) VALUES ({values})"  # noqa: S608
-    try:
+    with contextlib.closing(connect(db, "bench-lab")) as conn:
+        conn.autocommit = True
         with conn.cursor() as cur:
             cur.executemany(statement, rows)  # psycopg2: one execute a row
-    finally:
-        conn.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     spark, n = build_spark(args.cfg, args.secrets), args.rows
     tmp = Path(tempfile.mkdtemp(prefix="bench-sink-"))
     try:
-        with harness.scratch_db(args.secrets, "bench_sink") as db:
+        with scratch_db(args.secrets, "bench_sink") as db:
             per_partition = -(-n // args.partitions)
             columns = [c.format(per_partition=per_partition) for c in COLUMNS]
             df = spark.range(0, n, 1, args.partitions).selectExpr(*columns).cache()
             say(f"prepared {df.count():,} rows in {args.partitions} partitions")
-            lab_rows = [
-                tuple(r) for r in df.select(*BASELINE_COLUMNS).limit(args.lab_rows).collect()
-            ]
-            df.select(*BASELINE_COLUMNS).coalesce(2).write.option(
+            baseline = df.select(*BASELINE_COLUMNS)
+            lab_rows = [tuple(r) for r in baseline.limit(args.lab_rows).collect()]
+            baseline.coalesce(2).write.option(
                 "timestampFormat", "yyyy-MM-dd HH:mm:ss.SSSSSSXXX"
             ).csv(str(tmp / "spark"))  # the same rows as CSV files, as psql \copy reads them
             parts = sorted((tmp / "spark").glob("part-*.csv"))
-            with (tmp / "all.csv").open("wb") as whole:
-                for part in parts:
-                    whole.write(part.read_bytes())
+            (tmp / "all.csv").write_bytes(b"".join(part.read_bytes() for part in parts))
             small = df.limit(2000).cache()  # Python workers and the JDBC driver started untimed
             ours(small, db, small.count(), sink="bench-warm-up")
             jdbc(small, db)
@@ -178,42 +160,6 @@ def targets(f: dict[str, Any]) -> list[Target]:
     ]
 
 
-def rows(f: dict[str, Any]) -> list[Cells]:
-    r, q, c = f["runs"], f["ratios"], f["cpu_ratios"]
-
-    def speed(k: str, benchmark: str = "", figure: str = "", *targets: str) -> Cells:
-        baseline = f"{BASELINES[k]} {n0(r[k]['rows_per_s'])} rows/s"
-        ratio = f"{q[f'ours_over_{k}']:.{0 if k == 'lab' else 2}f}x"
-        return row(benchmark, figure, baseline, ratio, verdict(f, *targets))
-
-    def cpu(k: str, benchmark: str = "", figure: str = "", *targets: str) -> Cells:
-        baseline = f"{BASELINES[k]} {r[k]['db_cpu_us_per_row_own']:.{1 if k == 'lab' else 2}f} us"
-        ratio = f"{c[f'ours_cpu_per_row_over_{k}']:.2f}x"
-        return row(benchmark, figure, baseline, ratio, verdict(f, *targets))
-
-    ours_rows, ours_cpu = n0(r["ours"]["rows_per_s"]), r["ours"]["db_cpu_us_per_row_own"]
-    return [
-        speed("jdbc", f"sink, {f['rows']:,} rows", f"ours {ours_rows} rows/s", *FASTER),
-        *(speed(k) for k in ("ours_csv", "lab", "copy_1", "copy_2")),
-        cpu("copy_1", "sink, DB CPU per row", f"ours {ours_cpu:.2f} us", "db_cpu_per_row_le_copy"),
-        cpu("ours_csv"),
-        cpu("jdbc", "", "", "db_cpu_per_row_le_0.6x_jdbc"),
-        cpu("lab"),
-    ]
-
-
-def headline(f: dict[str, Any], citus: dict[str, Any] | None) -> Cells:
-    ours, jdbc = f["runs"]["ours"], f["runs"]["jdbc"]
-    on_citus = f" ({citus['ratios']['ours_over_jdbc']:.2f}x on Citus)" if citus else ""
-    return [
-        f"sink, {harness.millions(f['rows'])} rows into partitioned `events`",
-        f"{n0(ours['rows_per_s'])} rows/s, {ours['db_cpu_us_per_row_own']:.2f} us DB CPU a row",
-        f"Spark JDBC writer {n0(jdbc['rows_per_s'])} rows/s, "
-        f"{jdbc['db_cpu_us_per_row_own']:.2f} us",
-        f"{f['ratios']['ours_over_jdbc']:.2f}x{on_citus}",
-    ]
-
-
 SCENARIO = Scenario(
     "sink",
     __doc__ or "",
@@ -223,9 +169,33 @@ SCENARIO = Scenario(
     # 500 inserts measured none at times)
     quick={"rows": 100_000, "lab_rows": 2_000},
     targets=targets,
-    rows=rows,
+    rows=(
+        "sink, {rows:,} rows | ours {runs[ours][rows_per_s]:,.0f} rows/s"
+        " | Spark JDBC {runs[jdbc][rows_per_s]:,.0f} rows/s | {ratios[ours_over_jdbc]:.2f}x"
+        " | {targets:rows_per_s_ge_jdbc; rows_per_s_ge_1.5x_jdbc_stretch}",
+        "| | our CSV path {runs[ours_csv][rows_per_s]:,.0f} rows/s"
+        " | {ratios[ours_over_ours_csv]:.2f}x",
+        "| | lab INSERT per row {runs[lab][rows_per_s]:,.0f} rows/s | {ratios[ours_over_lab]:.0f}x",
+        "| | `\\copy` 1 stream {runs[copy_1][rows_per_s]:,.0f} rows/s"
+        " | {ratios[ours_over_copy_1]:.2f}x",
+        "| | `\\copy` 2 streams {runs[copy_2][rows_per_s]:,.0f} rows/s"
+        " | {ratios[ours_over_copy_2]:.2f}x",
+        "sink, DB CPU per row | ours {runs[ours][db_cpu_us_per_row_own]:.2f} us"
+        " | `\\copy` 1 stream {runs[copy_1][db_cpu_us_per_row_own]:.2f} us"
+        " | {cpu_ratios[ours_cpu_per_row_over_copy_1]:.2f}x | {targets:db_cpu_per_row_le_copy}",
+        "| | our CSV path {runs[ours_csv][db_cpu_us_per_row_own]:.2f} us"
+        " | {cpu_ratios[ours_cpu_per_row_over_ours_csv]:.2f}x",
+        "| | Spark JDBC {runs[jdbc][db_cpu_us_per_row_own]:.2f} us"
+        " | {cpu_ratios[ours_cpu_per_row_over_jdbc]:.2f}x | {targets:db_cpu_per_row_le_0.6x_jdbc}",
+        "| | lab INSERT per row {runs[lab][db_cpu_us_per_row_own]:.1f} us"
+        " | {cpu_ratios[ours_cpu_per_row_over_lab]:.2f}x",
+    ),
     on_both=True,
-    headline=headline,
+    headline="sink, {rows:M} rows into partitioned `events`"
+    " | {runs[ours][rows_per_s]:,.0f} rows/s, {runs[ours][db_cpu_us_per_row_own]:.2f} us DB CPU"
+    " a row | Spark JDBC writer {runs[jdbc][rows_per_s]:,.0f} rows/s,"
+    " {runs[jdbc][db_cpu_us_per_row_own]:.2f} us | {ratios[ours_over_jdbc]:.2f}x",
+    on_citus="{ratios[ours_over_jdbc]:.2f}x",
 )
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
-"""Dashboard viewers: many browsers refreshing the live dashboard (`clickstream-dashboard`) on
-the 10M-event database of `benchmarks.dashboard`, served each way in turn in the same run:
-Flask's development server (the baseline), waitress, gunicorn with and without the render
-cache; refresh latency, errors, database connections held (docs/decisions/dashboard-server.md).
-"""
+"""Dashboard viewers: many browsers refreshing `clickstream-dashboard` on the database of
+`benchmarks.dashboard`, served each way in turn: Flask's development server (the baseline),
+waitress, gunicorn without and with its render cache (docs/decisions/dashboard-server.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,7 +24,7 @@ import psutil
 
 from benchmarks.common import Watch, cpu_s, start_job, tree_cpu_s
 from benchmarks.dashboard import prepare_database
-from benchmarks.harness import Cells, Scenario, Target, millions, ms, percentile, row, say, verdict
+from benchmarks.harness import Cells, Scenario, Target, cells, ms, percentile, say
 from clickstream_pipeline.dashboard.server import Serving
 from clickstream_pipeline.warehouse.database import ConnectionParams, fetch
 from devkit.ports import free_port
@@ -44,6 +43,12 @@ CONTENDERS = {  # what the dashboard was: Flask's server, a connection per refre
     "gunicorn, no cache": Serving(server="gunicorn", cache_seconds=0),
     "gunicorn": Serving(server="gunicorn"),
 }
+ROW = (
+    "dashboard, {viewers} viewers refreshing every {interval_s:g} s: {name} | p99 {p99_ms:ms},"
+    " {refreshes_per_s:.0f} refreshes/s, {errors} errors, at most {most_db_connections}"
+    " connections | development server p99 {baseline:ms} | {ratio:.2f}x p99"
+    " | {targets:p99_le_250ms:{name}; no_errors:{name}{bounded}}"
+)
 
 
 @dataclass
@@ -51,11 +56,8 @@ class Tally:
     warm_until: float  # refreshes started before: the warm-up (every view read once)
     latencies_ms: list[float] = field(default_factory=list)  # after the warm-up
     warm_up_ms: list[float] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)  # by kind
     rng: random.Random = field(default_factory=lambda: random.Random(7))  # when each starts
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 def refresh_request(dependencies: list[dict], customer: str, tick: int) -> dict[str, Any]:
@@ -89,7 +91,8 @@ async def viewer(
         async with session.get(url, timeout=timeout) as page:
             await page.read()
     except (TimeoutError, aiohttp.ClientError) as exc:
-        return tally.error(f"page: {type(exc).__name__}")
+        tally.errors[f"page: {type(exc).__name__}"] += 1
+        return
     await asyncio.sleep(tally.rng.uniform(0, interval_s))
     tick, refresh = 0, f"{url}_dash-update-component"
     while time.monotonic() < until:
@@ -99,14 +102,14 @@ async def viewer(
                 text = await answer.text()
                 elapsed = (time.monotonic() - started) * 1000
                 if answer.status != 200:
-                    tally.error(f"HTTP {answer.status}")
+                    tally.errors[f"HTTP {answer.status}"] += 1
                 elif "database unavailable" in text:
-                    tally.error("database unavailable")
+                    tally.errors["database unavailable"] += 1
                 else:
                     warm = started < tally.warm_until
                     (tally.warm_up_ms if warm else tally.latencies_ms).append(elapsed)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            tally.error(type(exc).__name__)
+            tally.errors[type(exc).__name__] += 1
         await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 
 
@@ -140,14 +143,11 @@ def measure(
 ) -> dict[str, Any]:
     """The dashboard job served `serving`'s way while the viewers watch."""
     port, log = free_port(), Path(tempfile.mkstemp(prefix="bench-viewers-", suffix=".log")[1])
-    flags = {
-        "port": port,
-        "server": serving.server,
-        "pool-size": serving.pool_size,
-        "cache-seconds": serving.cache_seconds,
-    }
-    flags_list = [f"--{k}={v}" for k, v in flags.items()]
-    server = start_job("dashboard", args.cfg, secrets_for(args.secrets, db), log, *flags_list)
+    flags = (
+        f"--port={port} --server={serving.server} --pool-size={serving.pool_size}"
+        f" --cache-seconds={serving.cache_seconds}"
+    ).split()
+    server = start_job("dashboard", args.cfg, secrets_for(args.secrets, db), log, *flags)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until(lambda: answers(url), 90, name, every_s=0.3, process=server, log=log)
@@ -164,13 +164,12 @@ def measure(
         except subprocess.TimeoutExpired:
             kill_group(server, missing_ok=True)
     times, warm = tally.latencies_ms, tally.warm_up_ms
-    workers = serving.workers if serving.server == "gunicorn" else 1
     p99 = percentile(times, 99) if times else None
     figures = {
         "serving": {
             "server": serving.server,
             "threads": serving.threads,
-            "workers": workers,
+            "workers": serving.workers if serving.server == "gunicorn" else 1,
             "pool_size": serving.pool_size,
             "cache_seconds": serving.cache_seconds,
         },
@@ -195,7 +194,7 @@ def measure(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    db = prepare_database(args, chunk=min(args.events, 1_000_000))
+    db = prepare_database(args)
     customers = [str(c) for (c,) in fetch(db, BUSIEST)]
     say(f"{args.viewers} viewers, a refresh every {args.interval_s:g} s each, {args.seconds:g} s")
     servers = {name: measure(name, s, db, args, customers) for name, s in CONTENDERS.items()}
@@ -222,31 +221,14 @@ def targets(f: dict[str, Any]) -> list[Target]:
 
 
 def rows(f: dict[str, Any]) -> list[Cells]:
-    baseline = f"development server p99 {ms(f['servers']['development']['p99_ms'])}"
+    shared = {k: f[k] for k in ("viewers", "interval_s", "targets")}
+    shared["baseline"] = f["servers"]["development"]["p99_ms"]
     found = []
     for name, s in f["servers"].items():
-        bounded = ["connections_bounded"] if name == "gunicorn" else []
-        benchmark = f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s"
-        figure = (
-            f"p99 {ms(s['p99_ms'])}, {s['refreshes_per_s']:.0f} refreshes/s, {s['errors']} errors, "
-            f"at most {s['most_db_connections']} connections"
-        )
-        ratio = f"{s['p99_over_development'] or 0:.2f}x p99"
-        target = verdict(f, f"p99_le_250ms:{name}", f"no_errors:{name}", *bounded)
-        found.append(row(f"{benchmark}: {name}", figure, baseline, ratio, target))
+        bounded = "; connections_bounded" if name == "gunicorn" else ""
+        ratio = s["p99_over_development"] or 0
+        found.append(cells(s | shared | {"name": name, "ratio": ratio, "bounded": bounded}, ROW))
     return found
-
-
-def headline(f: dict[str, Any], _citus: dict[str, Any] | None) -> Cells:
-    ours, dev = f["servers"]["gunicorn"], f["servers"]["development"]
-    return [
-        f"dashboard, {f['viewers']} viewers refreshing every {f['interval_s']:g} s, "
-        f"{millions(f['events'])} events",
-        f"p99 {ms(ours['p99_ms'])}, {ours['errors']} errors, {ours['most_db_connections']} "
-        "connections",
-        f"Flask's development server p99 {ms(dev['p99_ms'])}",
-        "",
-    ]
 
 
 SCENARIO = Scenario(
@@ -261,10 +243,13 @@ SCENARIO = Scenario(
         "seconds": 30.0,
         "warm_up_s": 5.0,
     },
-    quick={"events": 50_000, "viewers": 40, "seconds": 3.0, "warm_up_s": 1.0},
+    quick={"events": 50_000, "viewers": 40, "seconds": 2.0, "warm_up_s": 0.5},
     targets=targets,
     rows=rows,
-    headline=headline,
+    headline="dashboard, {viewers} viewers refreshing every {interval_s:g} s, {events:M} events"
+    " | p99 {servers[gunicorn][p99_ms]:ms}, {servers[gunicorn][errors]} errors,"
+    " {servers[gunicorn][most_db_connections]} connections"
+    " | Flask's development server p99 {servers[development][p99_ms]:ms} |",
 )
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """One-off studies behind a design decision, on the benchmarks' harness but in neither `make
-bench` nor the tests: `.venv/bin/python -m benchmarks.studies.<name> [--quick]` writes
-`benchmarks/studies/results/<name>.json`. A design each in a fresh process, interleaved.
-"""
+bench` nor the tests: `python -m benchmarks.studies.<name> [--quick]` writes
+`benchmarks/studies/results/<name>.json`. A design each in a fresh process, interleaved."""
 
 from __future__ import annotations
 
@@ -9,21 +8,24 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import ROOT, say
+from benchmarks.harness import ROOT, Scenario, say
 
 FIGURES = "FIGURES "  # the line a study's child process reports its figures on
 
 
-def report_figures(figures: dict[str, Any]) -> None:
-    """A child process's figures, as the one line `interleaved` reads."""
-    print(FIGURES + json.dumps(figures), flush=True)
+def main(scenario: Scenario, child: Callable[..., dict[str, Any]]) -> None:
+    """A study's entry point; `child <design> <args>` runs one design and reports its figures."""
+    if sys.argv[1:2] == ["child"]:
+        print(FIGURES + json.dumps(child(*sys.argv[2:])), flush=True)
+    else:
+        scenario.main()
 
 
 def interleaved(module: str, designs: list[str], repeat: int, *args: Any) -> dict[str, Any]:
-    """`python -m benchmarks.studies.<module> child <design> <args>` for each design in turn,
-    `repeat` rounds: each run's reported figures, and their medians."""
+    """Each design in a fresh `child` process in turn, `repeat` rounds: figures and medians."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in designs}
     for i in range(repeat):
         for name in designs:

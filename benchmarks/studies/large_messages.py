@@ -1,8 +1,6 @@
-"""Large messages: N valid lab messages padded to `--message-bytes` (1 MB) through the ingest's
-micro-batch (`process_batch`) twice on one topic: with the job's byte bounds, then as before
-them (Arrow batches by rows only, a task holding all it returns); the Python workers' peak
-memory (psutil, every 50 ms) or how the run failed (docs/outages.md).
-"""
+"""Large messages: N lab messages padded to `--message-bytes` through the ingest's micro-batch
+twice, with the job's byte bounds and as before them (rows only); the Python workers' peak
+memory, or how the run failed (docs/outages.md)."""
 
 from __future__ import annotations
 
@@ -17,15 +15,8 @@ from confluent_kafka import Producer
 from pyspark import SparkContext
 
 from benchmarks.common import PeakMemory, jvm_pid, read_topic
-from benchmarks.harness import Cells, Scenario, say, scratch_db
-from clickstream_pipeline.core.spark import (
-    ARROW_MAX_BYTES_PER_BATCH,
-    ARROW_NO_BYTE_BOUND,
-    arrow_batches_bounded,
-    build_spark,
-    session_conf_set,
-)
-from clickstream_pipeline.ingest.source import producer_config
+from benchmarks.harness import Scenario, say, scratch_db
+from clickstream_pipeline.core import spark as sparks
 from clickstream_pipeline.ingest.stream import ingest_settings, process_batch
 from devkit.db import execute
 from devkit.stack import fresh_topic, secrets_for
@@ -61,7 +52,7 @@ def failure(exc: Exception) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg, secrets, n, size = args.cfg, args.secrets, args.messages, args.message_bytes
     results: dict[str, Any] = {"messages": n, "message_bytes": size}
-    conf, most = producer_config(cfg.kafka, secrets), 2 * size + (1 << 20)
+    conf, most = args.kafka, 2 * size + (1 << 20)
     with (
         fresh_topic(conf, "bench-large", 2, {"max.message.bytes": str(most)}) as topic,
         scratch_db(secrets, "bench_large") as db,
@@ -78,10 +69,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         before = dataclasses.replace(settings, target=unbounded)
         runs = {  # bounded first: the run before the bounds may take the JVM down
             "bounded (the job's settings)": (settings, None),
-            "before (rows only, whole task held)": (before, ARROW_NO_BYTE_BOUND),
+            "before (rows only, whole task held)": (before, sparks.ARROW_NO_BYTE_BOUND),
         }
-        spark = build_spark(cfg, secrets)
-        arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
+        spark = sparks.build_spark(cfg, secrets)
+        sparks.arrow_batches_bounded(spark, cfg.ingest.arrow_batch_bytes)
         try:
             raw = read_topic(spark, cfg, secrets, topic)
             for batch_id, (name, (run, arrow_bytes)) in enumerate(runs.items()):
@@ -90,7 +81,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     with (
                         PeakMemory(jvm_pid(spark), "pyspark", interval_s=0.05) as memory,
-                        session_conf_set(spark, ARROW_MAX_BYTES_PER_BATCH, arrow_bytes),
+                        sparks.session_conf_set(
+                            spark, sparks.ARROW_MAX_BYTES_PER_BATCH, arrow_bytes
+                        ),
                     ):
                         report = process_batch(raw, batch_id, run)
                 except Exception as exc:
@@ -109,20 +102,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def rows(f: dict[str, Any]) -> list[Cells]:
-    runs = {name: r for name, r in f.items() if isinstance(r, dict) and name != "machine"}
-    return [
-        [name, str(r.get("peak_worker_mib", "")), r.get("failed", "")] for name, r in runs.items()
-    ]
-
-
 SCENARIO = Scenario(
     "large_messages",
     __doc__ or "",
     run,
     flags={"messages": 400, "message_bytes": 1_000_000},
     quick={"messages": 20},
-    rows=rows,
+    rows=lambda f: [
+        [name, str(r.get("peak_worker_mib", "")), r.get("failed", "")]
+        for name, r in f.items()
+        if isinstance(r, dict) and name not in ("machine", "targets")
+    ],
     columns=("run", "Python worker peak MiB", "failed"),
     study=True,
 )

@@ -1,29 +1,28 @@
 """A Python task's fixed cost: one-row Spark jobs through a Python worker, for each worker
 daemon of a local session (Spark's own, `spark.python_daemon = false`, and the project's,
-`core/python_daemon.py`), against the session's JVM-only job (docs/decisions/worker-daemon.md).
-"""
+`core/python_daemon.py`), against the session's JVM-only job (docs/decisions/worker-daemon.md)."""
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from benchmarks.harness import Cells, Scenario, setup_env
-from benchmarks.studies import interleaved, report_figures
+from benchmarks.harness import Scenario, setup_env
+from benchmarks.studies import interleaved, main
 
 DESIGNS = {"Spark's daemon": False, "installed pyspark": True}  # the first is the baseline
+KINDS = ("jvm_only_ms", "map_in_arrow_ms", "rdd_map_ms")
 
 
 def passed_through(batches: Iterable[Any]) -> Iterator[Any]:
     yield from batches
 
 
-def child(design: str, jobs: str, env: str) -> None:
-    """Median ms of each one-row job in this fresh process, reported as one line."""
+def child(design: str, jobs: str, env: str) -> dict[str, Any]:
+    """Median ms of each one-row job in this fresh process."""
     from clickstream_pipeline.core.spark import build_spark
 
     cfg, secrets = setup_env(env)
@@ -48,7 +47,7 @@ def child(design: str, jobs: str, env: str) -> None:
         figures[name] = round(statistics.median(times), 1)
     figures["daemon"] = spark.conf.get("spark.python.daemon.module", "pyspark.daemon")
     spark.stop()
-    report_figures(figures)
+    return figures
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,27 +59,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"jobs": args.jobs, **found}
 
 
-def rows(f: dict[str, Any]) -> list[Cells]:
-    kinds = ("jvm_only_ms", "map_in_arrow_ms", "rdd_map_ms")
-    return [
-        [name, *(f"{m[k]:.1f}" for k in kinds), f"{m['map_in_arrow_speed']:.2f}x"]
-        for name, m in f["medians"].items()
-    ]
-
-
 SCENARIO = Scenario(
     "python_tasks",
     __doc__ or "",
     run,
     flags={"jobs": 40, "repeat": 2},  # timed jobs of each kind; processes of each design
     quick={"jobs": 10, "repeat": 1},
-    rows=rows,
+    rows=lambda f: [
+        [name, *(f"{m[k]:.1f}" for k in KINDS), f"{m['map_in_arrow_speed']:.2f}x"]
+        for name, m in f["medians"].items()
+    ],
     columns=("daemon", "JVM only ms", "mapInArrow ms", "RDD map ms", "mapInArrow speed"),
     study=True,
 )
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["child"]:
-        child(*sys.argv[2:])
-    else:
-        SCENARIO.main()
+    main(SCENARIO, child)

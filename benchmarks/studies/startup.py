@@ -1,8 +1,6 @@
 """Job start: a fresh local session, the ingest query's start and its first and last batch
-commits (N messages, available-now), for each way of starting the JVM: `spark.jars` (the jars
-copied for the executor), the jars on the class path, and the class path with the class
-archive (`class_archive.py`, the default) (docs/decisions/class-archive.md).
-"""
+commits (N messages, available-now), for each way of starting the JVM: `spark.jars`, the jars
+on the class path, and with the class archive (the default) (docs/decisions/class-archive.md)."""
 
 from __future__ import annotations
 
@@ -16,9 +14,8 @@ import uuid
 from typing import Any
 
 from benchmarks.common import delete_checkpoint, ingest_config, load_topic
-from benchmarks.harness import ROOT, Cells, Scenario, db_params, say, scratch_db, setup_env
-from benchmarks.studies import interleaved, report_figures
-from clickstream_pipeline.ingest.source import producer_config
+from benchmarks.harness import ROOT, Scenario, db_params, say, scratch_db, setup_env
+from benchmarks.studies import interleaved, main
 from devkit.stack import fresh_topic, secrets_for
 
 DESIGNS = {  # (class archive, spark.jars); the first is the baseline
@@ -26,10 +23,12 @@ DESIGNS = {  # (class archive, spark.jars); the first is the baseline
     "class path": (False, False),
     "class path + archive": (True, False),
 }
+PHASES = ("session_s", "query_start_s", "first_commit_s", "last_commit_s")
+READ = "SELECT coalesce(sum(rows_read), 0) FROM clickstream_ingest_batches WHERE query_name = %s"
 
 
-def child(design: str, topic: str, dbname: str, per_batch: str, env: str) -> None:
-    """One job start in this fresh process, its figures reported as one line."""
+def child(design: str, topic: str, dbname: str, per_batch: str, env: str) -> dict[str, Any]:
+    """One job start in this fresh process: seconds to each phase."""
     from clickstream_pipeline.core import spark as spark_module
     from clickstream_pipeline.ingest.stream import start_ingest
     from clickstream_pipeline.warehouse.database import fetch
@@ -62,14 +61,11 @@ def child(design: str, topic: str, dbname: str, per_batch: str, env: str) -> Non
     figures["first_commit_s"] = time.perf_counter() - started
     query.awaitTermination()
     figures["last_commit_s"] = time.perf_counter() - started
-    read = (
-        "SELECT coalesce(sum(rows_read), 0) FROM clickstream_ingest_batches WHERE query_name = %s"
-    )
-    figures["rows"] = int(fetch(db, read, (cfg.ingest.query_name,))[0][0])
+    figures["rows"] = int(fetch(db, READ, (cfg.ingest.query_name,))[0][0])
     figures["java_options"] = spark.conf.get("spark.driver.extraJavaOptions", "") or ""
     delete_checkpoint(spark, cfg.checkpoint_location)
     spark.stop()
-    report_figures(figures)
+    return figures
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,12 +75,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cwd=ROOT,
         check=True,
     )
-    kafka = producer_config(args.cfg.kafka, args.secrets)
     with (
-        fresh_topic(kafka, "bench-startup") as topic,
+        fresh_topic(args.kafka, "bench-startup") as topic,
         scratch_db(args.secrets, "bench_startup") as db,
     ):
-        load_topic(kafka, topic, args.messages)
+        load_topic(args.kafka, topic, args.messages)
         child_args = (topic, db.dbname, args.per_batch, args.env)
         found = interleaved("startup", list(DESIGNS), args.repeat, *child_args)
     for name, runs in found["runs"].items():
@@ -96,27 +91,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"messages": args.messages, "per_batch": args.per_batch, **found}
 
 
-def rows(f: dict[str, Any]) -> list[Cells]:
-    phases = ("session_s", "query_start_s", "first_commit_s", "last_commit_s")
-    return [
-        [name, *(f"{m[k]:.2f}" for k in phases), f"{m['speed_over_spark_jars']:.2f}x"]
-        for name, m in f["medians"].items()
-    ]
-
-
 SCENARIO = Scenario(
     "startup",
     __doc__ or "",
     run,
     flags={"messages": 200_000, "per_batch": 100_000, "repeat": 3},
     quick={"messages": 20_000, "per_batch": 10_000, "repeat": 1},
-    rows=rows,
+    rows=lambda f: [
+        [name, *(f"{m[k]:.2f}" for k in PHASES), f"{m['speed_over_spark_jars']:.2f}x"]
+        for name, m in f["medians"].items()
+    ],
     columns=("design", "session s", "query start s", "1st commit s", "last commit s", "speed"),
     study=True,
 )
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["child"]:
-        child(*sys.argv[2:])
-    else:
-        SCENARIO.main()
+    main(SCENARIO, child)

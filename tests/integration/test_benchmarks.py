@@ -45,7 +45,7 @@ def reported(module: str, tmp_path: Path, timeout: float = 540) -> dict:
             t["figure"] is not None and harness.OPS[t["op"]](t["figure"], t["bound"])
         )
         assert f"target {name}: {'met' if t['met'] else 'MISSED'}" in stdout
-    table = "\n".join(harness.markdown_table(scenario.columns, scenario.rows(result)))
+    table = "\n".join(harness.markdown_table(scenario.columns, scenario.table(result)))
     assert table in stdout
     return result
 

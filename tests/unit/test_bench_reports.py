@@ -44,3 +44,15 @@ def test_the_readme_table_shows_the_headline_figures(combined: dict) -> None:
     assert table.count("\n") == 2 + sum(
         1 for n in harness.ORDER if harness.scenario(n).headline and n in combined["benchmarks"]
     )
+
+
+def test_a_row_template_is_filled_in_with_figures_specs_and_verdicts() -> None:
+    figures = {
+        "rows": 2_000_000,
+        "p99_ms": 8.84,
+        "runs": {"ours": {"rows_per_s": 1234.4}},
+        "targets": {"t": harness.Target("t", 1.0, "<=", 2.0, "<= 2 s").stored()},
+    }
+    row = "x {rows:M} | {runs[ours][rows_per_s]:,.0f} rows/s | p99 {p99_ms:ms} | | {targets:t; u}"
+    assert harness.cells(figures, row) == ["x 2M", "1,234 rows/s", "p99 8.8 ms", "", "<= 2 s: met"]
+    assert harness.cells(figures, "| y") == ["", "y", "", "", ""]
