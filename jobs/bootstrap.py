@@ -2,8 +2,9 @@
 
 Resolves the database secret, connects (TLS as the connection string's `sslmode` says),
 applies the shipped migrations (events, rollups, TopN replacements, pg_cron schedules), adds
-the columns of the event model (`ingest.model`) to `events` (additive changes only) and prints
-what it did. `--dry-run` prints the SQL it would run and changes nothing.
+the columns of the event model (`ingest.model`) to `events` (additive changes only), sets how
+long each table keeps its rows (the model's `[retention]`) and prints what it did. `--dry-run`
+prints the SQL it would run and changes nothing.
 
 Run: `clickstream-bootstrap --env local` (installed),
 or `spark-submit jobs/bootstrap.py --env local` (no Spark is started).
@@ -46,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         pending,
         report_lines,
     )
+    from clickstream_pipeline.warehouse.retention import (
+        apply_retention,
+        dry_run_statements,
+        plan_retention,
+    )
 
     cfg = config_from_args(args)
     model = load_model(cfg.ingest.model)
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"-- event model {model.name!r}: checked once the migrations have run")
             else:
                 print("\n".join(dry_run_lines(conn, plan_model(conn, model))))
+                retention = plan_retention(conn, model.retention)
+                print("\n".join(dry_run_statements(conn, retention)))
                 conn.rollback()
             return 0
         report = migrate(conn, migrations, cfg.database.citus_shard_count)
@@ -72,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         plan = apply_model(conn, model)
         added = ", ".join(plan.added)
         print(f"event model {model.name!r}: " + (f"added {added}" if added else "no change"))
+        print("\n".join(apply_retention(conn, model).lines()))
     return 0
 
 

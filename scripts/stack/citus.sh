@@ -141,6 +141,7 @@ status() {
   done
   if ((rc == 0)); then
     log "citus: $(coordinator_sql -tAc "SELECT citus_version() FROM pg_extension WHERE extname = 'citus'" | cut -d, -f1); workers in the metadata: $(coordinator_sql -tAc "SELECT string_agg(nodename || ':' || nodeport, ' ' ORDER BY nodeport) FROM pg_dist_node WHERE groupid <> 0 AND isactive"); extensions available: $(pg_extensions_available "$(node_data coordinator)" "$CITUS_PORT")"
+    pg_retention_status "$(node_data coordinator)" "$CITUS_PORT" citus
   fi
   return $rc
 }

@@ -154,3 +154,25 @@ pg_ensure_database() {
 pg_extensions_available() {
   pg_sql "$1" "$2" "$PG_DB" -tAc "SELECT string_agg(name || ' ' || default_version, ', ' ORDER BY name) FROM pg_available_extensions WHERE name IN ('hll','pg_cron','pg_partman','citus','topn')"
 }
+
+# pg_retention_status DATA PORT WHO: what the pipeline database keeps (the bootstrap's
+# [retention]) and its last enforcement; nothing before the bootstrap.
+pg_retention_status() {
+  local data="$1" port="$2" who="$3" found
+  found=$(pg_sql "$data" "$port" "$PG_DB" -tAc \
+    "SELECT to_regclass('public.clickstream_retention') IS NOT NULL" 2>/dev/null) || return 0
+  [ "$found" = t ] || return 0
+  log "$who: retention: $(pg_sql "$data" "$port" "$PG_DB" -tAc "
+    SELECT format('events %s (%s partitions), rollups %s, bookkeeping %s; %s',
+      (SELECT coalesce(keep::text, 'all') FROM clickstream_retention WHERE kind = 'events'),
+      (SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.events'::regclass),
+      (SELECT string_agg(DISTINCT coalesce(keep::text, 'all'), ' / ')
+         FROM clickstream_retention WHERE kind = 'rollup'),
+      (SELECT string_agg(DISTINCT coalesce(keep::text, 'all'), ' / ')
+         FROM clickstream_retention WHERE kind = 'bookkeeping'),
+      coalesce((SELECT format('last run %s UTC, %s rows removed',
+                              to_char(max(last_run_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+                              sum(last_removed))
+                FROM clickstream_retention HAVING max(last_run_at) IS NOT NULL),
+               'not run yet'))")"
+}

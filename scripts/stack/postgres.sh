@@ -33,6 +33,7 @@ stop() {
 status() {
   if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
     log "postgres: UP   127.0.0.1:$PG_PORT db=$PG_DB data=$PG_DATA extensions available: $(pg_extensions_available "$PG_DATA" "$PG_PORT")"
+    pg_retention_status "$PG_DATA" "$PG_PORT" postgres
   else
     log "postgres: DOWN (port $PG_PORT)"; return 1
   fi

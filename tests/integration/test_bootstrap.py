@@ -37,13 +37,14 @@ def test_bootstrap_twice_on_the_pipeline_database_second_run_changes_nothing(tie
     assert versions == [m.version for m in load_migrations()]
     jobs = dict(query(main_db, "SELECT jobname, schedule FROM cron.job"))
     assert jobs == {
+        "clickstream_retention": "7 * * * *",
         "clickstream_stamp_rolled_up_batches": "* * * * *",
         "dashboard_aggregation": "* * * * *",
         "five_minutely_aggregation": "*/5 * * * *",
         "hourly_aggregation": "*/5 * * * *",
         "partman_run_maintenance": "* * * * *",
     }
-    assert "scheduled jobs: clickstream_stamp_rolled_up_batches (* * * * *), dashboard" in out
+    assert "scheduled jobs: clickstream_retention (7 * * * *), clickstream_stamp_rolled_up" in out
 
 
 def test_without_pg_cron_schedules_are_skipped_with_a_notice(main_db):
@@ -158,7 +159,7 @@ def test_a_database_of_the_previous_release_gains_properties_without_a_rewrite(t
         before = dict(query(db, files))
         report = migrate(conn, load_migrations())
         conn.close()
-        assert [m.version for m in report.applied] == [14]
+        assert [m.version for m in report.applied] == [14, 15]
         assert dict(query(db, files)) == before  # every partition kept its file: no rewrite
         assert query(db, "SELECT count(*), count(properties) FROM events") == [(500, 0)]
         if tier.citus:  # the column reached every shard

@@ -29,6 +29,7 @@ COORDINATOR_LOCAL = {
     "clickstream_ingest_tenant_freshness",
     "clickstream_schema_migrations",
     "clickstream_event_models",
+    "clickstream_retention",
     "rollup_totals_5min",
     "rollup_totals_1hr",
     "rollup_dimensions_5min",

@@ -7,19 +7,15 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from clickstream_pipeline.core.model import load_model
-from clickstream_pipeline.core.secrets import read_secret_file
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.traffic.generator import model_events
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
@@ -29,12 +25,13 @@ from clickstream_pipeline.warehouse.event_table import (
     apply_model,
     model_columns,
 )
-from devkit.db import bootstrapped_database, query
+from devkit.db import query
 from devkit.processes import kill_group
 from devkit.waits import wait_until
 from tests.breaking import WEB_EVENT, breaking_messages
 from tests.conftest import PROJECT_DIR
 from tests.integration.ingest_support import batch_totals, dead_letter_values, new_topic, start_job
+from tests.integration.job_database import JobDatabase, job_database, run_bootstrap
 
 WEB = load_model("web_analytics")
 WEB_ONLY = sorted(set(model_columns(WEB)) - set(model_columns(load_model("lab"))))
@@ -45,47 +42,14 @@ FILE_NODES = """SELECT c.relname, pg_relation_filenode(c.oid) FROM pg_inherits i
     JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass ORDER BY 1"""
 
 
-@dataclass(frozen=True)
-class Database:
-    """A database of the module's own (bootstrapped with the lab model only) and a secrets file
-    that points the jobs at it."""
-
-    params: ConnectionParams
-    secrets: Path
-
-
 @pytest.fixture(scope="module")
-def web_db(tier, tmp_path_factory) -> Iterator[Database]:
-    with bootstrapped_database(tier.db, "model", models=("lab",)) as db:
-        values = read_secret_file(PROJECT_DIR / ".stack" / "secrets.env")
-        for name in ("Database-Connection-String", "Citus-Database-Connection-String"):
-            values[name] = db.jdbc_url(with_credentials=True)
-        path = tmp_path_factory.mktemp("model") / "secrets.env"
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
-        path.chmod(0o600)
-        yield Database(db, path)
+def web_db(tier, tmp_path_factory) -> Iterator[JobDatabase]:
+    with job_database(tier.db, tmp_path_factory.mktemp("model"), "model") as db:
+        yield db
 
 
-def bootstrap(tier, database: Database, model: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clickstream_pipeline.jobs.bootstrap",
-            "--env",
-            tier.env,
-            "--set",
-            f"secrets.file={database.secrets}",
-            "--set",
-            f"ingest.model={model}",
-            *extra,
-        ],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def bootstrap(tier, database: JobDatabase, model: str, *extra: str) -> subprocess.CompletedProcess:
+    return run_bootstrap(tier.env, database, model, *extra)
 
 
 def web_events(n: int, first_id: int, seed: int, extra_every: int = 7) -> list[dict[str, Any]]:

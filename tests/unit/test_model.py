@@ -90,6 +90,11 @@ def test_a_field_that_does_not_hold_is_refused_naming_its_key(field: str, named:
         (GOOD + 'account = { type = "text" }\n', "not valid TOML"),  # one name twice
         (GOOD.replace("[event]", '[event]\ntime = { max_past = "2 days" }'), "not a duration"),
         ("[events]\n", r"expected one \[event\] table"),
+        (GOOD + '[retention]\nevents = "1h"\n', r"retention.events 1h is shorter than time\.max_"),
+        (GOOD + '[retention]\nrollups = "1 year"\n', r"retention\.rollups: '1 year' is not a dur"),
+        (GOOD + '[retention]\nrollup = { "a-b" = "1d" }\n', r"retention\.rollup: 'a-b' is not a"),
+        (GOOD + '[retention]\nraw = "1d"\n', r"retention\.raw: Extra inputs are not permitted"),
+        (GOOD.replace("[event]", '[event]\nretention = { events = "9d" }'), r"beside \[event\]"),
     ],
 )
 def test_a_model_that_does_not_hold_is_refused(text: str, named: str):
@@ -121,3 +126,17 @@ def test_the_ingest_config_names_its_model_and_refuses_the_bounds_it_moved():
         load_config("local", ["ingest.model=nope"], environ={})
     with pytest.raises(ConfigError, match="max_text_length moved to the event model"):
         load_config("local", ["ingest.max_text_length=10"], environ={})
+
+
+def test_retention_keeps_everything_unless_told_and_a_rollup_may_keep_its_own():
+    default = parse_model(GOOD).retention
+    assert (default.events, default.rollup_keep("rollup_events_5min")) == (None, None)
+    assert default.bookkeeping == "7d"  # bounded unless told otherwise
+    told = parse_model(
+        GOOD
+        + '[retention]\nevents = "30d"\nrollups = "400d"\nrollup = { rollup_events_5min = "35d" }\n'
+    ).retention
+    assert told.events == "30d"
+    assert told.rollup_keep("rollup_events_5min") == "35d"
+    assert told.rollup_keep("rollup_events_1hr") == "400d"
+    assert LAB.retention.events == "30d" and LAB.retention.rollups == "400d"

@@ -162,6 +162,12 @@ class FieldSpec(_Spec):
         return (None if low is None else int(low)), (None if high is None else int(high))
 
 
+def _a_duration(value: str | None) -> str | None:
+    if value is not None and not DURATION.fullmatch(value):
+        raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 6h or 2d")
+    return value
+
+
 class TimeSpec(_Spec):
     """The event time: the field it comes from, its formats, its fallback and its bounds."""
 
@@ -178,12 +184,7 @@ class TimeSpec(_Spec):
     max_past: str = Field(default="2d", description="How old an event may be: 30s, 15m, 6h, 2d.")
     max_future: str = Field(default="15m", description="How far ahead an event may be.")
 
-    @field_validator("max_past", "max_future")
-    @classmethod
-    def _a_duration(cls, value: str) -> str:
-        if not DURATION.fullmatch(value):
-            raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 6h or 2d")
-        return value
+    _durations = field_validator("max_past", "max_future")(_a_duration)
 
     @property
     def max_past_s(self) -> int:
@@ -192,6 +193,48 @@ class TimeSpec(_Spec):
     @property
     def max_future_s(self) -> int:
         return duration_s(self.max_future)
+
+
+class RetentionSpec(_Spec):
+    """How long each table keeps its rows (`[retention]`); none keeps them all."""
+
+    events: str | None = Field(
+        default=None,
+        description=(
+            "Raw events: whole partitions older than this are dropped (by pg_partman). At least "
+            "`time.max_past`, so a late event still finds its partition."
+        ),
+    )
+    rollups: str | None = Field(
+        default=None,
+        description="Every rollup table: rows whose bucket is older than this are deleted.",
+    )
+    rollup: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per rollup table (its name), instead of `rollups`.",
+    )
+    bookkeeping: str | None = Field(
+        default="7d",
+        description=(
+            "The offset ledger, the batch records and the per-tenant freshness: rows older "
+            "than this are deleted, but the ledger and the batch records keep each stream's "
+            "newest 100 batches whatever their age (the batches Spark's checkpoint can replay)."
+        ),
+    )
+
+    _durations = field_validator("events", "rollups", "bookkeeping")(_a_duration)
+
+    @field_validator("rollup")
+    @classmethod
+    def _rollup_durations(cls, value: dict[str, str]) -> dict[str, str]:
+        for table, keep in value.items():
+            if not IDENTIFIER.fullmatch(table):
+                raise ValueError(f"{table!r} is not a table name")
+            _a_duration(keep)
+        return value
+
+    def rollup_keep(self, table: str) -> str | None:
+        return self.rollup.get(table, self.rollups)
 
 
 DRAWN_TYPES = (*INTEGER_TYPES, "text", "jsonb")  # drawn from a set of values (cardinality)
@@ -345,6 +388,10 @@ class EventModel(_Spec):
         default_factory=dict,
         description="How the producer draws each field (`[generate]`, checked by `parse_model`).",
     )
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="How long each table keeps its rows (`[retention]`, beside `[event]`).",
+    )
 
     @model_validator(mode="after")
     def _names_hold(self) -> EventModel:
@@ -372,6 +419,12 @@ class EventModel(_Spec):
                 raise ValueError(f"id {self.id!r} is not one of the fields")
             if self.fields[self.id].type != "bigint":
                 raise ValueError(f"id {self.id!r} must be a bigint")
+        events = self.retention.events
+        if events is not None and duration_s(events) < self.time.max_past_s:
+            raise ValueError(
+                f"retention.events {events} is shorter than time.max_past {self.time.max_past}: "
+                "a late event would find its partition dropped"
+            )
         return self
 
     @property
@@ -431,17 +484,22 @@ def _source(name_or_path: str) -> _Source:
 
 
 def parse_model(text: str, where: str = "event model", name: str = "") -> EventModel:
-    """A model from TOML text (`[event]` with `[event.fields]`, and `[generate]` if any), or
-    ModelError naming the key."""
+    """A model from TOML text (`[event]` with `[event.fields]`, and `[generate]` and
+    `[retention]` if any), or ModelError naming the key."""
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ModelError(f"{where} is not valid TOML: {exc}") from None
-    if set(data) - {"generate"} != {"event"}:
+    if set(data) - {"generate", "retention"} != {"event"}:
         raise ModelError(f"{where}: expected one [event] table, found {sorted(data) or 'nothing'}")
     event = {"name": name, **data["event"]}
-    if "generate" in event:
-        raise ModelError(f"{where}: event.generate: [generate] is a table beside [event]")
+    for beside in ("generate", "retention"):
+        if beside in event:
+            raise ModelError(f"{where}: event.{beside}: [{beside}] is a table beside [event]")
+    try:
+        event["retention"] = RetentionSpec.model_validate(data.get("retention", {}))
+    except ValidationError as exc:
+        raise ModelError(f"{where} is invalid: {_problems(exc, 'retention')}") from None
     try:
         model = EventModel.model_validate(event)
     except ValidationError as exc:
