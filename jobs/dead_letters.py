@@ -1,6 +1,6 @@
-"""Dead letters: list them by reason, or replay them after a fix.
+"""Dead letters: list them by reason, replay them after a fix, or compact their table.
 
-Run: `clickstream-dead-letters list|replay --env local` (installed),
+Run: `clickstream-dead-letters list|replay|compact --env local` (installed),
 or `spark-submit jobs/dead_letters.py list --env local`.
 """
 
@@ -14,15 +14,23 @@ from clickstream_pipeline.core.cli import config_from_args, job_parser, run_job
 
 
 def parser() -> argparse.ArgumentParser:
-    p = job_parser("clickstream-dead-letters", "List or replay dead-lettered records.")
+    p = job_parser("clickstream-dead-letters", "List, replay or compact dead-lettered records.")
     p.add_argument(
         "action",
-        choices=["list", "replay"],
-        help="list: counts by reason and a "
-        "sample; replay: re-validate with today's rules and write the valid ones",
+        choices=["list", "replay", "compact"],
+        help="list: counts by reason and a sample; replay: re-validate with today's rules and "
+        "write the valid ones; compact: rewrite the table's small files into few and delete "
+        "unreferenced files older than --retain-hours (Delta's OPTIMIZE and VACUUM)",
     )
     p.add_argument("--reason", help="only dead letters with this reason")
     p.add_argument("--limit", type=int, default=20, help="rows to show with list (default 20)")
+    p.add_argument(
+        "--retain-hours",
+        type=float,
+        default=168.0,
+        help="compact: keep unreferenced files this long, for readers and time travel "
+        "(default 168, Delta's own minimum unless its retention check is turned off)",
+    )
     return p
 
 
@@ -33,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
 
     with open_spark_job(config_from_args(args), progress_log=False) as job:
         cfg, name, path = job.cfg, job.cfg.ingest.query_name, job.cfg.dead_letter_path
+        if args.action == "compact":
+            before, after = dead_letters.compact(job.spark, path, args.retain_hours)
+            print(
+                f"dead letters in {path}: {before} files compacted into {after}; unreferenced "
+                f"files older than {args.retain_hours:g} h deleted"
+            )
+            return 0
         if args.action == "replay":
             report = replay_dead_letters(job.spark, cfg, job.secrets, args.reason)
             print(

@@ -112,3 +112,19 @@ def mark_replayed(spark: SparkSession, path: str, replayed: DataFrame) -> None:
         .whenMatchedUpdate(set={"replayed_at": "current_timestamp()"})
         .execute()
     )
+
+
+def compact(spark: SparkSession, path: str, retain_hours: float) -> tuple[int, int]:
+    """Rewrite the table's small files (one per micro-batch with dead letters) into few, then
+    delete the files it no longer references that are older than `retain_hours` (Delta's
+    OPTIMIZE and VACUUM). Returns its file count before and after."""
+    table = DeltaTable.forPath(spark, path)
+
+    def files() -> int:
+        (count,) = table.detail().select("numFiles").head(1)[0]
+        return int(count)
+
+    before = files()
+    table.optimize().executeCompaction()
+    table.vacuum(retain_hours)
+    return before, files()
