@@ -24,6 +24,7 @@ from clickstream_pipeline.warehouse.database import fetch as query
 from clickstream_pipeline.warehouse.event_table import apply_model
 from clickstream_pipeline.warehouse.migrations import load_migrations, migrate
 from clickstream_pipeline.warehouse.retention import apply_retention
+from clickstream_pipeline.warehouse.rollups import apply_rollups
 
 LAB_COLUMNS = ("event_time", *LAB_FIELDS)
 # written by `make up` where no Citus can run here, with the reason
@@ -115,13 +116,14 @@ TEST_MODELS = ("lab", "web_analytics")
 
 
 def bootstrap(params: ConnectionParams, models: Iterable[str] = TEST_MODELS) -> None:
-    """Apply every migration, then each event model's columns and the last one's retention, as
-    the bootstrap job does (on Citus, with local-citus's shards)."""
+    """Apply every migration, then each event model's columns, rollups and retention, as the
+    bootstrap job does (on Citus, with local-citus's shards)."""
     conn = connect(params)
     try:
         migrate(conn, load_migrations(), CITUS_SHARD_COUNT)
         for model in map(load_model, models):
             apply_model(conn, model)
+            apply_rollups(conn, model)
             apply_retention(conn, model)
     finally:
         conn.close()

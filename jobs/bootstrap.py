@@ -2,9 +2,10 @@
 
 Resolves the database secret, connects (TLS as the connection string's `sslmode` says),
 applies the shipped migrations (events, rollups, TopN replacements, pg_cron schedules), adds
-the columns of the event model (`ingest.model`) to `events` (additive changes only), sets how
-long each table keeps its rows (the model's `[retention]`) and prints what it did. `--dry-run`
-prints the SQL it would run and changes nothing.
+the columns of the event model (`ingest.model`) to `events` (additive changes only), generates
+the model's rollups (backfilling a new one from the events kept), sets how long each table
+keeps its rows (the model's `[retention]`) and prints what it did. `--dry-run` prints the SQL
+it would run and changes nothing.
 
 Run: `clickstream-bootstrap --env local` (installed),
 or `spark-submit jobs/bootstrap.py --env local` (no Spark is started).
@@ -30,11 +31,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the SQL it would run, change nothing"
     )
+    p.add_argument(
+        "--drop-removed-rollups",
+        action="store_true",
+        help="drop the rollups the event model no longer names (else they are kept and listed)",
+    )
+    p.add_argument(
+        "--backfill-ids",
+        type=int,
+        metavar="N",
+        help="backfill a new rollup from the events kept in windows of N event ids "
+        "(default 500000)",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from clickstream_pipeline.core.model import load_model
+    from clickstream_pipeline.warehouse import rollups
     from clickstream_pipeline.warehouse.database import (
         configured_params,
         connected,
@@ -71,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"-- event model {model.name!r}: checked once the migrations have run")
             else:
                 print("\n".join(dry_run_lines(conn, plan_model(conn, model))))
+                rollup_plan = rollups.plan_rollups(conn, model)
+                drop = args.drop_removed_rollups
+                print("\n".join(rollups.dry_run_lines(conn, rollup_plan, drop)))
                 retention = plan_retention(conn, model.retention)
                 print("\n".join(dry_run_statements(conn, retention)))
                 conn.rollback()
@@ -80,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         plan = apply_model(conn, model)
         added = ", ".join(plan.added)
         print(f"event model {model.name!r}: " + (f"added {added}" if added else "no change"))
+        drop = args.drop_removed_rollups
+        chunk = args.backfill_ids or rollups.BACKFILL_CHUNK
+        generated = rollups.apply_rollups(conn, model, drop_removed=drop, chunk=chunk, say=print)
+        print("\n".join(generated.lines(dropped=drop)))
         print("\n".join(apply_retention(conn, model).lines()))
     return 0
 

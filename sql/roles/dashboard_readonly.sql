@@ -30,26 +30,25 @@ ALTER ROLE clickstream_dashboard SET default_transaction_read_only = on;
 
 GRANT USAGE ON SCHEMA public TO clickstream_dashboard;
 
+-- Every rollup table and its BI view, as the registry lists them (the lab's and the event
+-- model's; the bootstrap grants those it generates later itself).
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT table_name, view_name FROM public.clickstream_rollup_tables LOOP
+        EXECUTE format('GRANT SELECT ON public.%I TO clickstream_dashboard', r.table_name);
+        IF to_regclass(format('public.%I', r.view_name)) IS NOT NULL THEN
+            EXECUTE format('GRANT SELECT ON public.%I TO clickstream_dashboard', r.view_name);
+        END IF;
+    END LOOP;
+END
+$$;
+
 GRANT SELECT ON
-    public.rollup_events_5min,
-    public.rollup_events_1hr,
-    public.rollup_customer_totals_5min,
-    public.rollup_customer_totals_1hr,
-    public.rollup_totals_5min,
-    public.rollup_totals_1hr,
-    public.rollup_dimensions_5min,
-    public.rollup_dimensions_1hr,
     public.clickstream_ingest_batches,
     public.clickstream_ingest_tenant_freshness,
     public.clickstream_tenant_freshness,
-    public.bi_events_5min,
-    public.bi_events_hourly,
-    public.bi_customer_5min,
-    public.bi_customer_hourly,
-    public.bi_totals_5min,
-    public.bi_totals_hourly,
-    public.bi_dimensions_5min,
-    public.bi_dimensions_hourly,
     public.bi_top_devices_hourly,
     public.bi_pipeline_batches,
     public.bi_raw_events_last_day

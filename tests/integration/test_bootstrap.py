@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.jobs import bootstrap
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 from clickstream_pipeline.warehouse.migrations import (
@@ -18,7 +19,8 @@ from clickstream_pipeline.warehouse.migrations import (
     migrate,
     pending,
 )
-from devkit.db import query, scratch_database
+from clickstream_pipeline.warehouse.rollups import functions
+from devkit.db import TEST_MODELS, query, scratch_database
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +35,17 @@ def test_bootstrap_twice_on_the_pipeline_database_second_run_changes_nothing(tie
     out = capsys.readouterr().out
     assert "bootstrap done: 0 applied" in out
     assert "(nothing changed)" in out
+    assert "rollups unchanged: 8" in out and "rollups new" not in out
     versions = [v for (v,) in query(main_db, f"SELECT version FROM {LEDGER} ORDER BY 1")]
     assert versions == [m.version for m in load_migrations()]
     jobs = dict(query(main_db, "SELECT jobname, schedule FROM cron.job"))
+    rollup_jobs = {f.name: f.schedule for m in TEST_MODELS for f in functions(load_model(m))}
+    assert rollup_jobs["five_minutely_aggregation"] == "*/5 * * * *"  # the lab's, from its model
     assert jobs == {
         "clickstream_retention": "7 * * * *",
         "clickstream_stamp_rolled_up_batches": "* * * * *",
-        "dashboard_aggregation": "* * * * *",
-        "five_minutely_aggregation": "*/5 * * * *",
-        "hourly_aggregation": "*/5 * * * *",
         "partman_run_maintenance": "* * * * *",
+        **rollup_jobs,
     }
     assert "scheduled jobs: clickstream_retention (7 * * * *), clickstream_stamp_rolled_up" in out
 
@@ -159,7 +162,7 @@ def test_a_database_of_the_previous_release_gains_properties_without_a_rewrite(t
         before = dict(query(db, files))
         report = migrate(conn, load_migrations())
         conn.close()
-        assert [m.version for m in report.applied] == [14, 15]
+        assert [m.version for m in report.applied] == [14, 15, 16]
         assert dict(query(db, files)) == before  # every partition kept its file: no rewrite
         assert query(db, "SELECT count(*), count(properties) FROM events") == [(500, 0)]
         if tier.citus:  # the column reached every shard

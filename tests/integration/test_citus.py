@@ -13,6 +13,7 @@ import pytest
 
 from clickstream_pipeline.jobs import bootstrap
 from clickstream_pipeline.warehouse.database import ConnectionParams
+from clickstream_pipeline.warehouse.rollups import REGISTERED_FUNCTIONS
 from devkit.db import CITUS_SHARD_COUNT, citus_workers, query, scratch_database
 
 DISTRIBUTED = {
@@ -30,12 +31,13 @@ COORDINATOR_LOCAL = {
     "clickstream_schema_migrations",
     "clickstream_event_models",
     "clickstream_retention",
+    "clickstream_rollup_tables",
     "rollup_totals_5min",
     "rollup_totals_1hr",
     "rollup_dimensions_5min",
     "rollup_dimensions_1hr",
 }
-ROLLUP_FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
+LAB_FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
 
 pytestmark = pytest.mark.parametrize("tier", ["citus"], indirect=True)
 
@@ -93,10 +95,10 @@ def test_objects_land_in_public_not_in_the_citus_schema(fresh):
             db,
             """SELECT p.proname::text, p.pronamespace::regnamespace::text FROM pg_proc p
                WHERE p.proname = ANY (%s)""",
-            (list(ROLLUP_FUNCTIONS),),
+            (list(LAB_FUNCTIONS),),
         )
     )
-    assert placed == dict.fromkeys(ROLLUP_FUNCTIONS, "public")
+    assert placed == dict.fromkeys(LAB_FUNCTIONS, "public")
     assert query(db, "SELECT to_regclass('public.clickstream_schema_migrations')::text") == [
         ("clickstream_schema_migrations",)
     ]
@@ -131,25 +133,30 @@ def test_the_bootstrap_says_where_tables_live_and_prints_no_citus_warnings(fresh
 
 
 def rollup_inserts(db: ConnectionParams) -> dict[str, str]:
-    """target table -> the INSERT ... SELECT of the rollup functions, for an id window."""
+    """target table -> the INSERT ... SELECT of the registry's rollup functions, for an id
+    window."""
     inserts = {}
-    for name in ROLLUP_FUNCTIONS:
+    for (name,) in query(db, REGISTERED_FUNCTIONS):
         ((body,),) = query(db, "SELECT pg_get_functiondef(%s::regproc)", (name,))
         for statement in re.findall(r"INSERT INTO .*?;", body, re.S):
-            target = statement.split()[2]
+            target = statement.split()[2].removeprefix("public.").strip('"')
             sql_text = re.sub(r"\bstart_id\b", "1", statement)
             inserts[target] = re.sub(r"\bend_id\b", "1000000", sql_text).rstrip(";")
     return inserts
 
 
 def test_rollups_run_on_the_shards(citus_db):
+    """Every rollup of the registry (the lab's and each model's) aggregates on the shards."""
     inserts = rollup_inserts(citus_db)
-    assert len(inserts) == 8
+    registered = query(citus_db, "SELECT table_name FROM clickstream_rollup_tables")
+    assert set(inserts) == {t for (t,) in registered} and len(inserts) > 8
+    distributed = {t for (t,) in query(citus_db, "SELECT table_name::text FROM citus_tables")}
+    assert distributed >= DISTRIBUTED
     for target, statement in inserts.items():
         plan = "\n".join(r[0] for r in query(citus_db, f"EXPLAIN (COSTS OFF) {statement}"))
         assert "Task Count" in plan, plan
         assert "pull to coordinator" not in plan and "repartition" not in plan, plan
-        if target in DISTRIBUTED:
+        if target in distributed:
             # colocated INSERT ... SELECT: each task inserts into its own shard
             assert re.search(rf"Insert on {target}_\d+", plan), plan
         else:

@@ -35,6 +35,7 @@ from selenium.webdriver.common.by import By
 
 from clickstream_pipeline.dashboard.server import ConnectionPool
 from clickstream_pipeline.warehouse.database import ConnectionParams
+from clickstream_pipeline.warehouse.rollups import REGISTERED_FUNCTIONS
 from devkit.db import bootstrapped_database, copy_events, create_login, query
 from devkit.ports import free_port
 from tests.conftest import PROJECT_DIR
@@ -78,7 +79,8 @@ def jdbc_url(params: ConnectionParams) -> str:
 
 
 def rollups(db: ConnectionParams) -> None:
-    for function in ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation"):
+    """One run of every rollup function in the registry."""
+    for (function,) in query(db, REGISTERED_FUNCTIONS):
         query(db, f"SELECT {function}()")
 
 

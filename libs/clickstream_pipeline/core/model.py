@@ -30,6 +30,8 @@ from pydantic import (
 )
 
 from clickstream_pipeline.core.errors import ConfigError
+from clickstream_pipeline.core.names import DURATION, IDENTIFIER, RESERVED_COLUMNS, duration_s
+from clickstream_pipeline.core.rollup_spec import RollupSpec, rollup_misfits
 
 # The types both validation paths handle (each maps them: `schema.spark_type`,
 # `transforms.typed`, `arrow_validation.DECODED_TYPES`) and their columns' (`sql_type`)
@@ -48,28 +50,8 @@ SQL_TYPES = {
     "jsonb": "jsonb",
 }
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # an integer's range (a bigint's is int64's)
-IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Columns the pipeline writes itself: no field may take their names.
-RESERVED_COLUMNS = frozenset(
-    {
-        "event_id",
-        "ingested_at",
-        "kafka_topic",
-        "kafka_partition",
-        "kafka_offset",
-        "source_event_id",
-        "kafka_timestamp",
-        "reject_reason",
-        "raw_key",
-        "raw_value",
-        "properties",
-        "corrupt_record",  # Spark's reader and the worker's decoder read `_corrupt_record`
-    }
-)
 ID_COLUMN = "source_event_id"  # where the producer's event id goes
 PROPERTIES = "properties"  # the fields a model does not name, as sent (unknown_fields = "keep")
-DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
-SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ModelError(ConfigError):
@@ -392,6 +374,10 @@ class EventModel(_Spec):
         default_factory=RetentionSpec,
         description="How long each table keeps its rows (`[retention]`, beside `[event]`).",
     )
+    rollups: dict[str, RollupSpec] = Field(
+        default_factory=dict,
+        description="The rollup tables, by name (`[rollups.<table>]`, checked by `parse_model`).",
+    )
 
     @model_validator(mode="after")
     def _names_hold(self) -> EventModel:
@@ -445,13 +431,6 @@ class EventModel(_Spec):
         return (self.time.field, *self.event_fields, *kept, *source)
 
 
-def duration_s(text: str) -> int:
-    match = DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration such as 30s, 15m, 6h or 2d")
-    return int(match[1]) * SECONDS[match[2]]
-
-
 def packaged_models() -> list[str]:
     folder = resources.files("clickstream_pipeline.conf.models")
     return sorted(
@@ -484,16 +463,16 @@ def _source(name_or_path: str) -> _Source:
 
 
 def parse_model(text: str, where: str = "event model", name: str = "") -> EventModel:
-    """A model from TOML text (`[event]` with `[event.fields]`, and `[generate]` and
-    `[retention]` if any), or ModelError naming the key."""
+    """A model from TOML text (`[event]` with `[event.fields]`, and `[generate]`, `[retention]`
+    and `[rollups]` if any), or ModelError naming the key."""
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ModelError(f"{where} is not valid TOML: {exc}") from None
-    if set(data) - {"generate", "retention"} != {"event"}:
+    if set(data) - {"generate", "retention", "rollups"} != {"event"}:
         raise ModelError(f"{where}: expected one [event] table, found {sorted(data) or 'nothing'}")
     event = {"name": name, **data["event"]}
-    for beside in ("generate", "retention"):
+    for beside in ("generate", "retention", "rollups"):
         if beside in event:
             raise ModelError(f"{where}: event.{beside}: [{beside}] is a table beside [event]")
     try:
@@ -501,10 +480,20 @@ def parse_model(text: str, where: str = "event model", name: str = "") -> EventM
     except ValidationError as exc:
         raise ModelError(f"{where} is invalid: {_problems(exc, 'retention')}") from None
     try:
+        event["rollups"] = _ROLLUPS.validate_python(data.get("rollups", {}))
+    except ValidationError as exc:
+        raise ModelError(f"{where} is invalid: {_problems(exc, 'rollups')}") from None
+    try:
         model = EventModel.model_validate(event)
     except ValidationError as exc:
         raise ModelError(f"{where} is invalid: {_problems(exc, 'event')}") from None
+    wrong = [f"rollups.{key}: {problem}" for key, problem in rollup_misfits(model)]
+    if wrong:
+        raise ModelError(f"{where} is invalid: {'; '.join(wrong)}")
     return with_generate(model, data.get("generate", {}), where)
+
+
+_ROLLUPS = TypeAdapter(dict[str, RollupSpec])
 
 
 _GENERATE = TypeAdapter(dict[str, GenerateSpec])

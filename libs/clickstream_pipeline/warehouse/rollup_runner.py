@@ -1,10 +1,12 @@
 """Rollups after ingest batches, off the batches' critical path.
 
-One driver thread per query runs `five_minutely_aggregation()`, `hourly_aggregation()` and
-`dashboard_aggregation()` whenever a batch asks; requests that arrive during a run are served
-by one more run (coalesced), never by two at once. The functions themselves keep every event
-counted once (`incremental_rollup_window` locks the rollup's row and waits out in-flight
-writers), so a run that dies half-way is simply rolled back and done by the next one.
+One driver thread per query runs the rollup functions of the registry (`rollups.function_name`,
+finest grain first: the lab's `five_minutely_aggregation()`, `hourly_aggregation()` and
+`dashboard_aggregation()`, and any the event model adds) whenever a batch asks; requests that
+arrive during a run are served by one more run (coalesced), never by two at once. The functions
+themselves keep every event counted once (`incremental_rollup_window` locks the rollup's row
+and waits out in-flight writers), so a run that dies half-way is rolled back and done by the
+next one.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from psycopg2 import sql
+
 from clickstream_pipeline.warehouse.database import open_connection
+from clickstream_pipeline.warehouse.rollups import registered_functions
 
 log = logging.getLogger(__name__)
-
-# the incremental rollup functions (sql/migrations), finest grain first
-ROLLUP_FUNCTIONS = ("five_minutely_aggregation", "hourly_aggregation", "dashboard_aggregation")
 
 
 def aggregate(connect_kwargs: dict[str, Any]) -> list[tuple[str, int]]:
@@ -28,9 +30,11 @@ def aggregate(connect_kwargs: dict[str, Any]) -> list[tuple[str, int]]:
     whose events every rollup now holds are stamped `rolled_up_at`: (query, batch id) each."""
     conn = open_connection(connect_kwargs)
     try:
-        for function in ROLLUP_FUNCTIONS:
+        with conn:
+            functions = registered_functions(conn)
+        for function in functions:
             with conn, conn.cursor() as cur:
-                cur.execute(f"SELECT {function}()")
+                cur.execute(sql.SQL("SELECT {}()").format(sql.Identifier("public", function)))
         with conn, conn.cursor() as cur:
             cur.execute("SELECT * FROM clickstream_stamp_rolled_up_batches()")
             return [(str(query), int(batch)) for query, batch in cur.fetchall()]

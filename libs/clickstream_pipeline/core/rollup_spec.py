@@ -1,0 +1,239 @@
+"""Rollups as data: the `[rollups.<table>]` tables of an event model.
+
+A rollup is a table of buckets (a granularity), keyed by dimensions (model fields, the tenant
+first where it is one) and holding measures: counts, sums, minima and maxima of numeric fields,
+distinct counts as HyperLogLog, most frequent values as TopN. `warehouse.rollups` generates
+its table, function, schedule, view and grants; this module only says what a rollup is and
+checks it against the model's fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from clickstream_pipeline.core.names import IDENTIFIER, RESERVED_COLUMNS, duration_s
+
+if TYPE_CHECKING:
+    from clickstream_pipeline.core.model import EventModel
+
+MeasureKind = Literal["count", "sum", "min", "max", "distinct", "topn"]
+KINDS: tuple[MeasureKind, ...] = ("count", "sum", "min", "max", "distinct", "topn")
+NUMBER_TYPES = ("bigint", "integer", "double", "numeric")
+DISTINCT_TYPES = ("bigint", "integer", "text")  # hashed by hll_hash_<type>
+TOPN_TYPES = ("bigint", "integer", "double", "numeric", "text")
+DAY_S = 86400
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MeasureSpec(_Spec):
+    """One measure column: `"count"`, or a table naming its kind and field (`{ sum = "revenue" }`,
+    `{ distinct = "device_id", precision = 14 }`, `{ topn = "page_url" }`)."""
+
+    kind: MeasureKind = Field(description="count, sum, min, max, distinct (HLL) or topn.")
+    field: str | None = Field(default=None, description="The field it reads (not for count).")
+    precision: int = Field(
+        default=14,
+        ge=10,
+        le=17,
+        description="distinct: log2 of the HLL's registers (14: 0.8% standard error).",
+    )
+    label: str | None = Field(
+        default=None, description="Its column's name in the rollup's BI view (default: its own)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, value: Any) -> Any:
+        if value == "count":
+            return {"kind": "count"}
+        if not isinstance(value, dict) or "kind" in value:
+            return value
+        kinds = [k for k in KINDS if k in value]
+        if len(kinds) != 1:
+            raise ValueError(f"give one of {', '.join(KINDS)} (found {', '.join(kinds) or 'none'})")
+        rest = {k: v for k, v in value.items() if k != kinds[0]}
+        if kinds[0] == "count":
+            if value["count"] is not True:
+                raise ValueError("count = true (a count has no field)")
+            return {"kind": "count", **rest}
+        return {"kind": kinds[0], "field": value[kinds[0]], **rest}
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> MeasureSpec:
+        if (self.kind == "count") != (self.field is None):
+            raise ValueError("count has no field; every other measure names one")
+        if "precision" in self.model_fields_set and self.kind != "distinct":
+            raise ValueError("precision applies to distinct")
+        return self
+
+
+class RollupSpec(_Spec):
+    """One rollup table: `[rollups.<table>]`."""
+
+    granularity: str = Field(
+        description="The bucket's length: 1m, 5m, 15m, 1h, 6h, 1d (it divides a day)."
+    )
+    dimensions: tuple[str, ...] = Field(
+        default=(), description="The fields it is keyed by, the tenant first where it is one."
+    )
+    measures: dict[str, MeasureSpec] = Field(
+        min_length=1, description="Its measure columns, by name, in order."
+    )
+    bucket: str = Field(default="bucket", description="The bucket start's column.")
+    source: Literal["events"] = Field(
+        default="events", description="What it aggregates: the raw events."
+    )
+    function: str | None = Field(
+        default=None,
+        description=(
+            "The function that fills it (default `<table>_aggregation`); rollups that share one "
+            "share its window of event ids and its schedule."
+        ),
+    )
+    window: str | None = Field(
+        default=None,
+        description="Its row in the `rollups` registry (default: the table's name).",
+    )
+    schedule: str = Field(
+        default="* * * * *", description="pg_cron's schedule of its function (cron syntax)."
+    )
+    view: str | None = Field(default=None, description="Its BI view (default `bi_<table>`).")
+    single_event_groups: bool = Field(
+        default=False,
+        description=(
+            "Most groups hold one event (a fine key): such groups take their HLL and TopN "
+            "values from scalar functions, a third of the aggregates' work."
+        ),
+    )
+    description: str = Field(default="", description="The table's comment.")
+
+    @field_validator("granularity")
+    @classmethod
+    def _divides_a_day(cls, value: str) -> str:
+        seconds = duration_s(value)
+        if seconds < 60 or DAY_S % seconds:
+            raise ValueError(f"{value!r}: a rollup's granularity is at least 1m and divides 1d")
+        return value
+
+    @property
+    def granularity_s(self) -> int:
+        return duration_s(self.granularity)
+
+    def function_name(self, table: str) -> str:
+        return self.function or f"{table}_aggregation"
+
+    def window_name(self, table: str) -> str:
+        return self.window or table
+
+    def view_name(self, table: str) -> str:
+        return self.view or f"bi_{table}"
+
+    def columns(self) -> tuple[str, ...]:
+        return (*self.dimensions, self.bucket, *self.measures)
+
+    def misfits(self, table: str, model: EventModel) -> list[tuple[str, str]]:
+        """Each key ("" for the rollup) that does not fit `model`, and why."""
+        wrong: list[tuple[str, str]] = []
+        names = [
+            ("", table),
+            ("bucket", self.bucket),
+            ("function", self.function_name(table)),
+            ("window", self.window_name(table)),
+            ("view", self.view_name(table)),
+            *((f"measures.{m}", m) for m in self.measures),
+            *((f"measures.{m}.label", s.label) for m, s in self.measures.items() if s.label),
+        ]
+        wrong += [
+            (k, f"{n!r} is not a safe SQL identifier")
+            for k, n in names
+            if not IDENTIFIER.fullmatch(n)
+        ]
+        for dim in self.dimensions:
+            if dim not in model.fields:
+                wrong.append(("dimensions", f"{dim!r} is not one of the fields"))
+            elif model.fields[dim].type == "jsonb":
+                wrong.append(("dimensions", f"{dim!r} is jsonb: a key needs a scalar"))
+        if len(set(self.dimensions)) < len(self.dimensions):
+            wrong.append(("dimensions", "a field is named twice"))
+        if model.tenant in self.dimensions and self.dimensions[0] != model.tenant:
+            wrong.append(("dimensions", f"the tenant {model.tenant!r} goes first (Citus's key)"))
+        if self.bucket in {*model.payload_fields, *RESERVED_COLUMNS}:
+            wrong.append(("bucket", f"{self.bucket!r} is a column of events"))
+        columns = self.columns()
+        if len(set(columns)) < len(columns):
+            wrong.append(("", "a column is named twice (dimensions, bucket, measures)"))
+        labels = [s.label or m for m, s in self.measures.items()]
+        if len(set(labels)) < len(labels) or set(labels) & {*self.dimensions, "bucket_start"}:
+            wrong.append(("measures", "two columns of its view would share a name"))
+        for name, measure in self.measures.items():
+            wrong += [(f"measures.{name}", p) for p in _measure_problems(measure, model)]
+        return wrong
+
+
+def _measure_problems(measure: MeasureSpec, model: EventModel) -> list[str]:
+    if measure.field is None:
+        return []
+    spec = model.fields.get(measure.field)
+    if spec is None:
+        return [f"{measure.field!r} is not one of the fields"]
+    if measure.kind in ("sum", "min", "max") and spec.type not in NUMBER_TYPES:
+        return [f"a {measure.kind} of {measure.field!r} ({spec.type}) needs a number"]
+    if measure.kind == "distinct" and spec.type not in DISTINCT_TYPES:
+        return [f"a distinct count of {spec.type} {measure.field!r} needs bigint, integer or text"]
+    if measure.kind == "topn" and spec.type not in TOPN_TYPES:
+        return [f"TopN of {spec.type} {measure.field!r} needs a number or text"]
+    return []
+
+
+def rollup_misfits(model: EventModel) -> list[tuple[str, str]]:
+    """Each `rollups.` key that does not fit `model` (each rollup's own, and those rollups
+    share: functions and windows one-to-one, one schedule per function, horizons), and why."""
+    wrong = [
+        (f"{table}.{key}".rstrip("."), problem)
+        for table, spec in model.rollups.items()
+        for key, problem in spec.misfits(table, model)
+    ]
+    functions: dict[str, tuple[str, str, str]] = {}
+    taken = {"events", "rollups"}
+    for table, spec in model.rollups.items():
+        group = (spec.window_name(table), spec.schedule, table)
+        first = functions.setdefault(spec.function_name(table), group)
+        if first[:2] != group[:2]:
+            wrong.append(
+                (
+                    f"{table}.function",
+                    f"{spec.function_name(table)!r} also fills {first[2]} with window "
+                    f"{first[0]!r} and schedule {first[1]!r}: one window and schedule per function",
+                )
+            )
+        for key, name in (("", table), ("view", spec.view_name(table))):
+            if name in taken or name.startswith("clickstream_"):
+                wrong.append((f"{table}.{key}".rstrip("."), f"{name!r} is taken"))
+            taken.add(name)
+    windows: dict[str, str] = {}
+    for table, spec in model.rollups.items():
+        fn = windows.setdefault(spec.window_name(table), spec.function_name(table))
+        if fn != spec.function_name(table):
+            wrong.append((f"{table}.window", f"window {spec.window_name(table)!r} belongs to {fn}"))
+    events = model.retention.events
+    for table, spec in model.rollups.items():
+        keep = model.retention.rollup_keep(table)
+        if keep is not None and duration_s(keep) < spec.granularity_s:
+            wrong.append(
+                (f"{table}.granularity", f"longer than its retention {keep}: no bucket would stay")
+            )
+        if events is not None and duration_s(events) < spec.granularity_s + model.time.max_past_s:
+            wrong.append(
+                (
+                    f"{table}.granularity",
+                    f"retention.events {events} is shorter than a {spec.granularity} bucket and "
+                    f"time.max_past {model.time.max_past}: raw events of a bucket it still fills "
+                    "would be gone before it could be rebuilt",
+                )
+            )
+    return wrong
