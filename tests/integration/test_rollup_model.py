@@ -122,29 +122,49 @@ def test_a_rollup_added_to_the_model_is_backfilled_while_events_arrive_then_kept
     assert (view_rows, view_events) == (len(exact), sum(r[3] for r in exact))
 
 
+def pair(*names: str) -> str:
+    """Rollups that share one function and window."""
+    return "".join(
+        f'[rollups.{name}]\ngranularity = "1h"\ndimensions = ["customer_id"]\n'
+        'function = "pair_aggregation"\nwindow = "pair"\nmeasures.events = "count"\n'
+        for name in names
+    )
+
+
 def test_a_rollup_the_model_drops_is_kept_until_the_bootstrap_is_told(tier, team_db, tmp_path):
     db = team_db.params
-    model = team_model(tmp_path)
-    assert run_bootstrap(tier.env, team_db, model).returncode == 0
-    lab = str(PROJECT_DIR / "conf" / "models" / "lab.toml")
+    lab = (PROJECT_DIR / "conf" / "models" / "lab.toml").read_text()
+    team, kept_pair = tmp_path / "team.toml", tmp_path / "pair.toml"
+    team.write_text(lab + TEAM_ROLLUP + pair("rollup_pair_a", "rollup_pair_b"))
+    kept_pair.write_text(lab + pair("rollup_pair_a"))
+    first = run_bootstrap(tier.env, team_db, str(team))
+    assert first.returncode == 0, first.stderr
 
-    kept = run_bootstrap(tier.env, team_db, lab)
+    kept = run_bootstrap(tier.env, team_db, str(kept_pair))
     assert kept.returncode == 0, kept.stderr
     assert (
-        "rollups kept (no longer in the model): rollup_browsers_1d; "
+        "rollups kept (no longer in the model): rollup_browsers_1d, rollup_pair_b; "
         "--drop-removed-rollups drops them"
     ) in kept.stdout
     assert query(db, "SELECT to_regclass('rollup_browsers_1d') IS NOT NULL") == [(True,)]
 
-    dropped = run_bootstrap(tier.env, team_db, lab, "--drop-removed-rollups")
+    dropped = run_bootstrap(tier.env, team_db, str(kept_pair), "--drop-removed-rollups")
     assert dropped.returncode == 0, dropped.stderr
-    assert "rollups dropped (no longer in the model): rollup_browsers_1d" in dropped.stdout
+    assert (
+        "rollups dropped (no longer in the model): rollup_browsers_1d, rollup_pair_b"
+        in dropped.stdout
+    )
     assert query(
         db,
         "SELECT to_regclass('rollup_browsers_1d'), to_regclass('bi_rollup_browsers_1d'), "
-        "to_regprocedure('rollup_browsers_1d_aggregation()'), "
+        "to_regclass('rollup_pair_b'), to_regprocedure('rollup_browsers_1d_aggregation()'), "
         "(SELECT count(*) FROM rollups WHERE name = 'rollup_browsers_1d'), "
         "(SELECT count(*) FROM clickstream_retention WHERE table_name = 'rollup_browsers_1d')",
-    ) == [(None, None, None, 0, 0)]
-    # the lab's rollups go on
-    assert query(db, "SELECT count(*) FROM clickstream_rollup_tables") == [(8,)]
+    ) == [(None, None, None, None, 0, 0)]
+    # the function the dropped rollup shared is generated again, and goes on filling the rest
+    execute(db, SPREAD.format(start=200_000, n=100))
+    aggregate(db.psycopg_kwargs("test", 10))
+    assert query(db, "SELECT sum(events) FROM rollup_pair_a") == query(
+        db, "SELECT count(*) FROM events"
+    )
+    assert query(db, "SELECT count(*) FROM clickstream_rollup_tables") == [(9,)]

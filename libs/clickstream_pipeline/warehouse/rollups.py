@@ -431,6 +431,14 @@ def apply_rollups(
         plan = plan_rollups(conn, model)
         if plan.refused:
             raise RollupChangeError("; ".join(plan.refused))
+        if drop_removed:  # a function that filled a dropped table too is generated again
+            with conn.cursor() as cur:
+                known = _registry(cur)
+            emptied = {known[t].function for t in plan.removed}
+            for table in list(plan.unchanged):
+                if model.rollups[table].function_name(table) in emptied:
+                    plan.unchanged.remove(table)
+                    plan.changed.append(table)
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('search_path', 'public', true)")
             citus = on_citus(cur)
