@@ -33,7 +33,8 @@ def copy_baseline(db: ConnectionParams, n: int) -> dict[str, Any]:
         path = Path(folder) / "events.csv"
         with contextlib.closing(connect(db)) as conn, conn.cursor() as cur, path.open("w") as out:
             cur.copy_expert(EXPORT, out)
-        execute(db, "TRUNCATE events", "CHECKPOINT")
+        common.truncate(db, "events")
+        execute(db, "CHECKPOINT")
         with common.DbCpuMeter(db) as meter:
             seconds = common.psql_copy(db, EVENT_COLUMNS, [path])
     common.expect_rows(db, n, "\\copy")

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["rollups"] = "background" if cfg.ingest.rollup_in_background else "in the batch"
         windows: dict[str, tuple[float, float]] = {}
         sent = 0
+        poll_s = 0.25 if args.quick else None  # seconds-long quick windows: caught up sooner
 
         def produce(rate: float, seed: int, **amount: Any) -> None:
             nonlocal sent
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_until(lambda: query.lastProgress is not None, 180, "the first (empty) trigger")
             say(f"ingest running (trigger {cfg.ingest.trigger_interval}, rollups after batch)")
             produce(args.rate, 2, count=int(args.rate * args.warm_up))  # starts the Python workers
-            wait_until(caught_up, 180, "the warm-up events in the rollup", every_s=1)
+            wait_until(caught_up, 180, "the warm-up events in the rollup", every_s=poll_s or 1)
             for window, rate, seconds, seed in (
                 ("steady", args.rate, args.duration, 1),
                 ("sustained", args.sustained_rate, args.sustained_duration, 3),
@@ -139,7 +140,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 t_from = time.time()
                 produce(rate, seed, duration_s=seconds)
                 windows[window] = (t_from, time.time())
-                wait_until(caught_up, 300, "every event in events and in the rollup", every_s=2)
+                what = "every event in events and in the rollup"
+                wait_until(caught_up, 300, what, every_s=poll_s or 2)
                 results[f"{window}_trigger_phases_ms_median"] = trigger_phases(query.recentProgress)
             say(f"fixed cost: {args.single} batches of one message")
             t_from = time.time()

@@ -575,7 +575,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # a SIGKILL half-way, both at once, on empty tables from an empty checkpoint / consumer
         # group (the restarted worker has the same name: it resumes its group). Each restart
         # keeps running and serves the freshness run, warm: a JVM's start is not freshness
-        execute(db, f"TRUNCATE events, {PEER_TABLE}, clickstream_ingest_ledger")
+        common.truncate(db, "events", PEER_TABLE, "clickstream_ingest_ledger")
         pipelines = {
             "ours": ours(ours_fresh),
             "peer": peer_pipeline(peer("kill", topic, peer_fresh), kafka, polls),
@@ -632,8 +632,8 @@ SCENARIO = Scenario(
         "messages": 10_000,
         "max_offsets_per_trigger": 2_500,
         "batch_size": 2_000,
-        "duration": 2.0,
-        "warm_up": 1.0,
+        "duration": 1.0,
+        "warm_up": 0.5,
     },
     targets=lambda f: [
         Target("exactly_once", f["ours_lost"] + f["ours_duplicated"], "<=", 0, "exactly once")

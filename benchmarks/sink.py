@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pyspark.sql import DataFrame
 
-from benchmarks.common import DbCpuMeter, expect_rows, psql_copy, tree_cpu_s
+from benchmarks.common import DbCpuMeter, expect_rows, psql_copy, tree_cpu_s, truncate
 from benchmarks.harness import Scenario, Target, rate, say, scratch_db
 from clickstream_pipeline.core.schema import EVENT_COLUMNS, ROUTED_SCHEMA
 from clickstream_pipeline.core.spark import build_spark
@@ -54,7 +54,8 @@ Copy = Literal["binary", "csv"]
 
 def measure(name: str, db: ConnectionParams, rows: int, write: Callable[[], Any]) -> dict:
     """Truncate, `write()` under the CPU meter, check the row count; rows/s and CPU per row."""
-    execute(db, "TRUNCATE events, clickstream_ingest_ledger", "CHECKPOINT")
+    truncate(db, "events", "clickstream_ingest_ledger")
+    execute(db, "CHECKPOINT")
     say(f"{name}: writing {rows:,} rows")
     with DbCpuMeter(db) as meter:
         started, client_started = time.perf_counter(), tree_cpu_s(os.getpid())

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from benchmarks.common import load_topic, read_topic
+from benchmarks.common import load_topic, read_topic, truncate
 from benchmarks.harness import Scenario, say, scratch_db
 from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.core.spark import ARROW_MAX_BYTES_PER_BATCH, build_spark, session_conf_set
@@ -23,7 +23,7 @@ from clickstream_pipeline.ingest.arrow_validation import check_batch
 from clickstream_pipeline.ingest.transforms import validate, with_payload
 from clickstream_pipeline.traffic.generator import EventClock, model_events, model_messages
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from devkit.db import TEST_MODELS, execute
+from devkit.db import TEST_MODELS
 from devkit.stack import fresh_topic, secrets_for
 
 SIZED_PER_ROW = "to python, bytes checked per row"
@@ -104,7 +104,7 @@ def time_stages(
 
     def sink(routed: Callable[[Any], DataFrame]) -> Callable[[], None]:
         def write() -> None:
-            execute(db, "TRUNCATE events, clickstream_ingest_ledger")
+            truncate(db, "events", "clickstream_ingest_ledger")
             noop(routed(settings.sink("bench-stages", next(batch_ids))))
 
         return write

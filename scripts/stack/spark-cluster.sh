@@ -18,6 +18,10 @@ spark_home() {
     || die "spark-cluster: pyspark is not installed in $VENV (run scripts/setup.sh)"
 }
 
+# A worker deletes the folders (jars, logs) of applications that ended over an hour ago: each
+# holds about 0.5 GB, and a test run starts several.
+WORKER_CLEANUP="-Dspark.worker.cleanup.enabled=true -Dspark.worker.cleanup.interval=600 -Dspark.worker.cleanup.appDataTtl=3600"
+
 # daemon NAME CLASS ARGS...: run a Spark daemon class in the background with a pid file.
 daemon() {
   local name="$1" class="$2"; shift 2
@@ -25,6 +29,7 @@ daemon() {
   if pid_alive "$pid_file"; then log "spark-cluster: $name already running"; return 0; fi
   SPARK_LOCAL_IP=127.0.0.1 SPARK_HOME="$SPARK_HOME" PYSPARK_PYTHON="$VENV/bin/python" \
     SPARK_LOG_DIR="$LOG_DIR" SPARK_WORKER_DIR="$CLUSTER_DIR/$name" \
+    SPARK_WORKER_OPTS="$WORKER_CLEANUP" \
     nohup "$SPARK_HOME/bin/spark-class" "$class" "$@" >"$LOG_DIR/spark-$name.log" 2>&1 &
   echo $! >"$pid_file"
 }
