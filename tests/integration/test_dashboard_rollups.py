@@ -201,7 +201,8 @@ def test_bi_views_are_documented_and_read_the_rollups(loaded):
         )
     )
     models = {bi_view_name(load_model(m)) for m in TEST_MODELS} - {None}  # the models' own
-    assert set(comments) == set(BI_VIEWS) | models
+    rollups = {s.view_name(t) for m in TEST_MODELS for t, s in load_model(m).rollups.items()}
+    assert set(comments) == set(BI_VIEWS) | models | rollups  # and the models' rollups' views
     assert all(comments.values())
     raw_readers = {name for name, text in comments.items() if "READS RAW EVENTS" in text}
     assert raw_readers == {"bi_raw_events_last_day"} | models

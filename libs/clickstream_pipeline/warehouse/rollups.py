@@ -365,6 +365,15 @@ def statements(plan: RollupPlan, citus: bool) -> Iterator[str]:
         for table, spec in function.tables:
             yield view_sql(table, spec)
             yield (
+                f"COMMENT ON VIEW public.{q(spec.view_name(table))} IS "
+                + _literal(
+                    f"Per {spec.granularity} bucket"
+                    + "".join(f", {d}" for d in spec.dimensions)
+                    + ": the measures of rollup "
+                    + f"{table} (distinct counts as HLL estimates, not additive across rows)."
+                )
+            )
+            yield (
                 f"INSERT INTO {REGISTRY} (table_name, window_name, function_name, view_name, "
                 f"definition, generated_at) VALUES ({_literal(table)}, "
                 f"{_literal(function.window)}, {_literal(function.name)}, "
