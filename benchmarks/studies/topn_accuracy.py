@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from benchmarks.harness import Scenario, say, scratch_db, servers
+from clickstream_pipeline.warehouse.rollups import REGISTERED_FUNCTIONS
 from devkit.db import execute, query
 
 # the device of an event: uniform over the devices, or Zipf-like (s = 1.1, inverse CDF)
@@ -30,7 +31,6 @@ EXACT = """SELECT device_id::text, count(*) FROM events WHERE customer_id = 1
 TOP_10 = """SELECT item FROM topn((SELECT topn_union_agg(top_devices_1000) FROM {}
             WHERE customer_id = 1), 10)"""
 TABLES = ("rollup_events_5min", "rollup_events_1hr", "rollup_customer_totals_1hr")
-FUNCTIONS = "SELECT function_name FROM rollups WHERE function_name IS NOT NULL"
 
 
 def measure(server: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def measure(server: str, args: argparse.Namespace) -> dict[str, Any]:
     secrets = servers()[server][1]
     for shape, device in DEVICES.items():
         with scratch_db(secrets, f"topn_{server}", models=("lab",)) as db:
-            functions = [f"SELECT {f}()" for (f,) in query(db, FUNCTIONS)]
+            functions = [f"SELECT {f}()" for (f,) in query(db, REGISTERED_FUNCTIONS)]
             for _ in range(args.events // args.batch):
                 execute(db, LOAD.format(device=device.format(d=args.devices), n=args.batch))
                 execute(db, "SET search_path TO public", *functions)

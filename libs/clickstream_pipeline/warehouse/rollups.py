@@ -234,7 +234,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def definition(table: str, spec: RollupSpec, model: EventModel) -> dict[str, object]:
+def definition(spec: RollupSpec, model: EventModel) -> dict[str, object]:
     """What the table was generated from: its spec and the model's time field."""
     return {"spec": spec.model_dump(mode="json"), "time": model.time.field}
 
@@ -311,7 +311,7 @@ def plan_rollups(conn: connection, model: EventModel) -> RollupPlan:
         cur.execute("SELECT name, last_aggregated_id FROM public.rollups")
         windows = dict(cur.fetchall())
         for table, spec in model.rollups.items():
-            wanted = definition(table, spec, model)
+            wanted = definition(spec, model)
             live = _live_columns(cur, table)
             if table not in known and live:
                 plan.refused.append(
@@ -378,7 +378,7 @@ def statements(plan: RollupPlan, citus: bool) -> Iterator[str]:
                 f"definition, generated_at) VALUES ({_literal(table)}, "
                 f"{_literal(function.window)}, {_literal(function.name)}, "
                 f"{_literal(spec.view_name(table))}, "
-                f"{_literal(json.dumps(definition(table, spec, model)))}::jsonb, now()) "
+                f"{_literal(json.dumps(definition(spec, model)))}::jsonb, now()) "
                 "ON CONFLICT (table_name) DO UPDATE SET window_name = excluded.window_name, "
                 "function_name = excluded.function_name, view_name = excluded.view_name, "
                 "definition = excluded.definition, generated_at = excluded.generated_at"
