@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 rollup_plan = rollups.plan_rollups(conn, model)
                 drop = args.drop_removed_rollups
                 print("\n".join(rollups.dry_run_lines(conn, rollup_plan, drop)))
-                retention = plan_retention(conn, model.retention)
+                retention = plan_retention(conn, model.retention, rollup_plan.new)
                 print("\n".join(dry_run_statements(conn, retention)))
                 conn.rollback()
             return 0

@@ -168,3 +168,60 @@ def test_a_rollup_the_model_drops_is_kept_until_the_bootstrap_is_told(tier, team
         db, "SELECT count(*) FROM events"
     )
     assert query(db, "SELECT count(*) FROM clickstream_rollup_tables") == [(9,)]
+
+
+DAILY_FROM_HOURLY = """
+[rollups.rollup_events_1d]
+granularity = "1d"
+source = "rollup_events_1hr"
+dimensions = ["customer_id", "event_type"]
+measures.events = "count"
+measures.devices = { distinct = "device_id" }
+measures.top_devices = { topn = "device_id" }
+"""
+# the daily rollup as SQL over its source
+FROM_HOURLY = """SELECT customer_id, event_type, date_trunc('day', hour), sum(event_count)::bigint,
+                        hll_cardinality(hll_union_agg(device_distinct_count))
+                 FROM rollup_events_1hr GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+DAILY = """SELECT customer_id, event_type, bucket, events, hll_cardinality(devices)
+           FROM rollup_events_1d ORDER BY 1, 2, 3"""
+TOP_DEVICES = """SELECT item::bigint FROM topn((SELECT topn_union_agg({column}) FROM {table}
+                 WHERE customer_id = 1), 10)"""
+
+
+def test_a_rollup_of_a_rollup_is_backfilled_from_it_and_follows_it(tier, team_db, tmp_path):
+    db = team_db.params
+    execute(db, SKEWED, SPREAD.format(start=300_000, n=3000))
+    aggregate(db.psycopg_kwargs("test", 10))
+    # raw events older than a day expire; the hourly rollup keeps them
+    execute(db, "DELETE FROM events WHERE event_time < now() - interval '1 day'")
+    execute(db, SPREAD.format(start=400_000, n=300))  # not yet in the hourly rollup
+    lab = (PROJECT_DIR / "conf" / "models" / "lab.toml").read_text()
+    model = tmp_path / "daily.toml"
+    model.write_text(lab + DAILY_FROM_HOURLY)
+
+    done = run_bootstrap(tier.env, team_db, str(model))
+    assert done.returncode == 0, done.stderr
+    assert "rollups new: rollup_events_1d" in done.stdout
+    # every hour of the source, the expired raw events' too; none of the 300 it lacks
+    assert query(db, DAILY) == query(db, FROM_HOURLY)
+    days = query(db, "SELECT count(DISTINCT date_trunc('day', hour)) FROM rollup_events_1hr")
+    assert days[0][0] >= 3
+
+    # new and late events: the runs recompute the days they touch, the source's run first
+    execute(db, SPREAD.format(start=500_000, n=400))
+    ((_, end_id),) = query(db, "SELECT * FROM rollup_events_1d_aggregation()")
+    ((source_end,),) = query(
+        db, "SELECT last_aggregated_id FROM rollups WHERE name = 'rollup_events_1hr'"
+    )
+    assert end_id == source_end  # never past what its source has aggregated
+    aggregate(db.psycopg_kwargs("test", 10))
+    daily = query(db, DAILY)
+    assert daily == query(db, FROM_HOURLY)
+    ((total,),) = query(db, "SELECT sum(event_count) FROM rollup_events_1hr")
+    assert sum(row[3] for row in daily) == total
+    top = [
+        query(db, TOP_DEVICES.format(column=c, table=t))
+        for c, t in (("top_devices", "rollup_events_1d"), ("top_devices_1000", "rollup_events_1hr"))
+    ]
+    assert top[0] == top[1] and len(top[0]) == 10

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from clickstream_pipeline.core.config import LATE_C2_COMPILES
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrap
 from devkit.processes import kill_group, log_tail
 from devkit.waits import wait_until
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, TEST_JAVA_OPTIONS
 from tests.integration.ingest_support import (
     Sent,
     assert_exactly_once,
@@ -90,12 +89,11 @@ def cluster_job(
         jars,
         "--executor-memory",
         "1g",
-        # the JIT's late C2, as the local sessions have it (spark.java_options): short JVMs on
-        # one core each spend less of it compiling start-up code
+        # the tests' JIT options, as their local sessions have them
         "--driver-java-options",
-        LATE_C2_COMPILES,
+        TEST_JAVA_OPTIONS,
         "--conf",
-        f"spark.executor.extraJavaOptions={LATE_C2_COMPILES}",
+        f"spark.executor.extraJavaOptions={TEST_JAVA_OPTIONS}",
         "--conf",
         "spark.eventLog.enabled=true",
         "--conf",

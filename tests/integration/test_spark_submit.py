@@ -10,10 +10,9 @@ import time
 import uuid
 from pathlib import Path
 
-from clickstream_pipeline.core.config import LATE_C2_COMPILES
 from clickstream_pipeline.ingest.source import producer_config
 from clickstream_pipeline.warehouse.database import ConnectionParams
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, TEST_JAVA_OPTIONS
 from tests.integration.conftest import checkout_build
 from tests.integration.ingest_support import assert_exactly_once, new_topic, produce_mix
 
@@ -54,8 +53,8 @@ def test_the_readme_spark_submit_commands_ingest_end_to_end(
         "CLICKSTREAM__INGEST__QUERY_NAME": query_name,
         # a fresh dead-letter table: the shared one's Delta log grows with every test run
         "CLICKSTREAM__STORAGE__LAKE_ROOT": str(tmp_path / "lake"),
-        # the drivers' JVMs with the late-C2 JIT option the jobs' own local sessions get
-        "SPARK_SUBMIT_OPTS": LATE_C2_COMPILES,
+        # the drivers' JVMs with the JIT options of the tests' local sessions
+        "SPARK_SUBMIT_OPTS": TEST_JAVA_OPTIONS,
     }
     output = ""
     for block in readme_blocks():

@@ -7,7 +7,13 @@ import re
 import pytest
 
 from clickstream_pipeline.core.model import LAB, ModelError, load_model, parse_model
-from clickstream_pipeline.warehouse.rollups import function_sql, functions, insert_sql, view_sql
+from clickstream_pipeline.warehouse.rollups import (
+    function_sql,
+    functions,
+    insert_sql,
+    rebuild_sql,
+    view_sql,
+)
 
 MODEL = """
 [event]
@@ -68,8 +74,21 @@ def with_rollup(text: str) -> str:
             r"two columns of its view",
         ),
         (
-            'granularity = "1h"\nmeasures.n = "count"\nsource = "pages_1h"',
-            r"rollups\.r\.source: Input should be 'events'",
+            'granularity = "1d"\nmeasures.n = "count"\nsource = "pages"',
+            r"rollups\.r\.source: 'pages' is neither events nor a rollup of the model",
+        ),
+        (
+            'granularity = "5m"\nmeasures.n = "count"\nsource = "pages_1h"',
+            r"rollups\.r\.granularity: 5m is finer than its source's 1h",
+        ),
+        (
+            'granularity = "1d"\ndimensions = ["shop", "price"]\nmeasures.n = "count"\n'
+            'source = "pages_1h"',
+            r"rollups\.r\.dimensions: 'price' is not a dimension of its source pages_1h",
+        ),
+        (
+            'granularity = "1d"\nmeasures.paid = { sum = "price" }\nsource = "pages_1h"',
+            r"rollups\.r\.measures\.paid: its source pages_1h has no sum of 'price'",
         ),
     ],
 )
@@ -135,7 +154,7 @@ def test_the_labs_rollups_keep_their_tables_functions_and_schedules():
 
 def test_a_teams_measures_merge_as_their_kind_says():
     model = load_model("web_analytics")
-    (campaigns, _) = functions(model)
+    campaigns = functions(model)[0]
     body = function_sql(campaigns, model)
     assert "FROM incremental_rollup_window('rollup_campaigns_1hr')" in body
     for merged in (
@@ -147,3 +166,36 @@ def test_a_teams_measures_merge_as_their_kind_says():
     ):
         assert merged in body
     assert 'topn_add_agg("page_url"::text)' in body
+
+
+def test_a_rollup_of_a_rollup_replaces_the_buckets_its_window_touches():
+    model = load_model("web_analytics")
+    daily = model.rollups["rollup_campaigns_1d"]
+    (function,) = [f for f in functions(model) if f.source == "rollup_campaigns_1hr"]
+    assert function.run_order > functions(model)[0].run_order  # after its source
+    touched = rebuild_sql("rollup_campaigns_1d", daily, model, touched=True)
+    # merged from the hourly rows of the (tenant, source, day) keys the window's events touch
+    for part in (
+        'sum(s."events")::bigint AS "events"',
+        'sum(s."revenue")::numeric AS "revenue"',
+        'max(s."largest_order") AS "largest_order"',
+        'hll_union_agg(s."sessions") AS "sessions"',
+        'topn_union_agg(s."top_pages") AS "top_pages"',
+        'FROM public."rollup_campaigns_1hr" AS s',
+        "WHERE event_id BETWEEN start_id AND end_id",
+        's."customer_id" = k."customer_id"',  # the tenant: on the shards
+        's."utm_source" IS NOT DISTINCT FROM k."utm_source"',  # NULL is a value too
+        '"events" = excluded."events"',  # replaced, not added: a rerun stays right
+    ):
+        assert part in touched, part
+    every = rebuild_sql("rollup_campaigns_1d", daily, model, touched=False)
+    assert "event_id" not in every and "JOIN" not in every
+    body = function_sql(function, model)
+    assert "WHERE name = 'rollup_campaigns_1hr'" in body  # its window follows the source's
+
+
+def test_a_source_kept_shorter_than_a_bucket_it_rebuilds_is_refused():
+    derived = '[rollups.r]\ngranularity = "1d"\nsource = "pages_1h"\nmeasures.views = "count"\n'
+    parse_model(MODEL + derived)  # the source kept as long as the rest: fine
+    with pytest.raises(ModelError, match=r"rollups\.r\.source: pages_1h is kept 2d, shorter"):
+        parse_model(MODEL + derived + '[retention]\nrollup = { pages_1h = "2d" }\n')

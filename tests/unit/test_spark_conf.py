@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
-from clickstream_pipeline.core.config import LATE_C2_COMPILES, StorageConfig, load_config
+from clickstream_pipeline.core.config import LATE_C2_COMPILES, Config, StorageConfig, load_config
 from clickstream_pipeline.core.errors import SparkSetupError
 from clickstream_pipeline.core.secrets import Secrets
 from clickstream_pipeline.core.spark import (
@@ -96,10 +96,11 @@ def test_a_local_jvm_compiles_with_c2_late_and_a_cluster_keeps_its_own_options(t
     assert "spark.driver.extraJavaOptions" not in session_conf(cluster, secrets())
 
 
-def test_the_session_s_jvm_runs_with_the_options(spark: SparkSession):
+def test_the_session_s_jvm_runs_with_the_options(spark: SparkSession, local_config: Config):
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     arguments = list(runtime.getInputArguments())
-    assert all(option in arguments for option in LATE_C2_COMPILES.split())
+    configured = local_config.spark.java_options.split()  # the tests' own (tests/conftest.py)
+    assert configured and all(option in arguments for option in configured)
 
 
 def test_arrow_batches_are_bounded_by_rows_unless_config_sets_bytes(tmp_path: Path):

@@ -85,8 +85,14 @@ class RollupSpec(_Spec):
         min_length=1, description="Its measure columns, by name, in order."
     )
     bucket: str = Field(default="bucket", description="The bucket start's column.")
-    source: Literal["events"] = Field(
-        default="events", description="What it aggregates: the raw events."
+    source: str = Field(
+        default="events",
+        description=(
+            "What it aggregates: `events` (the raw events), or a finer rollup of the model (its "
+            "table): counts and sums add up, minima and maxima carry over, HLL and TopN merge. "
+            "A rollup of a rollup recomputes the buckets new events touch, and is backfilled "
+            "from its source, raw events expired or not."
+        ),
     )
     function: str | None = Field(
         default=None,
@@ -136,6 +142,21 @@ class RollupSpec(_Spec):
     def columns(self) -> tuple[str, ...]:
         return (*self.dimensions, self.bucket, *self.measures)
 
+    @property
+    def from_events(self) -> bool:
+        return self.source == "events"
+
+    def source_column(self, measure: MeasureSpec) -> str | None:
+        """The measure column of this rollup that `measure` of a coarser one merges, if any."""
+        for name, mine in self.measures.items():
+            if (mine.kind, mine.field, mine.precision) == (
+                measure.kind,
+                measure.field,
+                measure.precision,
+            ):
+                return name
+        return None
+
     def misfits(self, table: str, model: EventModel) -> list[tuple[str, str]]:
         """Each key ("" for the rollup) that does not fit `model`, and why."""
         wrong: list[tuple[str, str]] = []
@@ -145,6 +166,7 @@ class RollupSpec(_Spec):
             ("function", self.function_name(table)),
             ("window", self.window_name(table)),
             ("view", self.view_name(table)),
+            ("source", self.source),
             *((f"measures.{m}", m) for m in self.measures),
             *((f"measures.{m}.label", s.label) for m, s in self.measures.items() if s.label),
         ]
@@ -220,6 +242,21 @@ def rollup_misfits(model: EventModel) -> list[tuple[str, str]]:
         fn = windows.setdefault(spec.window_name(table), spec.function_name(table))
         if fn != spec.function_name(table):
             wrong.append((f"{table}.window", f"window {spec.window_name(table)!r} belongs to {fn}"))
+    for table, spec in model.rollups.items():
+        if not spec.from_events:
+            wrong += [(f"{table}.{key}".rstrip("."), p) for key, p in _source_misfits(spec, model)]
+    sources: dict[str, tuple[str, str]] = {}
+    for table, spec in model.rollups.items():
+        fn = spec.function_name(table)
+        first_source, first_table = sources.setdefault(fn, (spec.source, table))
+        if first_source != spec.source:
+            wrong.append(
+                (
+                    f"{table}.function",
+                    f"{fn!r} also fills {first_table}, which reads {first_source}: "
+                    "one source per function",
+                )
+            )
     events = model.retention.events
     for table, spec in model.rollups.items():
         keep = model.retention.rollup_keep(table)
@@ -227,7 +264,9 @@ def rollup_misfits(model: EventModel) -> list[tuple[str, str]]:
             wrong.append(
                 (f"{table}.granularity", f"longer than its retention {keep}: no bucket would stay")
             )
-        if events is not None and duration_s(events) < spec.granularity_s + model.time.max_past_s:
+        if events is None or not spec.from_events:  # a rollup of a rollup: its source's
+            continue
+        if duration_s(events) < spec.granularity_s + model.time.max_past_s:
             wrong.append(
                 (
                     f"{table}.granularity",
@@ -236,4 +275,47 @@ def rollup_misfits(model: EventModel) -> list[tuple[str, str]]:
                     "would be gone before it could be rebuilt",
                 )
             )
+    return wrong
+
+
+def _source_misfits(spec: RollupSpec, model: EventModel) -> list[tuple[str, str]]:
+    """Why a rollup of a rollup cannot be computed from its source (key, problem)."""
+    source = model.rollups.get(spec.source)
+    if source is None:
+        return [("source", f"{spec.source!r} is neither events nor a rollup of the model")]
+    if not source.from_events:
+        return [("source", f"{spec.source!r} reads {source.source}: a source reads events")]
+    wrong: list[tuple[str, str]] = []
+    if spec.granularity_s < source.granularity_s:
+        wrong.append(
+            ("granularity", f"{spec.granularity} is finer than its source's {source.granularity}")
+        )
+    elif spec.granularity_s % source.granularity_s:
+        wrong.append(
+            (
+                "granularity",
+                f"{spec.granularity} is not a whole number of its source's {source.granularity}",
+            )
+        )
+    wrong += [
+        ("dimensions", f"{d!r} is not a dimension of its source {spec.source}")
+        for d in spec.dimensions
+        if d not in source.dimensions
+    ]
+    for name, measure in spec.measures.items():
+        if source.source_column(measure) is None:
+            what = measure.kind + (f" of {measure.field!r}" if measure.field else "")
+            if measure.kind == "distinct":
+                what += f" at precision {measure.precision}"
+            wrong.append((f"measures.{name}", f"its source {spec.source} has no {what}"))
+    keep = model.retention.rollup_keep(spec.source)
+    if keep is not None and duration_s(keep) < spec.granularity_s + model.time.max_past_s:
+        wrong.append(
+            (
+                "source",
+                f"{spec.source} is kept {keep}, shorter than a {spec.granularity} bucket and "
+                f"time.max_past {model.time.max_past}: a bucket new events touch could no "
+                "longer be recomputed from it",
+            )
+        )
     return wrong

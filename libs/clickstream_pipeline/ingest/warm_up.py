@@ -43,8 +43,25 @@ def _workload(spark: SparkSession, folder: Path) -> None:
     validate(records, Rules()).select("reject_reason").mapInArrow(
         lambda b: b, "reject_reason string"
     ).collect()
-    dead_letters.ensure_table(spark, str(folder / "dead_letters"))
-    spark.read.format("delta").load(str(folder / "dead_letters")).count()
+    table = str(folder / "dead_letters")
+    dead_letters.ensure_table(spark, table)
+    letters = dead_letters.rows(
+        records.limit(3).selectExpr(
+            "'dead' AS kind",
+            "key AS raw_key",
+            "value AS raw_value",
+            "topic",
+            "partition",
+            "offset",
+            "timestamp AS kafka_timestamp",
+            "'malformed_json' AS reason",
+            "1L AS rows_in",
+        ),
+        0,
+        "warm-up",
+    )
+    dead_letters.append(table, letters, "warm-up", 0)  # the write path a first batch takes
+    spark.read.format("delta").load(table).count()
     # a stream that ends by itself (available-now over one file): stopping one mid-batch
     # would print the interrupted batch's stack trace
     source = folder / "stream-in"

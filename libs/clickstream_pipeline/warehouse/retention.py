@@ -7,6 +7,7 @@ events, into pg_partman's `part_config` (whose maintenance drops whole partition
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from psycopg2.extensions import connection
@@ -61,14 +62,18 @@ def as_interval(keep: str) -> str:
     return f"{keep[:-1]} {units[keep[-1]]}"
 
 
-def plan_retention(conn: connection, spec: RetentionSpec) -> RetentionPlan:
-    """Each table of `clickstream_retention` with the horizon `spec` gives it; RetentionError
-    names a rollup `spec` gives a horizon that the database does not have."""
+def plan_retention(
+    conn: connection, spec: RetentionSpec, new_rollups: Iterable[str] = ()
+) -> RetentionPlan:
+    """Each table of `clickstream_retention` (and `new_rollups`, which a dry run has not made)
+    with the horizon `spec` gives it; RetentionError names a rollup `spec` gives a horizon that
+    the database does not have."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT table_name, kind FROM public.clickstream_retention ORDER BY kind, table_name"
         )
         known = cur.fetchall()
+    known += [(table, "rollup") for table in new_rollups if (table, "rollup") not in known]
     rollups = {table for table, kind in known if kind == "rollup"}
     unknown = sorted(set(spec.rollup) - rollups)
     if unknown:

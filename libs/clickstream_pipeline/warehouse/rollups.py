@@ -60,8 +60,14 @@ class RollupFunction:
     tables: tuple[tuple[str, RollupSpec], ...]
 
     @property
+    def source(self) -> str:
+        """`events`, or the rollup its tables are computed from (one per function)."""
+        return self.tables[0][1].source
+
+    @property
     def run_order(self) -> int:
-        return min(spec.granularity_s for _, spec in self.tables)
+        # finest first; a rollup of a rollup after its source, whatever their grains
+        return min(spec.granularity_s for _, spec in self.tables) + (self.source != "events")
 
 
 def functions(model: EventModel) -> list[RollupFunction]:
@@ -80,9 +86,9 @@ def functions(model: EventModel) -> list[RollupFunction]:
 # SQL ----------------------------------------------------------------------------------------
 
 
-def bucket_sql(spec: RollupSpec, time_column: str) -> str:
+def bucket_sql(spec: RollupSpec, time_column: str, alias: str = "") -> str:
     """The start of an event's bucket (the lab's epoch arithmetic, or date_trunc for 1m/1h/1d)."""
-    t, seconds = q(time_column), spec.granularity_s
+    t, seconds = alias + q(time_column), spec.granularity_s
     unit = {60: "minute", 3600: "hour", 86400: "day"}.get(seconds)
     if unit:
         return f"date_trunc('{unit}', {t})"
@@ -180,7 +186,68 @@ def insert_sql(table: str, spec: RollupSpec, model: EventModel) -> str:
     )
 
 
+def _merged(measure: MeasureSpec, column: str, model: EventModel) -> str:
+    """A coarser bucket's value of `measure` from its source's rows (`s.column`)."""
+    c = f"s.{q(column)}"
+    return {
+        "count": f"sum({c})::bigint",
+        "sum": f"sum({c})::{measure_type(measure, model)}",
+        "min": f"min({c})",
+        "max": f"max({c})",
+        "distinct": f"hll_union_agg({c})",
+        "topn": f"topn_union_agg({c})",
+    }[measure.kind]
+
+
+def rebuild_sql(table: str, spec: RollupSpec, model: EventModel, touched: bool) -> str:
+    """A rollup of a rollup: the INSERT ... SELECT ... ON CONFLICT that recomputes its buckets
+    from the source's rows, those the events of ids start_id..end_id fall in (`touched`), or
+    all of them; each bucket is replaced whole, so a bucket recomputed twice is still right."""
+    source = model.rollups[spec.source]
+    dims = [q(d) for d in spec.dimensions]
+    key = ", ".join([*dims, q(spec.bucket)])
+    bucket = bucket_sql(spec, source.bucket, "s.")
+    measures = [
+        f"{_merged(m, source.source_column(m) or name, model)} AS {q(name)}"
+        for name, m in spec.measures.items()
+    ]
+    select = [*(f"s.{d}" for d in dims), f"{bucket} AS {q(spec.bucket)}", *measures]
+    columns = ", ".join(q(c) for c in spec.columns())
+    reading = f"public.{q(spec.source)} AS s"
+    if touched:
+        # the keys of the events in the window; the tenant's equality keeps it on the shards
+        keys = ", ".join([*dims, f"{bucket_sql(spec, model.time.field)} AS _bucket"])
+        joined = " AND ".join(
+            [
+                *(
+                    f"s.{d} = k.{d}"
+                    if name == model.tenant
+                    else f"s.{d} IS NOT DISTINCT FROM k.{d}"
+                    for name, d in zip(spec.dimensions, dims, strict=True)
+                ),
+                f"s.{q(source.bucket)} >= k._bucket",
+                f"s.{q(source.bucket)} < k._bucket + interval '{spec.granularity_s} seconds'",
+            ]
+        )
+        reading += (
+            f"\n    JOIN (SELECT DISTINCT {keys}\n"
+            f"          FROM {EVENTS} WHERE event_id BETWEEN start_id AND end_id) AS k\n"
+            f"      ON {joined}"
+        )
+    replaced = ",\n        ".join(f"{q(n)} = excluded.{q(n)}" for n in spec.measures)
+    return (
+        f"INSERT INTO public.{q(table)} AS t ({columns})\n"
+        f"    SELECT {_NEXT_ITEM.join(select)}\n"
+        f"    FROM {reading}\n"
+        f"    GROUP BY {', '.join([*(f's.{d}' for d in dims), bucket])}\n"
+        f"    ON CONFLICT ({key}) DO UPDATE\n"
+        f"    SET {replaced}"
+    )
+
+
 def function_sql(function: RollupFunction, model: EventModel) -> str:
+    if function.source != "events":
+        return _rebuild_function_sql(function, model)
     inserts = "".join(
         f"\n    {insert_sql(table, spec, model)};\n" for table, spec in function.tables
     )
@@ -193,6 +260,46 @@ def function_sql(function: RollupFunction, model: EventModel) -> str:
         f"    FROM incremental_rollup_window('{function.window}');\n"
         "    IF start_id > end_id THEN RETURN; END IF;\n"
         f"{inserts}END;\n$function$"
+    )
+
+
+def _rebuild_function_sql(function: RollupFunction, model: EventModel) -> str:
+    """A rollup of a rollup's function: its window follows its source's (never past the events
+    the source has aggregated, nothing while the source is backfilled); its own backfill
+    (max_window_ids set) recomputes every bucket."""
+    source_window = model.rollups[function.source].window_name(function.source)
+    every = "".join(
+        f"\n        {rebuild_sql(t, spec, model, touched=False)};" for t, spec in function.tables
+    )
+    touched = "".join(
+        f"\n            {rebuild_sql(t, spec, model, touched=True)};" for t, spec in function.tables
+    )
+    return (
+        f"CREATE OR REPLACE FUNCTION public.{q(function.name)}"
+        "(OUT start_id bigint, OUT end_id bigint)\n"
+        "RETURNS record\nLANGUAGE plpgsql\nAS $function$\n"
+        "DECLARE\n    source_end bigint;\n    source_backfilling boolean;\n"
+        "    backfilling boolean;\nBEGIN\n"
+        "    SELECT window_start, window_end INTO start_id, end_id\n"
+        f"    FROM incremental_rollup_window('{function.window}');\n"
+        "    SELECT last_aggregated_id, max_window_ids IS NOT NULL INTO source_end, "
+        "source_backfilling\n"
+        f"    FROM public.rollups WHERE name = '{source_window}';\n"
+        "    SELECT max_window_ids IS NOT NULL INTO backfilling\n"
+        f"    FROM public.rollups WHERE name = '{function.window}';\n"
+        "    IF source_backfilling THEN\n"
+        "        end_id := start_id - 1;\n"
+        "    ELSIF backfilling THEN\n"
+        "        end_id := greatest(start_id - 1, source_end);"
+        f"{every}\n"
+        "    ELSE\n"
+        "        end_id := greatest(start_id - 1, least(end_id, source_end));\n"
+        f"        IF start_id <= end_id THEN{touched}\n        END IF;\n"
+        "    END IF;\n"
+        "    UPDATE public.rollups SET last_aggregated_id = end_id,\n"
+        "        max_window_ids = CASE WHEN source_backfilling THEN max_window_ids END\n"
+        f"    WHERE name = '{function.window}';\n"
+        "END;\n$function$"
     )
 
 
@@ -458,24 +565,34 @@ def apply_rollups(
                 cur.execute(statement)
             for function in plan.generated:
                 if any(t in plan.new for t, _ in function.tables):
-                    _start_backfill(cur, function.window, chunk)
-            cur.execute("SELECT name FROM public.rollups WHERE max_window_ids IS NOT NULL")
-            unfinished = sorted(row[0] for row in cur.fetchall())  # an interrupted one too
+                    _start_backfill(cur, function, chunk)
+            cur.execute(
+                "SELECT name FROM public.rollups WHERE max_window_ids IS NOT NULL "
+                "ORDER BY run_order, name"  # a source before the rollups read from it
+            )
+            unfinished = [row[0] for row in cur.fetchall()]  # an interrupted one too
         conn.commit()
     for window in unfinished:
         plan.backfilled[window] = backfill(conn, window, say)
     return plan
 
 
-def _start_backfill(cur: cursor, window: str, chunk: int) -> None:
-    """A new window starts before the oldest event kept, in bounded steps."""
+def _start_backfill(cur: cursor, function: RollupFunction, chunk: int) -> None:
+    """A new window starts before the oldest event kept, in bounded steps; a rollup of a
+    rollup's is marked, and its first run recomputes every bucket of its source."""
+    if function.source != "events":
+        cur.execute(
+            "UPDATE public.rollups SET max_window_ids = %s WHERE name = %s",
+            (chunk, function.window),
+        )
+        return
     cur.execute(f"SELECT min(event_id) FROM {EVENTS}")
     oldest = cur.fetchone()[0]
     if oldest is None:
         return
     cur.execute(
         "UPDATE public.rollups SET last_aggregated_id = %s, max_window_ids = %s WHERE name = %s",
-        (oldest - 1, chunk, window),
+        (oldest - 1, chunk, function.window),
     )
 
 
@@ -496,10 +613,14 @@ def backfill(conn: connection, window: str, say: Callable[[str], None]) -> tuple
         return 0, 0
     runs, started = 0, time.monotonic()
     end = first
-    while end < target:
+    while end < target and bound is not None:
+        before = end
         with conn.cursor() as cur:
             cur.execute(f"SELECT start_id, end_id FROM public.{q(function)}()")
             _, end = cur.fetchone()
+            # a rollup of a rollup's function ends its own backfill in one run
+            cur.execute("SELECT max_window_ids FROM public.rollups WHERE name = %s", (window,))
+            bound = cur.fetchone()[0]
         conn.commit()
         runs += 1
         rate = (end - first) / max(time.monotonic() - started, 1e-9)
@@ -507,9 +628,14 @@ def backfill(conn: connection, window: str, say: Callable[[str], None]) -> tuple
             f"backfill {window}: event ids to {end:,} of {target:,} "
             f"({(end - first) / max(target - first, 1):.0%}, {rate:,.0f} ids/s)"
         )
-    with conn.cursor() as cur:
-        cur.execute("UPDATE public.rollups SET max_window_ids = NULL WHERE name = %s", (window,))
-    conn.commit()
+        if end <= before:  # its source is being backfilled: its own runs finish it later
+            return end - first, runs
+    if bound is not None:
+        with conn.cursor() as cur:
+            cur.execute(
+                "UPDATE public.rollups SET max_window_ids = NULL WHERE name = %s", (window,)
+            )
+        conn.commit()
     return end - first, runs
 
 
