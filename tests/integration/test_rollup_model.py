@@ -203,6 +203,7 @@ def test_a_rollup_of_a_rollup_is_backfilled_from_it_and_follows_it(tier, team_db
     done = run_bootstrap(tier.env, team_db, str(model))
     assert done.returncode == 0, done.stderr
     assert "rollups new: rollup_events_1d" in done.stdout
+    assert "backfill rollup_events_1d: every bucket of its source" in done.stdout
     # every hour of the source, the expired raw events' too; none of the 300 it lacks
     assert query(db, DAILY) == query(db, FROM_HOURLY)
     days = query(db, "SELECT count(DISTINCT date_trunc('day', hour)) FROM rollup_events_1hr")

@@ -624,10 +624,13 @@ def backfill(conn: connection, window: str, say: Callable[[str], None]) -> tuple
         conn.commit()
         runs += 1
         rate = (end - first) / max(time.monotonic() - started, 1e-9)
-        say(
-            f"backfill {window}: event ids to {end:,} of {target:,} "
-            f"({(end - first) / max(target - first, 1):.0%}, {rate:,.0f} ids/s)"
-        )
+        if bound is None:
+            say(f"backfill {window}: every bucket of its source, to event id {end:,}")
+        else:
+            say(
+                f"backfill {window}: event ids to {end:,} of {target:,} "
+                f"({(end - first) / max(target - first, 1):.0%}, {rate:,.0f} ids/s)"
+            )
         if end <= before:  # its source is being backfilled: its own runs finish it later
             return end - first, runs
     if bound is not None:
