@@ -87,6 +87,10 @@ def with_rollup(text: str) -> str:
             r"rollups\.r\.dimensions: 'price' is not a dimension of its source pages_1h",
         ),
         (
+            'granularity = "1d"\ndimensions = ["page"]\nmeasures.n = "count"\nsource = "pages_1h"',
+            r"rollups\.r\.dimensions: the tenant 'shop' is a dimension of its source: keep it",
+        ),
+        (
             'granularity = "1d"\nmeasures.paid = { sum = "price" }\nsource = "pages_1h"',
             r"rollups\.r\.measures\.paid: its source pages_1h has no sum of 'price'",
         ),
@@ -195,7 +199,10 @@ def test_a_rollup_of_a_rollup_replaces_the_buckets_its_window_touches():
 
 
 def test_a_source_kept_shorter_than_a_bucket_it_rebuilds_is_refused():
-    derived = '[rollups.r]\ngranularity = "1d"\nsource = "pages_1h"\nmeasures.views = "count"\n'
+    derived = (
+        '[rollups.r]\ngranularity = "1d"\nsource = "pages_1h"\ndimensions = ["shop"]\n'
+        'measures.views = "count"\n'
+    )
     parse_model(MODEL + derived)  # the source kept as long as the rest: fine
     with pytest.raises(ModelError, match=r"rollups\.r\.source: pages_1h is kept 2d, shorter"):
         parse_model(MODEL + derived + '[retention]\nrollup = { pages_1h = "2d" }\n')

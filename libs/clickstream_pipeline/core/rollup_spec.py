@@ -302,6 +302,11 @@ def _source_misfits(spec: RollupSpec, model: EventModel) -> list[tuple[str, str]
         for d in spec.dimensions
         if d not in source.dimensions
     ]
+    if model.tenant in source.dimensions and model.tenant not in spec.dimensions:
+        # its runs join the source with the window's events on the tenant (on Citus: the shards)
+        wrong.append(
+            ("dimensions", f"the tenant {model.tenant!r} is a dimension of its source: keep it")
+        )
     for name, measure in spec.measures.items():
         if source.source_column(measure) is None:
             what = measure.kind + (f" of {measure.field!r}" if measure.field else "")
