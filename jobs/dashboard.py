@@ -6,7 +6,9 @@ checks the database answers, then serves the page until stopped (Ctrl-C). With t
 to anything but a loopback address it refuses to start without that secret. Needs the wheel's
 `dashboard` extra (Dash, dash-auth, gunicorn). Served by gunicorn: `--workers` processes of
 `--threads` threads, each process with at most `--pool-size` database connections and a
-`--cache-seconds` render cache shared by its viewers.
+`--cache-seconds` render cache shared by its viewers. When the configured event model
+(`ingest.model`) has a dashboard rollup (`dashboard = true`), the page adds a Breakdown card
+of its dimensions.
 
 Run: `clickstream-dashboard --env local` (installed), then open http://127.0.0.1:8050/.
 """
@@ -95,10 +97,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clickstream_pipeline.core.model import load_model
     from clickstream_pipeline.core.secrets import resolve_secrets
     from clickstream_pipeline.warehouse.database import configured_params
 
     try:
+        from clickstream_pipeline.dashboard.panels import DashboardRollup
         from clickstream_pipeline.dashboard.server import serve
     except ImportError as exc:
         raise SetupError(
@@ -129,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         args.refresh_seconds,
         connect_timeout=cfg.database.connect_timeout_s,
         login=(args.user, password) if password is not None else None,
+        rollup=DashboardRollup.of(load_model(cfg.ingest.model)),
     )
     return 0
 

@@ -206,3 +206,63 @@ def test_a_source_kept_shorter_than_a_bucket_it_rebuilds_is_refused():
     parse_model(MODEL + derived)  # the source kept as long as the rest: fine
     with pytest.raises(ModelError, match=r"rollups\.r\.source: pages_1h is kept 2d, shorter"):
         parse_model(MODEL + derived + '[retention]\nrollup = { pages_1h = "2d" }\n')
+
+
+def dashboard_on(text: str, table: str) -> str:
+    """`text` with `dashboard = true` on rollup `table`."""
+    header = f"[rollups.{table}]\n"
+    assert header in text
+    return text.replace(header, header + "dashboard = true\n")
+
+
+@pytest.mark.parametrize(
+    ("model", "named"),
+    [
+        (
+            dashboard_on(
+                dashboard_on(
+                    with_rollup('granularity = "1h"\ndimensions = ["page"]\nmeasures.n = "count"'),
+                    "pages_1h",
+                ),
+                "r",
+            ),
+            r"rollups\.r\.dashboard: pages_1h sets it already: one dashboard rollup per model",
+        ),
+        (
+            dashboard_on(
+                with_rollup(
+                    'granularity = "1h"\ndimensions = ["page"]\nmeasures.p = { sum = "price" }'
+                ),
+                "r",
+            ),
+            r"rollups\.r\.dashboard: .*no count measure to rank by",
+        ),
+        (
+            dashboard_on(
+                with_rollup('granularity = "1h"\ndimensions = ["shop"]\nmeasures.n = "count"'), "r"
+            ),
+            r"rollups\.r\.dashboard: .*no dimension but the tenant to break down by",
+        ),
+    ],
+    ids=["two", "no-count", "tenant-only"],
+)
+def test_a_dashboard_rollup_is_one_per_model_with_a_count_to_rank_by(model: str, named: str):
+    with pytest.raises(ModelError, match=named):
+        parse_model(model)
+
+
+def test_the_dashboard_rollup_is_the_one_that_says_so_and_leaves_its_sql_as_it_was():
+    from clickstream_pipeline.core.rollup_spec import dashboard_rollup
+    from clickstream_pipeline.warehouse.rollups import definition
+
+    web = load_model("web_analytics")
+    found = dashboard_rollup(web)
+    assert found is not None and found[0] == "rollup_campaigns_1hr"
+    assert [t for t, s in web.rollups.items() if s.dashboard] == ["rollup_campaigns_1hr"]
+    assert dashboard_rollup(LAB) is None and not any(s.dashboard for s in LAB.rollups.values())
+    # what the bootstrap compares: a database generated before the flag keeps its rollups
+    flagged = found[1]
+    plain = flagged.model_copy(update={"dashboard": False})
+    assert definition(flagged, web) == definition(plain, web)
+    assert "dashboard" not in definition(flagged, web)["spec"]
+    assert parse_model(dashboard_on(MODEL, "pages_1h")).rollups["pages_1h"].dashboard

@@ -117,6 +117,16 @@ class RollupSpec(_Spec):
         ),
     )
     description: str = Field(default="", description="The table's comment.")
+    dashboard: bool = Field(
+        default=False,
+        # not what the table is generated from: left out of its registered definition, so
+        # turning it on or off regenerates nothing
+        exclude=True,
+        description=(
+            "The dashboard offers breakdowns by its dimensions (the tenant's aside), ranked by "
+            "its first count: one rollup of the model at most."
+        ),
+    )
 
     @field_validator("granularity")
     @classmethod
@@ -145,6 +155,10 @@ class RollupSpec(_Spec):
     @property
     def from_events(self) -> bool:
         return self.source == "events"
+
+    def breakdowns(self, model: EventModel) -> tuple[str, ...]:
+        """The dimensions the dashboard offers breakdowns by: all but the tenant."""
+        return tuple(d for d in self.dimensions if d != model.tenant)
 
     def source_column(self, measure: MeasureSpec) -> str | None:
         """The measure column of this rollup that `measure` of a coarser one merges, if any."""
@@ -194,6 +208,11 @@ class RollupSpec(_Spec):
             wrong.append(("measures", "two columns of its view would share a name"))
         for name, measure in self.measures.items():
             wrong += [(f"measures.{name}", p) for p in _measure_problems(measure, model)]
+        if self.dashboard:
+            if not any(m.kind == "count" for m in self.measures.values()):
+                wrong.append(("dashboard", "it has no count measure to rank by"))
+            if not self.breakdowns(model):
+                wrong.append(("dashboard", "it has no dimension but the tenant to break down by"))
         return wrong
 
 
@@ -214,11 +233,17 @@ def _measure_problems(measure: MeasureSpec, model: EventModel) -> list[str]:
 
 def rollup_misfits(model: EventModel) -> list[tuple[str, str]]:
     """Each `rollups.` key that does not fit `model` (each rollup's own, and those rollups
-    share: functions and windows one-to-one, one schedule per function, horizons), and why."""
+    share: functions and windows one-to-one, one schedule per function, one dashboard rollup,
+    horizons), and why."""
     wrong = [
         (f"{table}.{key}".rstrip("."), problem)
         for table, spec in model.rollups.items()
         for key, problem in spec.misfits(table, model)
+    ]
+    boards = [table for table, spec in model.rollups.items() if spec.dashboard]
+    wrong += [
+        (f"{table}.dashboard", f"{boards[0]} sets it already: one dashboard rollup per model")
+        for table in boards[1:]
     ]
     functions: dict[str, tuple[str, str, str]] = {}
     taken = {"events", "rollups"}
@@ -276,6 +301,12 @@ def rollup_misfits(model: EventModel) -> list[tuple[str, str]]:
                 )
             )
     return wrong
+
+
+def dashboard_rollup(model: EventModel) -> tuple[str, RollupSpec] | None:
+    """The rollup the dashboard offers breakdowns of (`dashboard = true`), if any: its table
+    and spec."""
+    return next(((t, s) for t, s in model.rollups.items() if s.dashboard), None)
 
 
 def _source_misfits(spec: RollupSpec, model: EventModel) -> list[tuple[str, str]]:

@@ -4,6 +4,11 @@ Dash serves its JavaScript (React, Plotly) from the Python package, so the page 
 internet access. Every refresh reads all panels of the chosen view in one read-only
 transaction (`server.ConnectionPool`); a database error shows in the page's status
 line and the next refresh tries again.
+
+When the model has a dashboard rollup (`panels.DashboardRollup`) the page has one more card,
+the Breakdown: a dimension to choose and its top values. Its callback is its own, its rows
+read apart from the snapshot and cached per view and dimension; without such a rollup the
+page is the lab's, card, callback and query all absent.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dash import Dash, Input, Output, dcc, html, no_update
 from psycopg2 import Error as PsycopgError
@@ -33,6 +39,8 @@ from clickstream_pipeline.dashboard.panels import (
     DEFAULT_RANGE,
     RANGES,
     RANGES_BY_KEY,
+    DashboardRollup,
+    DimensionValue,
     PipelineStatus,
     Ranked,
     SlowTenant,
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 ALL_CUSTOMERS = "all"
 CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
 CACHED_VIEWS = 256  # views (range x customer) remembered at once
+K = TypeVar("K", bound=Hashable)
+LoadBreakdown = Callable[[View, str], list[DimensionValue]]
 
 
 def valued(text: str, value: object) -> html.Span:
@@ -72,7 +82,36 @@ def graph(element_id: str, title: str) -> html.Div:
     )
 
 
-def layout(refresh_seconds: float) -> html.Div:
+def breakdown_card(rollup: DashboardRollup) -> html.Div:
+    """The Breakdown card: a dimension of the model's dashboard rollup and its top values."""
+    return html.Div(
+        [
+            html.H3("Breakdown"),
+            dcc.Dropdown(
+                id="breakdown-dimension",
+                options=[{"label": d, "value": d} for d in rollup.dimensions],
+                value=rollup.dimensions[0],
+                clearable=False,
+                className="dimension",
+            ),
+            html.Div(id="breakdown-title", className="breakdown-title"),
+            html.Div(
+                [
+                    dcc.Graph(id="breakdown-chart", config={"displayModeBar": False}),
+                    html.Table(id="breakdown-table"),
+                ],
+                className="breakdown-body",
+            ),
+            html.Div(id="breakdown-status", className="status"),
+        ],
+        id="breakdown",
+        className="card top breakdown",
+    )
+
+
+def layout(refresh_seconds: float, rollup: DashboardRollup | None = None) -> html.Div:
+    """The page; with the model's dashboard rollup, its Breakdown card below the charts."""
+    breakdown = [] if rollup is None else [breakdown_card(rollup)]
     return html.Div(
         [
             html.Header(
@@ -114,6 +153,7 @@ def layout(refresh_seconds: float) -> html.Div:
                 ],
                 className="row",
             ),
+            *breakdown,
             html.Div(
                 [
                     html.Div(
@@ -275,14 +315,73 @@ def render(snap: Snapshot) -> list[Any]:
     ]
 
 
-def rendering(load: Callable[[View], Snapshot], cache_seconds: float) -> Callable[[View], list]:
-    """`render(load(view))`, remembered per view for `cache_seconds` (0: not at all)."""
+BREAKDOWN_OUTPUTS = (
+    ("breakdown-title", "children"),
+    ("breakdown-chart", "figure"),
+    ("breakdown-table", "children"),
+    ("breakdown-status", "children"),
+)
+
+
+def amount(value: Any) -> Any:
+    """A measure's cell: counts with thousands separators, sums with two decimals."""
+    if value is None:
+        return valued("-", "")
+    if isinstance(value, int):
+        return number(value)
+    if isinstance(value, Decimal | float):
+        return valued(f"{value:,.2f}", value)
+    return valued(str(value), value)
+
+
+def render_breakdown(
+    rollup: DashboardRollup, view: View, dimension: str, rows: list[DimensionValue]
+) -> list[Any]:
+    """The Breakdown card's outputs (in BREAKDOWN_OUTPUTS order)."""
+    if view.customer_id is None:
+        who = "all customers"
+    elif rollup.tenant is None:
+        who = "all customers (its rollup is not by customer)"
+    else:
+        who = f"customer {view.customer_id}"
+    title = (
+        f"Top {dimension} values by {rollup.measures[0][1]}, {who} "
+        f"({rollup.table}, {rollup.granularity} buckets)"
+    )
+    head = html.Tr([html.Th(dimension), *(html.Th(header) for _, header, _ in rollup.measures)])
+    lines = []
+    for row in rows:
+        attributes: dict[str, Any] = {"data-key": label(_text(row.value))}
+        if row.value is None:
+            attributes["data-null"] = "true"
+        cells = [html.Td(label(_text(row.value))), *(html.Td(amount(m)) for m in row.measures)]
+        lines.append(html.Tr(cells, **attributes))
+    chart = bar_figure({label(_text(row.value)): row.measures[0] for row in rows}, horizontal=True)
+    chart["data"][0]["name"] = rollup.measures[0][1]
+    return [title, chart, [head, *lines], ""]
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def remembered(render_one: Callable[[K], list], cache_seconds: float) -> Callable[[K], list]:
+    """`render_one(key)`, remembered per key for `cache_seconds` (0: not at all)."""
     if cache_seconds <= 0:
-        return lambda view: render(load(view))
-    cache: StaleWhileReloading[View, list] = StaleWhileReloading(
-        lambda view: render(load(view)), cache_seconds, CACHED_VIEWS
+        return render_one
+    cache: StaleWhileReloading[K, list] = StaleWhileReloading(
+        render_one, cache_seconds, CACHED_VIEWS
     )
     return cache
+
+
+def rendering(load: Callable[[View], Snapshot], cache_seconds: float) -> Callable[[View], list]:
+    """`render(load(view))`, remembered per view for `cache_seconds` (0: not at all)."""
+    return remembered(lambda view: render(load(view)), cache_seconds)
+
+
+def failure_reason(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def create_app(
@@ -290,11 +389,18 @@ def create_app(
     refresh_seconds: float = 10.0,
     schema: str = "public",
     cache_seconds: float = 0.0,
+    rollup: DashboardRollup | None = None,
+    load_breakdown: LoadBreakdown | None = None,
 ) -> Dash:
     """The Dash app; `load` reads one view's snapshot (from the database, in `serve`). With
     `cache_seconds`, a view's rendered panels are reused for that long, then one request reads
     them again while the others get the previous ones (`cache.StaleWhileReloading`): N viewers
-    of a view cost one database read and one render per `cache_seconds`, not N."""
+    of a view cost one database read and one render per `cache_seconds`, not N.
+
+    With the model's dashboard `rollup`, the Breakdown card too: `load_breakdown` reads its
+    rows for a view and a dimension, cached the same way per (view, dimension)."""
+    if rollup is not None and load_breakdown is None:
+        raise ValueError("a dashboard rollup's card needs load_breakdown to read its rows")
     rendered = rendering(load, cache_seconds)
     app = Dash(
         __name__,
@@ -302,7 +408,7 @@ def create_app(
         update_title="",  # the tab's title stays put while panels refresh
         assets_folder=str(Path(__file__).with_name("assets")),
     )
-    app.layout = layout(refresh_seconds)
+    app.layout = layout(refresh_seconds, rollup)
 
     @app.callback(
         [Output(element, prop) for element, prop in OUTPUTS],
@@ -318,11 +424,48 @@ def create_app(
         try:
             return rendered(view)
         except (PsycopgError, ConnectionError) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = failure_reason(exc)
             log.warning("dashboard refresh failed: %s", reason)
             return [no_update] * (len(OUTPUTS) - 1) + [f"database unavailable, retrying: {reason}"]
 
+    if rollup is not None and load_breakdown is not None:
+        add_breakdown(app, rollup, load_breakdown, schema, cache_seconds)
     return app
+
+
+def add_breakdown(
+    app: Dash, rollup: DashboardRollup, load: LoadBreakdown, schema: str, cache_seconds: float
+) -> None:
+    """The Breakdown card's callback: the chosen dimension is part of its cache's key."""
+
+    def render_one(key: tuple[View, str]) -> list:
+        view, dimension = key
+        return render_breakdown(rollup, view, dimension, load(view, dimension))
+
+    rendered = remembered(render_one, cache_seconds)
+
+    @app.callback(
+        [Output(element, prop) for element, prop in BREAKDOWN_OUTPUTS],
+        Input("refresh", "n_intervals"),
+        Input("customer", "value"),
+        Input("range", "value"),
+        Input("breakdown-dimension", "value"),
+    )
+    def update_breakdown(
+        _tick: int | None, customer: object, range_key: object, dimension: object
+    ) -> list[Any]:
+        try:
+            view = parse_view(customer, range_key, schema)
+        except BadSelection:  # the page's status line says why
+            return [no_update] * len(BREAKDOWN_OUTPUTS)
+        try:
+            return rendered((view, rollup.choose(dimension)))
+        except (PsycopgError, ConnectionError) as exc:
+            reason = failure_reason(exc)
+            log.warning("breakdown refresh failed: %s", reason)
+            return [no_update] * (len(BREAKDOWN_OUTPUTS) - 1) + [
+                f"breakdown unavailable, retrying: {reason}"
+            ]
 
 
 def require_login(app: Dash, user: str, password: SecretStr) -> None:

@@ -8,6 +8,10 @@ A view is a time range and either all customers or one. Ranges up to 6 hours rea
 within it (`bucket >= now() - range`), as the lab's queries do. All customers read the
 all-customer tables (`rollup_totals_*`, `rollup_dimensions_*`), one customer the per-customer
 tables (`rollup_customer_totals_*`, and the lab's `rollup_events_*` for its breakdown).
+
+A model whose rollup says `dashboard = true` gets one more panel, the Breakdown card
+(`DashboardRollup`): that rollup's top values of one of its dimensions over the view's range,
+and the view's customer when the rollup is keyed by the tenant.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from typing import Any, Generic, TypeVar
 
 from psycopg2 import sql
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ, connection, cursor
+
+from clickstream_pipeline.core.model import EventModel
+from clickstream_pipeline.core.rollup_spec import dashboard_rollup
 
 T = TypeVar("T")
 
@@ -46,6 +53,7 @@ RANGES_BY_KEY = {r.key: r for r in RANGES}
 DEFAULT_RANGE = RANGES_BY_KEY["6h"]
 TOP_DEVICES = 10
 TOP_CUSTOMERS = 100  # the customer selector's choices, busiest first
+BREAKDOWN_LIMIT = 20  # the Breakdown card's values, most counted first
 
 
 @dataclass(frozen=True)
@@ -332,6 +340,94 @@ PANELS: Sequence[Panel[Any]] = (
     FRESHNESS,
     SLOWEST_TENANTS_PANEL,
 )
+
+
+@dataclass(frozen=True)
+class DimensionValue:
+    """One value of a dimension (None: the events without it) with the card's measures."""
+
+    value: Any
+    measures: tuple[Any, ...]  # in `DashboardRollup.measures` order; a sum may be None
+
+
+@dataclass(frozen=True)
+class DashboardRollup:
+    """The model's dashboard rollup (`dashboard = true`) as the Breakdown card reads it."""
+
+    table: str
+    bucket: str
+    granularity: str
+    tenant: str | None  # its tenant column, when it is keyed by the tenant
+    tenant_is_text: bool
+    dimensions: tuple[str, ...]  # offered by the card: all but the tenant
+    # (column, header, kind): the first count (ranks the values), then the other counts
+    # and the sums, in the model's order; maxima, minima, HLL and TopN do not add up by value
+    measures: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def of(cls, model: EventModel) -> DashboardRollup | None:
+        found = dashboard_rollup(model)
+        if found is None:
+            return None
+        table, spec = found
+        additive = [(n, m.label or n, m.kind) for n, m in spec.measures.items()]
+        additive = [m for m in additive if m[2] in ("count", "sum")]
+        first = next(m for m in additive if m[2] == "count")  # the model says there is one
+        tenant = model.tenant if model.tenant in spec.dimensions else None
+        return cls(
+            table=table,
+            bucket=spec.bucket,
+            granularity=spec.granularity,
+            tenant=tenant,
+            tenant_is_text=model.fields[model.tenant].type == "text",
+            dimensions=spec.breakdowns(model),
+            measures=(first, *(m for m in additive if m != first)),
+        )
+
+    def choose(self, value: object) -> str:
+        """The dimension asked for when the card offers it, else its first."""
+        return value if isinstance(value, str) and value in self.dimensions else self.dimensions[0]
+
+    def query(self, view: View, dimension: str) -> Query:
+        """The top values of `dimension` over the view's range (and its customer, when the
+        rollup has the tenant), by the first count; every name quoted."""
+        if dimension not in self.dimensions:
+            raise ValueError(f"{dimension!r} is not a dimension the card offers")
+        bucket = sql.Identifier(self.bucket)
+        where = sql.SQL("{b} >= now() - %(span)s AND {b} <= now()").format(b=bucket)
+        customer: object = view.customer_id
+        if self.tenant is not None and customer is not None:
+            where = sql.SQL("{t} = %(customer)s AND ").format(t=sql.Identifier(self.tenant)) + where
+            customer = str(customer) if self.tenant_is_text else customer
+        sums = [
+            sql.SQL("sum({c})::bigint" if kind == "count" else "sum({c})").format(
+                c=sql.Identifier(column)
+            )
+            for column, _, kind in self.measures
+        ]
+        text = sql.SQL(
+            """SELECT {dimension}, {sums}
+           FROM {table} WHERE {where}
+           GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST LIMIT %(limit)s"""
+        ).format(
+            dimension=sql.Identifier(dimension),
+            sums=sql.SQL(", ").join(sums),
+            table=view.table(self.table),
+            where=where,
+        )
+        return text, {**view.params(limit=BREAKDOWN_LIMIT), "customer": customer}
+
+
+def load_breakdown(
+    conn: connection, rollup: DashboardRollup, view: View, dimension: str
+) -> list[DimensionValue]:
+    """The Breakdown card's rows for a view and a dimension, in a transaction of their own."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(*rollup.query(view, dimension))
+            return [DimensionValue(row[0], tuple(row[1:])) for row in cur.fetchall()]
+    finally:
+        conn.rollback()  # read-only: nothing to keep
 
 
 @dataclass(frozen=True)

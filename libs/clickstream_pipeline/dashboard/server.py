@@ -17,12 +17,21 @@ from base64 import b64encode
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from psycopg2.extensions import connection
 from pydantic import SecretStr
 
-from clickstream_pipeline.dashboard.panels import Snapshot, View, load_snapshot, prepare_session
+from clickstream_pipeline.dashboard.panels import (
+    DashboardRollup,
+    DimensionValue,
+    Snapshot,
+    View,
+    load_breakdown,
+    load_snapshot,
+    prepare_session,
+)
 from clickstream_pipeline.warehouse.database import ConnectionParams, connect
 
 log = logging.getLogger(__name__)
@@ -87,6 +96,12 @@ class ConnectionPool:
         with self.connection() as conn:
             return load_snapshot(conn, view)
 
+    def breakdown(
+        self, rollup: DashboardRollup, view: View, dimension: str
+    ) -> list[DimensionValue]:
+        with self.connection() as conn:
+            return load_breakdown(conn, rollup, view, dimension)
+
 
 def check_database(params: ConnectionParams, schema: str, connect_timeout: int) -> None:
     """Read one snapshot on a connection of its own, closed before any worker forks."""
@@ -105,14 +120,23 @@ def app_factory(
     schema: str,
     connect_timeout: int,
     login: tuple[str, SecretStr] | None,
+    rollup: DashboardRollup | None = None,
 ) -> Callable[[], Any]:
-    """Builds the WSGI app, once per serving process (its pool and cache are its own)."""
+    """Builds the WSGI app, once per serving process (its pool and cache are its own); with
+    the model's dashboard `rollup`, its Breakdown card reads from the same pool."""
 
     def make() -> Any:
         from clickstream_pipeline.dashboard.app import create_app, require_login  # Dash
 
         pool = ConnectionPool(params, size=serving.pool_size, connect_timeout=connect_timeout)
-        app = create_app(pool.snapshot, refresh_seconds, schema, serving.cache_seconds)
+        app = create_app(
+            pool.snapshot,
+            refresh_seconds,
+            schema,
+            serving.cache_seconds,
+            rollup=rollup,
+            load_breakdown=None if rollup is None else partial(pool.breakdown, rollup),
+        )
         headers = {}
         if login is not None:
             require_login(app, *login)
@@ -133,18 +157,21 @@ def serve(
     schema: str = "public",
     connect_timeout: int = 5,
     login: tuple[str, SecretStr] | None = None,
+    rollup: DashboardRollup | None = None,
 ) -> None:
-    """Serve the dashboard until interrupted; behind a login when `login` is given."""
+    """Serve the dashboard until interrupted; behind a login when `login` is given; with the
+    Breakdown card of the model's dashboard `rollup`, if any."""
     check_database(params, schema, connect_timeout)  # fail at start-up when unreachable
-    make = app_factory(params, serving, refresh_seconds, schema, connect_timeout, login)
+    make = app_factory(params, serving, refresh_seconds, schema, connect_timeout, login, rollup)
     log.info(
-        "dashboard on http://%s:%d/ (%s, database %s, refresh every %gs, %s)",
+        "dashboard on http://%s:%d/ (%s, database %s, refresh every %gs, %s%s)",
         serving.host,
         serving.port,
         describe(serving),
         params.describe(),
         refresh_seconds,
         f"login as {login[0]}" if login else "no login",
+        "" if rollup is None else f", breakdowns of {rollup.table}",
     )
     if serving.server == "gunicorn":
         run_gunicorn(make, serving)
