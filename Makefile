@@ -77,6 +77,10 @@ spark-connect: ## run a Spark Connect server with the project's jars on sc://127
 
 bench: ; $(PY) -m benchmarks.run_all $(BENCH_ARGS) ## run every benchmark (BENCH_ARGS=--quick: smoke run); results in benchmarks/results/
 
+SOAK_MINUTES ?= 60
+soak: setup up ## the stack for SOAK_MINUTES (default 60) under faults, then every message and rollup reconciled (SOAK_ARGS: more flags)
+	$(PY) -m benchmarks.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
 WHEEL := dist/clickstream_pipeline-$(shell sed -n 's/^ *version="\(.*\)",/\1/p' setup.py)-py3-none-any.whl
 WHEEL_SOURCES := setup.py $(shell find libs jobs sql conf -type f -not -path '*/__pycache__/*')
 
@@ -87,4 +91,4 @@ $(WHEEL): $(WHEEL_SOURCES)
 clean: ## remove build output (keeps .stack and .venv)
 	rm -rf build dist *.egg-info libs/*.egg-info
 
-.PHONY: help setup jars up down status lint docs format check unit integration test demo dashboard bench wheel clean
+.PHONY: help setup jars up down status lint docs format check unit integration test demo dashboard bench soak wheel clean

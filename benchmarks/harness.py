@@ -47,6 +47,8 @@ ORDER = (
     "rollups",
     "bootstrap",
 )
+# run by a make target of their own (`make soak`), reported with the others
+OWN_RUN = ("soak",)
 TABLE = ("benchmark", "figure", "baseline (same run)", "ratio", "target")
 HEADLINE = ("benchmark", "ours", "baseline, same run", "ratio")
 SERVER_SECTIONS = (  # results.md's main tables: (title, suffix of the entries)
@@ -306,7 +308,7 @@ def results_md(combined: dict[str, Any]) -> str:
         f"Python {m['python']}, PySpark {m['pyspark']} (`local[2]`), "
         f"librdkafka {m['librdkafka']}."
     ]
-    scenarios = {name: scenario(name) for name in ORDER}
+    scenarios = {name: scenario(name) for name in (*ORDER, *OWN_RUN)}
     for title, suffix in SERVER_SECTIONS:
         rows = []
         for name, s in scenarios.items():
@@ -324,7 +326,7 @@ def readme_table(combined: dict[str, Any]) -> str:
     entries = combined["benchmarks"]
     rows = [
         scenario(name).headline_row(entries[name], entries.get(f"{name}_citus"))
-        for name in ORDER
+        for name in (*ORDER, *OWN_RUN)
         if scenario(name).headline and name in entries
     ]
     return "\n".join(markdown_table(HEADLINE, rows)) + "\n"

@@ -69,7 +69,7 @@ def refresh_request(dependencies: list[dict], customer: str, tick: int) -> dict[
         "output": callback["output"],
         "outputs": [{"id": name, "property": prop} for name, prop in parts],
         "inputs": [
-            {"id": i["id"], "property": i["property"], "value": values[i["id"]]}
+            {"id": i["id"], "property": i["property"], "value": values.get(i["id"])}
             for i in callback["inputs"]
         ],
         "changedPropIds": ["refresh.n_intervals"],
