@@ -103,6 +103,11 @@ class Server:
     sizes: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     partitions: list[set[str]] = field(default_factory=list)  # the first, every one seen since
 
+    @property
+    def lake_root(self) -> str:
+        """Its own dead letters: Delta on S3 takes one writing driver per table."""
+        return f"{self.cfg.storage.lake_root.rstrip('/')}/{self.query_name}"
+
 
 @dataclass
 class Sent:
@@ -190,6 +195,7 @@ class Soak:
                 ingest__query_name=server.query_name,
                 ingest__model=str(self.model_path),
                 ingest__trigger_interval="1 second",
+                storage__lake_root=server.lake_root,
             )
             server.starts.append(self.now())
             code = server.job.wait()
@@ -450,16 +456,22 @@ def _memory(server: Server, now: float) -> list[tuple[float, int, float, float]]
     return [(now, len(server.starts), jvm / 2**20, python / 2**20)]
 
 
-def _checkpoint(server: Server) -> tuple[str, str]:
-    """The bucket and prefix of the job's checkpoint."""
-    root = server.cfg.storage.checkpoint_root.split("://", 1)[1].rstrip("/")
-    bucket, _, prefix = f"{root}/{server.query_name}/".partition("/")
+def _own_folder(root: str, server: Server) -> tuple[str, str]:
+    """The bucket and prefix of the job's folder under `root` (its checkpoint, its lake)."""
+    bucket, _, prefix = f"{root.split('://', 1)[1].rstrip('/')}/{server.query_name}/".partition("/")
     return bucket, prefix
 
 
 def _checkpoint_objects(s3: Any, server: Server, delete: bool = False) -> dict[str, int]:
-    """How many objects the job's checkpoint holds, and their bytes (`delete`: and delete them)."""
-    bucket, prefix = _checkpoint(server)
+    """How many objects the job's checkpoint holds, and their bytes (`delete`: and delete them,
+    and its lake's)."""
+    if delete:
+        _objects(s3, *_own_folder(server.cfg.storage.lake_root, server), delete)
+    count, size = _objects(s3, *_own_folder(server.cfg.storage.checkpoint_root, server), delete)
+    return {"checkpoint_objects": count, "checkpoint_bytes": size}
+
+
+def _objects(s3: Any, bucket: str, prefix: str, delete: bool) -> tuple[int, int]:
     count = size = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         items = page.get("Contents", [])
@@ -467,7 +479,7 @@ def _checkpoint_objects(s3: Any, server: Server, delete: bool = False) -> dict[s
         if delete and items:
             keys = [{"Key": item["Key"]} for item in items]
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-    return {"checkpoint_objects": count, "checkpoint_bytes": size}
+    return count, size
 
 
 def _s3(server: Server) -> Any:
@@ -591,13 +603,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"run over: {soak.progress()}; waiting for the jobs to read everything")
         soak.finish(soak.servers)
         spark = build_spark(soak.servers[0].cfg, soak.servers[0].secrets)
+        letters: dict[str, Counter[int]] = {s.query_name: Counter() for s in soak.servers}
         try:
-            read = dead_letters.read(spark, soak.servers[0].cfg.dead_letter_path)
-            rows = read.filter(read.query_name.isin([s.query_name for s in soak.servers]))
-            letters: dict[str, Counter[int]] = {s.query_name: Counter() for s in soak.servers}
-            for row in rows.select("query_name", "raw_value").collect():
-                if (found := ID_IN_RAW.search(bytes(row.raw_value or b""))) is not None:
-                    letters[row.query_name][int(found.group(1))] += 1
+            for s in soak.servers:
+                read = dead_letters.read(spark, f"{s.lake_root}/dead_letters")
+                for (raw,) in read.select("raw_value").collect():
+                    if (found := ID_IN_RAW.search(bytes(raw or b""))) is not None:
+                        letters[s.query_name][int(found.group(1))] += 1
         finally:
             spark.stop()
         figures: dict[str, Any] = {
