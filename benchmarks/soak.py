@@ -258,9 +258,7 @@ class Soak:
                     server.lag.append((self.now(), behind))
                 if rounds % 6 == 0:
                     _try(lambda s=server: _maintain(s.db))
-                    sizes = _try(
-                        lambda s=server: {k: fetch(s.db, v)[0][0] for k, v in SIZES.items()}
-                    )
+                    sizes = _try(lambda s=server: _sizes(s.db))
                     objects = _try(lambda s=server: _checkpoint_objects(s3, s))
                     if sizes is not None and objects is not None:
                         server.sizes.append((self.now(), {**sizes, **objects}))
@@ -689,10 +687,15 @@ def rows(f: dict[str, Any]) -> list[list[str]]:
                 f"{len(f['faults'])} faults, {s['job_runs']} job runs "
                 f"({s['sigkilled']} SIGKILLed, {s['exited_unasked']} exited unasked)",
                 f"rollups: {sum(r['mismatched'] for r in s['rollups'].values())} rows off",
-                "memory slope JVM / Python: "
-                + " / ".join(
-                    "-" if v is None else f"{v:+.0f} MiB/h"
-                    for v in (slope["jvm_mib_per_h"], slope["python_mib_per_h"])
+                "resident at the end, steepest growth in a run: "
+                + "; ".join(
+                    f"{who} {mib:,.0f} MiB, " + ("-" if v is None else f"{v:+,.0f} MiB/h")
+                    for who, mib, v in zip(
+                        ("JVM", "Python"),
+                        s["memory_mib_last"] or (0, 0),
+                        (slope["jvm_mib_per_h"], slope["python_mib_per_h"]),
+                        strict=True,
+                    )
                 ),
                 f"at the end: ledger {last.get('ledger_rows', '?')} rows, checkpoint "
                 f"{last.get('checkpoint_objects', '?')} objects, max lag "
@@ -704,23 +707,17 @@ def rows(f: dict[str, Any]) -> list[list[str]]:
 
 def derived(f: dict[str, Any]) -> dict[str, Any]:
     """The headline's figures: over both servers."""
-    servers = f["servers"].values()
-    slopes_seen = [s["memory_slope"]["jvm_mib_per_h"] for s in servers]
+    servers = list(f["servers"].values())
+    off = sum(r["mismatched"] for s in servers for r in s["rollups"].values())
+    ledger = max(s["sizes"][-1][1]["ledger_rows"] for s in servers if s["sizes"])
+    checkpoint = max(s["sizes"][-1][1]["checkpoint_objects"] for s in servers if s["sizes"])
     return {
         "servers": " and ".join(f["servers"]),
         "fault_count": len(f["faults"]),
         "lost": sum(s["outcome"].get("lost", 0) for s in servers),
         "twice": sum(s["outcome"].get("duplicated", 0) for s in servers),
-        "expired": sum(s["outcome"].get("expired", 0) for s in servers),
-        "rollups": "every rollup equal to SQL over the raw events"
-        if not (off := sum(r["mismatched"] for s in servers for r in s["rollups"].values()))
-        else f"{off} rollup rows off",
-        "memory": "JVM memory "
-        + (
-            f"{max(seen):+.0f} MiB/h"
-            if (seen := [x for x in slopes_seen if x is not None])
-            else "-"
-        ),
+        "rollups": f"{off} rollup rows off" if off else "every rollup equal to SQL over raw events",
+        "bounded": f"at most {ledger} ledger rows and {checkpoint} checkpoint objects at the end",
     }
 
 
@@ -738,7 +735,7 @@ SCENARIO = Scenario(
     headline=(
         "soak, {minutes:.0f} min at {rate} msg/s, {fault_count} faults (jobs SIGKILLed; Kafka,"
         " PostgreSQL, a Citus worker, the object store restarted)"
-        " | {sent:,} messages into {servers}: {lost} lost, {twice} twice; {rollups} | | {memory}"
+        " | {sent:,} messages into {servers}: {lost} lost, {twice} twice; {rollups}; {bounded}"
     ),
 )
 

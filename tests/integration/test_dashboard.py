@@ -38,6 +38,7 @@ from clickstream_pipeline.warehouse.database import ConnectionParams
 from clickstream_pipeline.warehouse.rollups import REGISTERED_FUNCTIONS
 from devkit.db import bootstrapped_database, copy_events, create_login, query
 from devkit.ports import free_port
+from devkit.waits import WaitTimeout, wait_until
 from tests.conftest import PROJECT_DIR
 from tests.integration.test_rollups import HEAVY, close, synthetic_events
 
@@ -273,32 +274,34 @@ def read_only_login(db: ConnectionParams) -> ConnectionParams:
     return create_login(db, "clickstream_dashboard")
 
 
-def start_dashboard(reader: ConnectionParams, log: Path) -> tuple[subprocess.Popen, str]:
+def start_dashboard(
+    reader: ConnectionParams, log: Path, *extra: str
+) -> tuple[subprocess.Popen, str]:
+    """`clickstream-dashboard --env local` as `reader` (with `extra` flags), once it answers."""
     port = free_port()
     env = {**os.environ, "DATABASE_CONNECTION_STRING": jdbc_url(reader)}
     command = [sys.executable, "-m", "clickstream_pipeline.jobs.dashboard", "--env", "local"]
     command += ["--set", "secrets.backend=env", "--port", str(port)]
-    command += ["--refresh-seconds", str(REFRESH_S)]
+    command += ["--refresh-seconds", str(REFRESH_S), *extra]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            output = log.read_text(errors="replace")
-            pytest.fail(f"the dashboard exited with {process.returncode}:\n{output}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return process, url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the dashboard did not answer within 60 s")
-        time.sleep(0.3)
+    try:
+        wait_until(lambda: answers(url), 60, "the dashboard", every_s=0.2, process=process, log=log)
+    except WaitTimeout:
+        process.kill()
+        raise
+    return process, url
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")

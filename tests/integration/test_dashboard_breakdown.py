@@ -10,26 +10,21 @@ the read-only role, and is read through Dash's callback route (as the page asks 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clickstream_pipeline.dashboard.app import BREAKDOWN_OUTPUTS, OUTPUTS
+from clickstream_pipeline.dashboard.app import OUTPUTS
 from clickstream_pipeline.warehouse.database import ConnectionParams
 from devkit.db import bootstrapped_database, drop_login, execute, query
-from devkit.ports import free_port
-from tests.conftest import PROJECT_DIR
-from tests.integration.test_dashboard import jdbc_url, read_only_login, rollups
+from tests.integration.test_dashboard import read_only_login, rollups, start_dashboard
+from tests.unit.test_dashboard_breakdown import callback_request
 
 # 4,000 events over the last 20 hours (hourly buckets inside a day), 400 three days old
 # (inside a week only); sources and campaigns skewed, some absent (NULL), revenue on a third
@@ -63,33 +58,6 @@ class Served:
     url: str
 
 
-def start(reader: ConnectionParams, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    """`clickstream-dashboard --env local` as `reader`, with `extra` flags; once it answers."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_CONNECTION_STRING": jdbc_url(reader)}
-    command = [sys.executable, "-m", "clickstream_pipeline.jobs.dashboard", "--env", "local"]
-    command += ["--set", "secrets.backend=env", "--port", str(port), *extra]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the dashboard exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return process, url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the dashboard did not answer within 60 s")
-        time.sleep(0.2)
-
-
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     process.wait(timeout=20)
@@ -102,21 +70,9 @@ def get(url: str) -> Any:
 
 def breakdown_shown(url: str, dimension: str, customer: str, range_key: str) -> dict[str, Any]:
     """The card's outputs for a selection, as the page's callback request gets them."""
-    body = {
-        "output": ".." + "...".join(f"{e}.{p}" for e, p in BREAKDOWN_OUTPUTS) + "..",
-        "outputs": [{"id": e, "property": p} for e, p in BREAKDOWN_OUTPUTS],
-        "inputs": [
-            {"id": "refresh", "property": "n_intervals", "value": 1},
-            {"id": "customer", "property": "value", "value": customer},
-            {"id": "range", "property": "value", "value": range_key},
-            {"id": "breakdown-dimension", "property": "value", "value": dimension},
-        ],
-        "changedPropIds": ["breakdown-dimension.value"],
-        "state": [],
-    }
     request = urllib.request.Request(
         url + "_dash-update-component",
-        data=json.dumps(body).encode(),
+        data=json.dumps(callback_request(dimension, customer, range_key)).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -159,7 +115,7 @@ def loaded(tier) -> Iterator[Loaded]:
 def web(loaded: Loaded, tmp_path_factory) -> Iterator[Served]:
     """The dashboard started with the web_analytics model."""
     log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
-    process, url = start(loaded.reader, log, "--set", "ingest.model=web_analytics")
+    process, url = start_dashboard(loaded.reader, log, "--set", "ingest.model=web_analytics")
     try:
         yield Served(loaded.db, url)
     finally:
@@ -212,7 +168,7 @@ def test_the_week_counts_the_old_events_the_day_leaves_out(web: Served):
 
 def test_the_labs_page_has_no_breakdown_card(loaded: Loaded, tmp_path):
     """The same database, the dashboard started with the lab's model (local's ingest.model)."""
-    process, url = start(loaded.reader, tmp_path / "dashboard.log")
+    process, url = start_dashboard(loaded.reader, tmp_path / "dashboard.log")
     try:
         layout = json.dumps(get(url + "_dash-layout"))
         assert "breakdown" not in layout and "Breakdown" not in layout
