@@ -91,4 +91,15 @@ $(WHEEL): $(WHEEL_SOURCES)
 clean: ## remove build output (keeps .stack and .venv)
 	rm -rf build dist *.egg-info libs/*.egg-info
 
-.PHONY: help setup jars up down status lint docs format check unit integration test demo dashboard bench soak wheel clean
+.PHONY: help setup jars up down status lint docs format check unit integration test demo dashboard bench soak wheel clean lane
+
+# The runtime lane: Spark 4.1 on Python 3.12, as Databricks Runtime 18 LTS, in .venv-lane with
+# the jars of .stack/jars-lane (scripts/lane.sh; `scripts/lane.sh env` names them to a session)
+LANE_PY := .venv-lane/bin/python
+LANE_TESTS := tests/unit tests/integration/test_bootstrap.py \
+	tests/integration/test_ingest_failures.py::test_sigkill_at_several_points_then_restart
+
+lane: setup up ## Spark 4.1 / Python 3.12 in .venv-lane: unit, bootstrap, SIGKILL tests (both tiers)
+	scripts/lane.sh
+	env $$(scripts/lane.sh env) \
+	  $(LANE_PY) -m pytest $(LANE_TESTS) -m "not outage" $(XDIST) $(PYTEST_ARGS)

@@ -25,7 +25,6 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,12 +248,10 @@ class Soak:
         rounds = 0
         while not self.stop.wait(10):
             rounds += 1
-            ends = _try(lambda: _end_offsets(watermarks, self.topic))
             for server in self.servers:
                 server.memory += _memory(server, self.now())
-                read = _try(lambda s=server: dict(fetch(s.db, LAG, (s.query_name,))))
-                if ends is not None and read is not None:
-                    behind = sum(end - read.get(p, -1) - 1 for p, end in ends.items())
+                behind = _try(lambda s=server: _behind(watermarks, s, self.topic))
+                if behind is not None:
                     server.lag.append((self.now(), behind))
                 if rounds % 6 == 0:
                     _try(lambda s=server: _maintain(s.db))
@@ -297,13 +294,16 @@ class Soak:
     def finish(self, servers_seen: list[Server]) -> None:
         """Wait until every job has read the whole topic, then stop them gracefully."""
         sent = len(self.sent.kinds) + self.sent.failed
+        watermarks = Consumer({**self.args.kafka, **QUIET, "group.id": "soak-watermarks"})
         for server in servers_seen:
+
+            def caught_up(server: Server = server) -> bool:
+                return _try(lambda: _behind(watermarks, server, self.topic)) == 0
+
             wait_until(
-                partial(_caught_up, server, self.topic, self.args.kafka),
-                600,
-                f"the {server.name} job to read all {sent:,} messages",
-                every_s=2,
+                caught_up, 600, f"the {server.name} job to read all {sent:,} messages", every_s=2
             )
+        watermarks.close()
         self.done.set()
         for server in servers_seen:
             if server.job is not None:
@@ -405,23 +405,14 @@ def _try(read: Any) -> Any:
         return None
 
 
-def _end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
-    return {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+def _behind(consumer: Consumer, server: Server, topic: str) -> int:
+    """How many of the topic's messages the server's job has not committed yet."""
+    ends = [
+        consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
         for p in range(PARTITIONS)
-    }
-
-
-def _lag(server: Server, topic: str, kafka: dict[str, Any]) -> int | None:
-    consumer = Consumer({**kafka, **QUIET, "group.id": "soak-watermarks"})
-    try:
-        ends = _end_offsets(consumer, topic)
-        read = dict(fetch(server.db, LAG, (server.query_name,)))
-    except Exception:
-        return None
-    finally:
-        consumer.close()
-    return sum(end - read.get(p, -1) - 1 for p, end in ends.items())
+    ]
+    read = dict(fetch(server.db, LAG, (server.query_name,)))
+    return sum(end - read.get(p, -1) - 1 for p, end in enumerate(ends))
 
 
 def _partitions(db: ConnectionParams) -> set[str]:
@@ -430,10 +421,6 @@ def _partitions(db: ConnectionParams) -> set[str]:
 
 def _sizes(db: ConnectionParams) -> dict[str, int]:
     return {key: fetch(db, text)[0][0] for key, text in SIZES.items()}
-
-
-def _caught_up(server: Server, topic: str, kafka: dict[str, Any]) -> bool:
-    return _lag(server, topic, kafka) == 0
 
 
 def _maintain(db: ConnectionParams) -> None:
@@ -726,7 +713,7 @@ SCENARIO = Scenario(
     doc=__doc__ or "",
     run=run,
     flags={"minutes": 60.0, "rate": 200, "fault_every": 120.0},
-    quick={"minutes": 5.0, "fault_every": 25.0},
+    quick={"minutes": 3.0, "fault_every": 20.0},
     targets=targets,
     rows=rows,
     title="Soak",

@@ -35,12 +35,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 STOP_POLL_S = 1  # how soon a stop request is seen
+MAX_RESTARTS = 3  # after a failure known to leave nothing undone (a Spark bug)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pyspark.errors import StreamingQueryException
+
     from clickstream_pipeline.ingest.metrics import flush_progress
     from clickstream_pipeline.ingest.session import open_spark_job
-    from clickstream_pipeline.ingest.stream import start_ingest
+    from clickstream_pipeline.ingest.stream import failed_after_its_batch, start_ingest
     from clickstream_pipeline.warehouse.rollup_runner import drain
 
     overrides = list(args.overrides)
@@ -49,9 +52,21 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(argparse.Namespace(**{**vars(args), "overrides": overrides}))
     with open_spark_job(cfg) as job:
         query = start_ingest(job.spark, job.cfg, job.secrets)
+        restarts = 0
         try:
             with stop_requests() as stop:
-                while not query.awaitTermination(STOP_POLL_S):
+                while True:
+                    try:
+                        if query.awaitTermination(STOP_POLL_S):
+                            break
+                    except StreamingQueryException as exc:
+                        if not failed_after_its_batch(exc) or restarts >= MAX_RESTARTS:
+                            raise
+                        restarts += 1
+                        log.warning(
+                            "restarting %s after Spark's SPARK-57438", cfg.ingest.query_name
+                        )
+                        query = start_ingest(job.spark, job.cfg, job.secrets)
                     if stop.is_set():
                         log.info("stopping %s", cfg.ingest.query_name)
                         query.stop()

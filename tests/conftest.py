@@ -22,13 +22,16 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 TEST_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 os.environ.setdefault("CLICKSTREAM__SPARK__JAVA_OPTIONS", TEST_JAVA_OPTIONS)  # jobs tests start
 # Under pytest-xdist each worker writes its own dead-letter table: Delta on S3 takes one writing
-# driver per table (its S3 log store cannot refuse a second commit of the same version)
+# driver per table (its S3 log store cannot refuse a second commit of the same version); and each
+# Python (`make lane`'s Delta is newer) its own tables
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-LAKE_ROOT = f"s3a://lake/clickstream-{WORKER}" if WORKER else None
+PY = f"py{sys.version_info.major}{sys.version_info.minor}"
+LAKE_ROOT = f"s3a://lake/clickstream-{PY}-{WORKER}" if WORKER else None
 if LAKE_ROOT:
     os.environ["CLICKSTREAM__STORAGE__LAKE_ROOT"] = LAKE_ROOT  # for the jobs tests start
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+SPARK_SETTINGS = "CLICKSTREAM__SPARK__"
 # settings that name files; conf/local*.toml gives them relative to the project root
 PATH_KEYS = (
     "secrets.file",
@@ -41,7 +44,9 @@ PATH_KEYS = (
 
 def config_for_tests(env: str = "local") -> Config:
     """The env's config as the tests run it: local[2], 2 shuffle partitions, the tests' JIT
-    options, and every path rooted at the project (whatever the working folder)."""
+    options, and every path rooted at the project (whatever the working folder). Spark settings
+    from the environment apply (`make lane`: its jars, no class archive); no others do."""
+    environ = {k: v for k, v in os.environ.items() if k.startswith(SPARK_SETTINGS)}
     overrides = [
         "spark.master=local[2]",
         "spark.shuffle_partitions=2",
@@ -49,13 +54,13 @@ def config_for_tests(env: str = "local") -> Config:
     ]
     if LAKE_ROOT:
         overrides.append(f'storage.lake_root="{LAKE_ROOT}"')
-    cfg = load_config(env, overrides, environ={})
+    cfg = load_config(env, overrides, environ)
     for key in PATH_KEYS:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value and not Path(value).is_absolute():
             overrides.append(f'{key}="{PROJECT_DIR / value}"')
-    return load_config(env, overrides, environ={})
+    return load_config(env, overrides, environ)
 
 
 @pytest.fixture(scope="session")

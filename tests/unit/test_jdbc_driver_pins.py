@@ -10,7 +10,16 @@ from pathlib import Path
 from tests.conftest import PROJECT_DIR
 
 OLDEST_SAFE = (42, 7, 12)
-SKIPPED_DIRS = {".git", ".venv", ".stack", "build", "dist", "node_modules", "__pycache__"}
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    ".venv-lane",
+    ".stack",
+    "build",
+    "dist",
+    "node_modules",
+    "__pycache__",
+}
 TEXT_SUFFIXES = {".xml", ".yml", ".yaml", ".json", ".toml", ".py", ".sh", ".md", ".cfg", ".txt"}
 # Maven coordinates (Databricks libraries, --packages, dependency:get) and jar file names
 COORDINATES = re.compile(r"org\.postgresql:postgresql:([0-9][0-9A-Za-z.-]*)")

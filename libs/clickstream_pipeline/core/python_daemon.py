@@ -2,8 +2,8 @@
 
 Spark puts its own archives at the head of every Python worker's path: `pyspark.zip`, py4j's
 zip and the spark-core jar. PySpark's worker calls `importlib.invalidate_caches()` before each
-task, and on Python 3.10 and 3.11 a zip importer then re-reads its whole archive's directory
-(CPython gh-103200, lazy again from 3.12): about 75 ms a task here, whatever its size, most of
+task, and on Python 3.10 to 3.12 a zip importer then re-reads its whole archive's directory
+(CPython gh-103200, lazy from 3.13): about 75 ms a task here, whatever its size, most of
 it in the spark-core jar's 10,000 entries. Where pyspark and py4j are installed as packages
 (pip), this daemon drops those archives from the path and runs PySpark's own daemon, so the
 workers it forks import the same release from site-packages. Anything else on the path (a
