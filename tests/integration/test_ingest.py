@@ -81,24 +81,27 @@ def test_80k_messages_with_malformed_ones_land_exactly_once(spark, tier, db):
     assert (written, dead_count) == (len(sent.valid), len(sent.invalid))
 
 
-def test_a_backlog_of_whole_batches_takes_that_many_batches(spark, tier, db):
+def test_a_backlog_starts_with_a_small_batch_then_takes_whole_ones(spark, tier, db):
     conf = producer_config(tier.config.kafka, tier.secrets)
     topic = new_topic(conf, partitions=4)
-    sent = produce_mix(conf, topic, 30_000, seed=5)
-    cfg = ingest_config(tier.config, topic, max_offsets_per_trigger=10_000)
+    sent = produce_mix(conf, topic, 34_000, seed=5)
+    first = {"first_batch_max_offsets": 4_000}
+    cfg = ingest_config(tier.config, topic, max_offsets_per_trigger=10_000, **first)
 
     run_available_now(spark, cfg, tier.secrets)
 
-    # Spark floors each partition's share of the limit: without the job's allowance for that,
-    # 3 x 10,000 messages took 4 batches, the last of a few rows
+    # the first batch small (its rows land sooner), then whole ones: Spark floors each
+    # partition's share of the limit, and without the job's allowance for that, 3 x 10,000
+    # messages took 4 batches, the last of a few rows
     read = query(
         db,
         "SELECT rows_read FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id",
         (cfg.ingest.query_name,),
     )
     rows = [r[0] for r in read]
-    assert len(rows) == 3, rows
-    assert all(10_000 <= r <= 10_000 + 4 for r in rows[:2]), rows  # up to one more a partition
+    assert len(rows) == 4, rows
+    assert 4_000 <= rows[0] <= 4_000 + 4, rows  # up to one more a partition
+    assert all(10_000 <= r <= 10_000 + 4 for r in rows[1:3]), rows
     assert_exactly_once(db, sent)
 
 

@@ -169,6 +169,16 @@ class KafkaConfig(_Section):
             "partition, as Spark rounds each partition's share down); unset: everything."
         ),
     )
+    first_batch_max_offsets: int | None = Field(
+        default=20_000,
+        gt=0,
+        description=(
+            "At a start, when the topics hold more messages than this and it is less than "
+            "`max_offsets_per_trigger`, the first micro-batch takes about this many and the "
+            "query then goes on with the full size: a backlog's first rows land within seconds. "
+            "Unset: the first batch is as large as the others."
+        ),
+    )
     min_partitions: int | None = Field(
         default=None, gt=0, description="Spark's minPartitions for the Kafka source."
     )

@@ -26,7 +26,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from clickstream_pipeline.core.config import Config, IngestConfig
+from clickstream_pipeline.core.config import Config, IngestConfig, KafkaConfig
 from clickstream_pipeline.core.fields import EVENTS_SCHEMA, EVENTS_TABLE
 from clickstream_pipeline.core.model import load_model
 from clickstream_pipeline.core.schema import ROUTED_SCHEMA
@@ -456,6 +456,19 @@ def failed_after_its_batch(exc: Exception) -> bool:
     return SPARK_57438 in str(exc)
 
 
+NO_DATA = "Waiting for data to arrive"  # a trigger's status when it found nothing to read
+
+
+def run_first_batch(query: StreamingQuery, name: str) -> None:
+    """Let a query started for one small batch run it (or find no data), then stop it."""
+    while query.isActive and query.lastProgress is None and query.status["message"] != NO_DATA:
+        time.sleep(0.05)
+    query.stop()
+    if (failure := query.exception()) is not None:
+        raise failure
+    log.info("first batch of %s done: the query goes on with its full batch size", name)
+
+
 def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> StreamingQuery:
     """Start the query: Kafka source, foreachBatch sink, checkpoint from config."""
     topics = describe_topics(cfg.kafka, secrets)  # once: ledger keys and the batch allowance
@@ -467,20 +480,33 @@ def start_ingest(spark: SparkSession, cfg: Config, secrets: Secrets) -> Streamin
         # batches count their dead letters by reason only where someone can scrape the counts
         served = openmetrics.export(spark, cfg.ingest.metrics_port, remote=bool(cfg.spark.remote))
         settings = dataclasses.replace(settings, metrics=served)
-    writer = (
-        read_kafka_stream(spark, cfg.kafka, secrets, sum(len(t.ends) for t in topics.values()))
-        .writeStream.foreachBatch(functools.partial(write_batch, settings=settings))
-        .option("checkpointLocation", cfg.checkpoint_location)
-        .queryName(cfg.ingest.query_name)
-    )
-    if cfg.ingest.trigger == "available_now":
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=cfg.ingest.trigger_interval)
+    partitions = sum(len(t.ends) for t in topics.values())
     in_place = cfg.storage.s3a_checkpoint_in_place and cfg.checkpoint_location.startswith("s3a:")
-    # for this query only: its logs take the setting when it starts
-    with session_conf_set(spark, CHECKPOINT_MANAGER, IN_PLACE_CHECKPOINTS if in_place else None):
-        query = writer.start()
+
+    def start(kafka: KafkaConfig, trigger: dict[str, Any]) -> StreamingQuery:
+        writer = (
+            read_kafka_stream(spark, kafka, secrets, partitions)
+            .writeStream.foreachBatch(functools.partial(write_batch, settings=settings))
+            .option("checkpointLocation", cfg.checkpoint_location)
+            .queryName(cfg.ingest.query_name)
+            .trigger(**trigger)
+        )
+        # for this query only: its logs take the setting when it starts
+        with session_conf_set(
+            spark, CHECKPOINT_MANAGER, IN_PLACE_CHECKPOINTS if in_place else None
+        ):
+            return writer.start()
+
+    first = cfg.kafka.first_batch_max_offsets
+    most = cfg.kafka.max_offsets_per_trigger
+    held = sum(end for t in topics.values() for end in t.ends.values())
+    if first is not None and (most is None or first < most) and held > first:
+        small = cfg.kafka.model_copy(update={"max_offsets_per_trigger": first})
+        run_first_batch(start(small, {"processingTime": "1 day"}), cfg.ingest.query_name)
+    if cfg.ingest.trigger == "available_now":
+        query = start(cfg.kafka, {"availableNow": True})
+    else:
+        query = start(cfg.kafka, {"processingTime": cfg.ingest.trigger_interval})
     log.info(
         "ingest query %s started: checkpoint %s, dead letters %s",
         cfg.ingest.query_name,
