@@ -175,8 +175,8 @@ class KafkaConfig(_Section):
         description=(
             "At a start, when the topics hold more messages than this and it is less than "
             "`max_offsets_per_trigger`, the first micro-batch takes about this many and the "
-            "query then goes on with the full size: a backlog's first rows land within seconds. "
-            "Unset: the first batch is as large as the others."
+            "query then goes on with the full size: a backlog's first rows land after a small "
+            "batch. Unset: the first batch is as large as the others."
         ),
     )
     min_partitions: int | None = Field(
