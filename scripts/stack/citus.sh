@@ -15,7 +15,8 @@ source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/pg_common.sh"
 
 SYSTEM_PG=/usr/lib/postgresql/15
-CITUS_BUNDLE="${CITUS_BUNDLE:-$(ls "$PROJECT_DIR"/../shared/citus/citus-*_pg15_debian12_amd64.tar.gz 2>/dev/null | head -n1)}"
+# (`|| true`: without ../shared, ls fails and pipefail would end the script before it can say so)
+CITUS_BUNDLE="${CITUS_BUNDLE:-$(ls "$PROJECT_DIR"/../shared/citus/citus-*_pg15_debian12_amd64.tar.gz 2>/dev/null | head -n1 || true)}"
 UNAVAILABLE="$STACK_DIR/citus.unavailable"
 WORKER_PORTS=("$((CITUS_PORT + 1))" "$((CITUS_PORT + 2))")
 NODES=(coordinator worker1 worker2)
