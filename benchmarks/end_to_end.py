@@ -24,6 +24,7 @@ from devkit.stack import fresh_topic, secrets_for
 BATCHES = """SELECT rows_read, seconds, rows_per_second, extract(epoch FROM committed_at - %s)
              FROM clickstream_ingest_batches WHERE query_name = %s ORDER BY batch_id"""
 PROGRESS = ">= 0.25x (progress)"  # a step on the way to the target
+STEADY = ">= 0.6x"  # the batches after the first, against `\\copy`
 EXPORT = f"COPY (SELECT {', '.join(EVENT_COLUMNS)} FROM events) TO STDOUT (FORMAT csv)"  # noqa: S608
 
 
@@ -47,18 +48,19 @@ def breakdown(ingest: dict[str, Any], n: int) -> dict[str, float]:
     """Where the wall time went: session, warm-up, steady batches, between batches (they add up)."""
     seconds, rates = ingest["batch_seconds"], ingest["batch_rows_per_s"]
     phases = ingest.get("trigger_phases_s", {})
-    busy = sorted(s for s, r in zip(seconds, rates, strict=True) if r > 1000)
-    median = busy[len(busy) // 2] if busy else 0.0
     first, other = (seconds[0], sum(seconds[1:])) if seconds else (0.0, 0.0)
     session = ingest.get("session_s", 0.0)
     outside = ingest["wall_seconds"] - session - sum(seconds)
-    rows_after_first = n - (rates[0] * first if seconds else 0)
+    first_rows = rates[0] * first if seconds else 0
+    steady = (n - first_rows) / other if other else 0.0
+    # the first batch's time beyond what its rows take at the later batches' rate
+    warm_up = first - first_rows / steady if steady else 0.0
     return {
         "session_s": round(session, 3),
         "first_batch_s": round(first, 3),
-        "warm_up_s": round(max(first - median, 0.0), 3),
+        "warm_up_s": round(max(warm_up, 0.0), 3),
         "other_batches_s": round(other, 3),
-        "steady_rows_per_s": rows_after_first / other if other else 0.0,
+        "steady_rows_per_s": steady,
         "outside_batches_s": round(outside, 3),
         "outside_per_batch_s": round(outside / max(len(seconds), 1), 3),
         "start_s": ingest.get("start_to_first_trigger_s", 0.0),
@@ -109,7 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batches = fetch(db, BATCHES, (started_at, name))
         common.expect_rows(db, n, "ingest")
         wall, rates = float(batches[-1][3]), sorted(float(b[2]) for b in batches if b[0])
-        first = datetime.fromisoformat(progress[0]["timestamp"]) if progress else query_started_at
+        # the first batch may be a query of its own (a backlog's small first batch): its start
+        # from the batch table, not from the progress of the query that ran the rest
+        first_start = float(batches[0][3]) - float(batches[0][1]) - session_s
         results["ingest"] = {
             "rows": n,
             "wall_seconds": round(wall, 3),
@@ -127,12 +131,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "python_workers_peak_total_mib": memory.marked_total_peak_mib,
             "python_worker_processes": len(memory.marked_peak_mib),
             "trigger_phases_s": trigger_phase_totals(progress),
-            "start_to_first_trigger_s": round((first - query_started_at).total_seconds(), 3),
+            "start_to_first_trigger_s": round(max(first_start, 0.0), 3),
         }
         results["copy_1"] = copy_baseline(db, n)
     ratio = results["ingest"]["rows_per_s"] / results["copy_1"]["rows_per_s"]
     results["ratio_ingest_over_copy_1"] = ratio
     results["breakdown"] = breakdown(results["ingest"], n)
+    steady = results["breakdown"]["steady_rows_per_s"]
+    results["ratio_steady_over_copy_1"] = steady / results["copy_1"]["rows_per_s"]
     return results
 
 
@@ -145,6 +151,7 @@ SCENARIO = Scenario(
     targets=lambda f: [
         Target("e2e_ge_40pct_of_copy_1", f["ratio_ingest_over_copy_1"], ">=", 0.4, ">= 0.4x"),
         Target("e2e_ge_25pct_of_copy_1", f["ratio_ingest_over_copy_1"], ">=", 0.25, PROGRESS),
+        Target("steady_ge_60pct_of_copy_1", f.get("ratio_steady_over_copy_1"), ">=", 0.6, STEADY),
     ],
     rows=(
         "end to end, {messages:,} messages | {ingest[rows_per_s]:,.0f} rows/s"
@@ -157,11 +164,16 @@ SCENARIO = Scenario(
         " {ingest[python_workers_peak_total_mib]:,.0f} MiB)",
         "end to end, where the time went | Spark session {b[session_s]:.1f} s; first batch"
         " {b[first_batch_s]:.1f} s (warm-up {b[warm_up_s]:.1f} s); other batches"
-        " {b[other_batches_s]:.1f} s at {b[steady_rows_per_s]:,.0f} rows/s; outside batches"
+        " {b[other_batches_s]:.1f} s at {b[steady_rows_per_s]:,.0f} rows/s"
+        " ({steady_over_copy:.2f}x `\\copy`, {targets:steady_ge_60pct_of_copy_1}); outside batches"
         " {b[outside_batches_s]:.1f} s ({b[outside_per_batch_s]:.2f} s a batch; query start to"
-        " first trigger {b[start_s]:.1f} s, checkpoint and offset commits {b[checkpoint_s]:.1f} s)",
+        " the first batch {b[start_s]:.1f} s, checkpoint and offset commits"
+        " {b[checkpoint_s]:.1f} s)",
     ),
-    derived=lambda f: {"b": f["breakdown"]},
+    derived=lambda f: {
+        "b": f["breakdown"],
+        "steady_over_copy": f["breakdown"]["steady_rows_per_s"] / f["copy_1"]["rows_per_s"],
+    },
     on_both=True,
     headline="end to end, {messages:M} messages Kafka -> `events`"
     " | {ingest[rows_per_s]:,.0f} rows/s ({ingest[wall_seconds]:.0f} s)"

@@ -187,7 +187,7 @@ def millions(count: int) -> str:
 
 class _Figures(string.Formatter):
     """`str.format` with more specs: `:ms` (milliseconds), `:M` (2M), and on `targets` the
-    verdicts of the targets it names (`{targets:events_p95_le_2s; rollup_p95_le_3s}`)."""
+    verdicts of the targets it names (`{targets:events_p95_le_0_5s; rollup_p95_le_1s}`)."""
 
     def format_field(self, value: Any, spec: str) -> str:
         if spec in ("ms", "M"):
@@ -365,7 +365,7 @@ def chart(entries: dict[str, Any], path: Path) -> None:
     for key, label in CDF_LINES.items():
         values = fresh.get(key, [])  # percentiles 0..100
         right.plot(values, [q / 100 for q in range(len(values))], label=label)
-    right.axvline(2.0, color="red", linestyle="--", linewidth=1, label="target p95 2 s")
+    right.axvline(0.5, color="red", linestyle="--", linewidth=1, label="target p95 0.5 s")
     right.legend(fontsize=8)
     cdf = "share of events (CDF)"
     right.set(xlabel="delay from Kafka timestamp (s)", ylabel=cdf, title="Freshness")

@@ -538,6 +538,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-peer-"))  # logs and properties, kept to read
     say(f"logs and settings of every run in {work}")
     results: dict[str, Any] = {"messages": n, "message_bytes": message_bytes(n)}
+    results["first_batch_max_offsets"] = args.cfg.kafka.first_batch_max_offsets
     with (
         fresh_topic(kafka, "bench-peer", args.partitions) as topic,
         fresh_topic(kafka, "bench-peer-ours-f", args.partitions) as ours_fresh,
@@ -614,6 +615,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def targets(f: dict[str, Any]) -> list[Target]:
+    ours, peer = f["ours"]["start_to_first_row_s"], f["peer"]["start_to_first_row_s"]
+    return [
+        Target("exactly_once", f["ours_lost"] + f["ours_duplicated"], "<=", 0, "exactly once"),
+        Target("rows_per_s_ge_2x_peer", f["ours_over_peer_rows_per_s"], ">=", 2, ">= 2x"),
+        Target("first_row_le_5s", ours, "<=", 5, "<= 5 s"),
+        Target("first_row_le_peer", ours / peer, "<=", 1, "no later than the peer"),
+    ]
+
+
 SCENARIO = Scenario(
     "peer_connect",
     __doc__ or "",
@@ -635,15 +646,16 @@ SCENARIO = Scenario(
         "duration": 1.0,
         "warm_up": 0.5,
     },
-    targets=lambda f: [
-        Target("exactly_once", f["ours_lost"] + f["ours_duplicated"], "<=", 0, "exactly once")
-    ],
+    targets=targets,
     rows=(
         f"end to end, {{messages:,}} lab messages: ours vs {PEER}"
         " | ours {ours[rows_per_s]:,.0f} rows/s, {ours[db_cpu_us_per_row]:.1f} us DB CPU/row,"
         " {ours[peak_memory_mib]:,.0f} MiB | peer {peer[rows_per_s]:,.0f} rows/s,"
         " {peer[db_cpu_us_per_row]:.1f} us/row, {peer[peak_memory_mib]:,.0f} MiB"
-        " | {ours_over_peer_rows_per_s:.2f}x",
+        " | {ours_over_peer_rows_per_s:.2f}x | {targets:rows_per_s_ge_2x_peer}",
+        "start to the first row (the first batch: {first_batch})"
+        " | ours {ours[start_to_first_row_s]:.2f} s | peer {peer[start_to_first_row_s]:.2f} s"
+        " | {first_row_ours_over_peer:.2f}x | {targets:first_row_le_5s; first_row_le_peer}",
         "SIGKILL half-way, then a restart: rows lost / duplicated"
         " | ours {ours_lost:,} / {ours_duplicated:,} | peer {peer_lost:,} / {peer_duplicated:,}"
         " | | {targets:exactly_once}",
@@ -651,10 +663,16 @@ SCENARIO = Scenario(
         " | ours {freshness[ours][p50_s]:.2f} / {freshness[ours][p95_s]:.2f} s"
         " | peer {freshness[peer][p50_s]:.2f} / {freshness[peer][p95_s]:.2f} s",
     ),
+    derived=lambda f: {
+        "first_row_ours_over_peer": f["ours"]["start_to_first_row_s"]
+        / f["peer"]["start_to_first_row_s"],
+        "first_batch": f"{n:,} messages" if (n := f.get("first_batch_max_offsets")) else "whole",
+    },
     on_both=True,
     headline=f"vs {PEER}, {{messages:M}} messages"
-    " | {ours[rows_per_s]:,.0f} rows/s; after a SIGKILL {ours_lost:,} lost,"
-    " {ours_duplicated:,} duplicated | {peer[rows_per_s]:,.0f} rows/s; {peer_lost:,} lost,"
+    " | {ours[rows_per_s]:,.0f} rows/s, first row {ours[start_to_first_row_s]:.1f} s; after a"
+    " SIGKILL {ours_lost:,} lost, {ours_duplicated:,} duplicated | {peer[rows_per_s]:,.0f}"
+    " rows/s, first row {peer[start_to_first_row_s]:.1f} s; {peer_lost:,} lost,"
     " {peer_duplicated:,} duplicated | {ours_over_peer_rows_per_s:.2f}x",
     on_citus="{ours_over_peer_rows_per_s:.2f}x",
 )
